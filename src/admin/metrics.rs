@@ -1,0 +1,261 @@
+//! Every Prometheus metric abgate exports, defined in one place.
+//!
+//! Label values come only from the config (experiment, variant, upstream, metric names)
+//! or from fixed word lists (status class, error kind, drop reason); never from request
+//! data. The request path does not look labels up: [`VariantMetrics`] handles are
+//! resolved when a config is compiled, so a request costs a few atomic increments.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Buckets for model serving latencies: 1 ms … 60 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Status classes used as label values.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Index into [`STATUS_CLASSES`] of a status (0 = no response sent).
+#[inline]
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// The registry and its metric families.
+pub struct Metrics {
+    registry: Registry,
+    /// `abgate_requests_total{experiment,variant,status_class}`
+    pub requests: IntCounterVec,
+    /// `abgate_request_duration_seconds{experiment,variant}`
+    pub duration: HistogramVec,
+    /// `abgate_upstream_errors_total{upstream,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `abgate_exposures_total{experiment,variant}`
+    pub exposures: IntCounterVec,
+    /// `abgate_outcomes_total{metric}`
+    pub outcomes: IntCounterVec,
+    /// `abgate_events_dropped_total{reason}` (mirrors the writer's counters at scrape)
+    pub events_dropped: IntCounterVec,
+    /// `abgate_events_written_total`
+    pub events_written: IntCounter,
+    /// `abgate_guardrail_violation{experiment,variant,guardrail}`
+    pub guardrail_violation: IntGaugeVec,
+    /// `abgate_rollbacks_total{experiment,variant,guardrail}`
+    pub rollbacks: IntCounterVec,
+    /// `abgate_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `abgate_identity_invalid_total{source}`
+    pub identity_invalid: IntCounterVec,
+    /// `abgate_identity_minted_total`
+    pub identity_minted: IntCounter,
+    /// `abgate_proxied_requests_total{status_class}`: every request once, whatever its experiments.
+    pub proxied: IntCounterVec,
+    /// `abgate_build_info{version,config_version}`
+    pub build_info: IntGaugeVec,
+    /// `abgate_uptime_seconds`
+    pub uptime: IntGauge,
+    started: std::time::Instant,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Registration only fails on duplicate or malformed names: fixed strings here.
+    r.expect("metric definitions are static and valid")
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let requests = counter_vec(
+            "abgate_requests_total",
+            "Proxied requests by experiment, variant (served) and status class; experiment=\"none\" for requests in no experiment. A request in several layers counts once per experiment.",
+            &["experiment", "variant", "status_class"],
+        );
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "abgate_request_duration_seconds",
+                "Time from request arrival to response end, by experiment and variant (served).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["experiment", "variant"],
+        ));
+        must(registry.register(Box::new(duration.clone())));
+        let upstream_errors = counter_vec(
+            "abgate_upstream_errors_total",
+            "Backend failures by upstream and kind (connect, timeout, reset, 5xx).",
+            &["upstream", "kind"],
+        );
+        let exposures = counter_vec(
+            "abgate_exposures_total",
+            "Exposures by experiment and variant (assigned).",
+            &["experiment", "variant"],
+        );
+        let outcomes = counter_vec(
+            "abgate_outcomes_total",
+            "Outcomes accepted, by metric.",
+            &["metric"],
+        );
+        let events_dropped = counter_vec(
+            "abgate_events_dropped_total",
+            "Events not written, by reason (queue_full, write_error, closed).",
+            &["reason"],
+        );
+        let events_written = must(IntCounter::new(
+            "abgate_events_written_total",
+            "Events written to the event log.",
+        ));
+        must(registry.register(Box::new(events_written.clone())));
+        let guardrail_violation = must(IntGaugeVec::new(
+            Opts::new(
+                "abgate_guardrail_violation",
+                "1 while a guardrail is violated for a variant, else 0.",
+            ),
+            &["experiment", "variant", "guardrail"],
+        ));
+        must(registry.register(Box::new(guardrail_violation.clone())));
+        let rollbacks = counter_vec(
+            "abgate_rollbacks_total",
+            "Automatic and manual rollbacks by experiment, variant and guardrail.",
+            &["experiment", "variant", "guardrail"],
+        );
+        let config_reloads = counter_vec(
+            "abgate_config_reloads_total",
+            "Config reload attempts by result (ok, error, unchanged).",
+            &["result"],
+        );
+        let identity_invalid = counter_vec(
+            "abgate_identity_invalid_total",
+            "Malformed identity values treated as absent, by source (header, cookie, session, unit_header).",
+            &["source"],
+        );
+        let identity_minted = must(IntCounter::new(
+            "abgate_identity_minted_total",
+            "Identities minted (new units given a cookie).",
+        ));
+        must(registry.register(Box::new(identity_minted.clone())));
+        let proxied = counter_vec(
+            "abgate_proxied_requests_total",
+            "Every proxied request once, by status class.",
+            &["status_class"],
+        );
+        let build_info = must(IntGaugeVec::new(
+            Opts::new(
+                "abgate_build_info",
+                "Always 1; labels carry the build and config version.",
+            ),
+            &["version", "config_version"],
+        ));
+        must(registry.register(Box::new(build_info.clone())));
+        let uptime = must(IntGauge::new(
+            "abgate_uptime_seconds",
+            "Seconds since start.",
+        ));
+        must(registry.register(Box::new(uptime.clone())));
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(pc));
+        }
+        for r in ["queue_full", "write_error", "closed"] {
+            events_dropped.with_label_values(&[r]);
+        }
+        for r in ["ok", "error"] {
+            config_reloads.with_label_values(&[r]);
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            exposures,
+            outcomes,
+            events_dropped,
+            events_written,
+            guardrail_violation,
+            rollbacks,
+            config_reloads,
+            identity_invalid,
+            identity_minted,
+            proxied,
+            build_info,
+            uptime,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Handles for one (experiment, variant) pair.
+    pub fn variant(&self, experiment: &str, variant: &str) -> VariantMetrics {
+        VariantMetrics {
+            requests: std::array::from_fn(|i| {
+                self.requests
+                    .with_label_values(&[experiment, variant, STATUS_CLASSES[i]])
+            }),
+            duration: self.duration.with_label_values(&[experiment, variant]),
+            exposures: self.exposures.with_label_values(&[experiment, variant]),
+        }
+    }
+
+    /// Record the config version now serving.
+    pub fn set_config_version(&self, version: &str) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), version])
+            .set(1);
+    }
+
+    /// Render the text exposition (format 0.0.4), refreshing scrape-time values first.
+    pub fn render(&self, writer: &crate::events::WriterStats) -> (String, Vec<u8>) {
+        self.uptime.set(self.started.elapsed().as_secs() as i64);
+        let set = |c: IntCounter, v: u64| {
+            let cur = c.get();
+            if v > cur {
+                c.inc_by(v - cur);
+            }
+        };
+        set(
+            self.events_dropped.with_label_values(&["queue_full"]),
+            writer.dropped_queue_full.load(Relaxed),
+        );
+        set(
+            self.events_dropped.with_label_values(&["write_error"]),
+            writer.dropped_write_error.load(Relaxed),
+        );
+        set(
+            self.events_dropped.with_label_values(&["closed"]),
+            writer.dropped_closed.load(Relaxed),
+        );
+        set(self.events_written.clone(), writer.written.load(Relaxed));
+        let enc = TextEncoder::new();
+        let mut buf = Vec::new();
+        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        (enc.format_type().to_string(), buf)
+    }
+}
+
+/// Pre-resolved metric handles of one variant.
+#[derive(Clone)]
+pub struct VariantMetrics {
+    /// By status class index.
+    pub requests: [IntCounter; 6],
+    /// Duration histogram.
+    pub duration: Histogram,
+    /// Exposures.
+    pub exposures: IntCounter,
+}

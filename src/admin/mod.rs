@@ -1,0 +1,362 @@
+//! The admin listener (loopback by default): health, readiness, metrics, experiments.
+//!
+//! | endpoint | method | token | what |
+//! |---|---|---|---|
+//! | `/healthz` | GET | no | 200 while the process runs |
+//! | `/readyz` | GET | no | 200 once the config is loaded and listeners are bound, 503 otherwise |
+//! | `/metrics` | GET | no | Prometheus text format 0.0.4 |
+//! | `/admin/experiments` | GET | no | every experiment: state, allocation, live counts, guardrails |
+//! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
+//! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
+//! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
+//! | `/admin/experiments/{name}/pause` | POST | yes | serve control to everyone |
+//! | `/admin/reload` | POST | yes | re-read the config file |
+//!
+//! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
+//! compared in constant time): 401 without it, 405 on the wrong method.
+
+pub mod metrics;
+
+use crate::guard::Decision;
+use crate::proxy::{App, ReloadOutcome};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serve the admin API until shutdown.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&app, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(body.into()))
+        .expect("static response parts are valid")
+}
+
+fn json_resp(status: StatusCode, v: serde_json::Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, msg: &str) -> Resp {
+    json_resp(status, json!({ "error": msg }))
+}
+
+async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get_only = |m: &Method| *m == Method::GET || *m == Method::HEAD;
+    match parts.as_slice() {
+        ["healthz"] if get_only(&method) => text(StatusCode::OK, "ok\n"),
+        ["readyz"] if get_only(&method) => {
+            if app.ready.load(Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: starting or stopping\n",
+                )
+            }
+        }
+        ["metrics"] if get_only(&method) => {
+            let (ct, body) = app.metrics.render(app.sink.stats());
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(body)))
+                .expect("valid response")
+        }
+        ["admin", "experiments"] if get_only(&method) => {
+            json_resp(StatusCode::OK, experiments_json(app))
+        }
+        ["admin", "experiments", name, "report"] if get_only(&method) => {
+            match report_json(app, name) {
+                Some(v) => json_resp(StatusCode::OK, v),
+                None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
+            }
+        }
+        ["admin", "experiments", name, action @ ("rollback" | "resume" | "pause")]
+            if method == Method::POST =>
+        {
+            if let Some(r) = check_token(app, &req) {
+                return r;
+            }
+            mutate(app, name, action)
+        }
+        ["admin", "reload"] if method == Method::POST => {
+            if let Some(r) = check_token(app, &req) {
+                return r;
+            }
+            let a = app.clone();
+            match tokio::task::spawn_blocking(move || a.reload("POST /admin/reload")).await {
+                Ok(Ok(ReloadOutcome::Applied { version })) => json_resp(
+                    StatusCode::OK,
+                    json!({"result": "applied", "version": version}),
+                ),
+                Ok(Ok(ReloadOutcome::Unchanged)) => json_resp(
+                    StatusCode::OK,
+                    json!({"result": "unchanged", "version": app.snapshot.load().config.version}),
+                ),
+                Ok(Err(e)) => json_resp(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"result": "rejected", "error": e.to_string(), "serving": app.snapshot.load().config.version}),
+                ),
+                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
+            }
+        }
+        ["healthz"]
+        | ["readyz"]
+        | ["metrics"]
+        | ["admin", "experiments"]
+        | ["admin", "experiments", _, "report"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        ["admin", "experiments", _, "rollback" | "resume" | "pause"] | ["admin", "reload"] => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST with Authorization: Bearer <token>",
+            )
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "unknown endpoint; see /admin/experiments, /metrics, /healthz, /readyz",
+        ),
+    }
+}
+
+fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
+    let snap = app.snapshot.load();
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if snap.token.is_none() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "no admin token configured: set ${} and restart",
+                snap.config.admin.token_env
+            ),
+        ));
+    }
+    if !snap.token_ok(presented.as_bytes()) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        ));
+    }
+    None
+}
+
+fn mutate(app: &App, name: &str, action: &str) -> Resp {
+    let snap = app.snapshot.load();
+    let Some((li, ei)) = snap.config.experiment(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
+    };
+    let exp = &snap.config.layers[li].experiments[ei];
+    let state = &snap.experiments[li][ei].state;
+    let decision = Decision {
+        ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        action: if action == "rollback" {
+            "manual_rollback".into()
+        } else {
+            action.into()
+        },
+        guardrail: "manual".into(),
+        control: 0.0,
+        treatment: 0.0,
+        p_value: None,
+        n_control: 0,
+        n_treatment: 0,
+    };
+    let res = match action {
+        "rollback" => (0..exp.variants.len())
+            .filter(|&i| i != exp.control)
+            .try_for_each(|i| {
+                app.metrics
+                    .rollbacks
+                    .with_label_values(&[&exp.name, &exp.variants[i].name, "manual"])
+                    .inc();
+                app.guard.rollback(state, i, decision.clone())
+            }),
+        "pause" => app.guard.set_paused(state, true),
+        _ => app.guard.resume(state, decision.clone()),
+    };
+    if let Err(e) = res {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    for (i, v) in exp.variants.iter().enumerate() {
+        if i == exp.control {
+            continue;
+        }
+        app.sink.send(crate::events::Event::Guardrail(
+            crate::events::GuardrailEvent {
+                ts: SystemTime::now(),
+                experiment: exp.name.clone(),
+                variant: v.name.clone(),
+                action: match action {
+                    "rollback" => "manual_rollback",
+                    "pause" => "pause",
+                    _ => "resume",
+                },
+                guardrail: "manual",
+                control: 0.0,
+                treatment: 0.0,
+                p_value: None,
+                n_control: 0,
+                n_treatment: 0,
+            },
+        ));
+    }
+    tracing::info!("admin: experiment {name}: {action}");
+    json_resp(
+        StatusCode::OK,
+        json!({"experiment": name, "state": state.state_word()}),
+    )
+}
+
+fn variant_live(app: &App, li: usize, ei: usize) -> Vec<serde_json::Value> {
+    let snap = app.snapshot.load();
+    let exp = &snap.config.layers[li].experiments[ei];
+    let rt = &snap.experiments[li][ei];
+    let now = app.now_ms();
+    exp.variants
+        .iter()
+        .enumerate()
+        .map(|(vi, v)| {
+            let st = &rt.state.variants[vi];
+            let w = st.window.stats(now);
+            let m = &rt.metrics[vi];
+            let requests: u64 = m.requests.iter().map(|c| c.get()).sum();
+            json!({
+                "name": v.name,
+                "weight": v.weight,
+                "control": vi == exp.control,
+                "upstream": v.upstream.map(|u| snap.config.upstreams[u].name.to_string()),
+                "exposures": m.exposures.get(),
+                "requests_served": requests,
+                "window": {
+                    "requests": w.n,
+                    "errors": w.errors,
+                    "error_rate": w.error_rate(),
+                    "p50_ms": w.quantile_ms(0.5),
+                    "p99_ms": w.quantile_ms(0.99),
+                },
+                "rolled_back": st.rolled_back.load(Relaxed),
+                "guardrail_status": st.status(),
+                "last_decision": *st.last_decision.lock().unwrap_or_else(|p| p.into_inner()),
+            })
+        })
+        .collect()
+}
+
+fn experiments_json(app: &App) -> serde_json::Value {
+    let snap = app.snapshot.load();
+    let mut list = Vec::new();
+    for (li, layer) in snap.config.layers.iter().enumerate() {
+        for (ei, exp) in layer.experiments.iter().enumerate() {
+            let rt = &snap.experiments[li][ei];
+            let variants = variant_live(app, li, ei);
+            let exposures: Vec<u64> = rt.metrics.iter().map(|m| m.exposures.get()).collect();
+            let weights: Vec<f64> = exp.variants.iter().map(|v| v.weight).collect();
+            list.push(json!({
+                "name": exp.name,
+                "layer": layer.name,
+                "state": rt.state.state_word(),
+                "traffic": exp.traffic,
+                "buckets": [exp.start, exp.end],
+                "unit": exp.unit.label(),
+                "control": exp.variants[exp.control].name,
+                "guardrails": exp.guardrails.is_some(),
+                "srm_p_value": crate::stats::chi_square_gof(&exposures, &weights),
+                "variants": variants,
+            }));
+        }
+    }
+    json!({ "config_version": snap.config.version, "experiments": list })
+}
+
+fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
+    let snap = app.snapshot.load();
+    let (li, ei) = snap.config.experiment(name)?;
+    let exp = &snap.config.layers[li].experiments[ei];
+    let variants = variant_live(app, li, ei);
+    let now = app.now_ms();
+    let rt = &snap.experiments[li][ei];
+    let c = rt.state.variants[exp.control].window.stats(now);
+    let comparisons: Vec<serde_json::Value> = rt
+        .state
+        .variants
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != exp.control)
+        .map(|(_, v)| {
+            let t = v.window.stats(now);
+            let (pc, pt) = (c.error_rate(), t.error_rate());
+            let var = if c.n > 0 && t.n > 0 {
+                pc * (1.0 - pc) / c.n as f64 + pt * (1.0 - pt) / t.n as f64
+            } else {
+                0.0
+            };
+            let alpha = exp.guardrails.as_ref().map(|g| g.alpha).unwrap_or(0.05);
+            json!({
+                "metric": "error_rate",
+                "variant": v.name,
+                "control_variant": exp.variants[exp.control].name,
+                "control": {"n": c.n, "mean": pc},
+                "treatment": {"n": t.n, "mean": pt},
+                "abs_lift": pt - pc,
+                "seq_p_value": crate::stats::msprt_p_value(pt - pc, var, (c.n + t.n) as f64, alpha, 5000.0),
+            })
+        })
+        .collect();
+    Some(json!({
+        "experiment": name,
+        "layer": snap.config.layers[li].name,
+        "window": "live sliding window of the guardrails",
+        "variants": variants,
+        "comparisons": comparisons,
+    }))
+}

@@ -1,0 +1,227 @@
+//! Unit identity: the trusted header, then the identity cookie, then a minted id.
+//!
+//! Malformed values (empty, over 256 bytes, control characters, broken cookie syntax,
+//! non-UTF-8) are treated as absent — never an error response — and reported to the
+//! caller so they can be counted (`abgate_identity_invalid_total{source}`).
+
+use base64::Engine;
+use http::HeaderMap;
+
+/// Longest accepted unit id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Where an identity was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// The trusted header.
+    Header,
+    /// The identity cookie.
+    Cookie,
+    /// Minted by abgate for this request.
+    Minted,
+}
+
+/// Outcome of looking up one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// A valid value.
+    Found(&'a str),
+    /// Present but malformed (treated as absent, counted).
+    Invalid,
+    /// Not present.
+    Absent,
+}
+
+/// Whether `v` is acceptable as a unit id: 1..=256 bytes, no control characters.
+#[inline]
+pub fn valid_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= MAX_ID_LEN && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
+}
+
+/// Look up a header value as a unit id.
+///
+/// Hot path: called once per request per identity-bearing header. Allocation-free.
+#[inline]
+pub fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Lookup<'a> {
+    match headers.get(name) {
+        None => Lookup::Absent,
+        Some(v) => {
+            let b = v.as_bytes();
+            let t = trim(b);
+            if valid_id(t) {
+                // valid_id excludes control bytes; non-ASCII must still be UTF-8.
+                match std::str::from_utf8(t) {
+                    Ok(s) => Lookup::Found(s),
+                    Err(_) => Lookup::Invalid,
+                }
+            } else {
+                Lookup::Invalid
+            }
+        }
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Characters RFC 6265 allows in a cookie value.
+#[inline]
+fn cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// Look up cookie `name` across all `Cookie` headers.
+///
+/// Hot path: called once per request. Allocation-free. A pair whose name matches but
+/// whose value is empty, too long, quoted badly or has characters outside RFC 6265's
+/// cookie-octets is `Invalid`; pairs of other cookies are never inspected beyond the name.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Lookup<'a> {
+    let mut result = Lookup::Absent;
+    for hv in headers.get_all(http::header::COOKIE) {
+        for pair in hv.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let mut v = trim(&pair[eq + 1..]);
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                v = &v[1..v.len() - 1];
+            }
+            if !v.is_empty() && v.len() <= MAX_ID_LEN && v.iter().all(|&b| cookie_octet(b)) {
+                // cookie-octets are ASCII, so this cannot fail.
+                if let Ok(s) = std::str::from_utf8(v) {
+                    return Lookup::Found(s);
+                }
+            }
+            result = Lookup::Invalid;
+        }
+    }
+    result
+}
+
+/// A fresh random id: 128 bits, URL-safe base64 without padding (22 characters).
+pub fn mint() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The `Set-Cookie` value for a minted identity.
+pub fn set_cookie(
+    name: &str,
+    id: &str,
+    max_age: Option<std::time::Duration>,
+    secure: bool,
+) -> String {
+    let mut s = format!("{name}={id}; Path=/");
+    if let Some(age) = max_age {
+        s.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    s.push_str("; HttpOnly; SameSite=Lax");
+    if secure {
+        s.push_str("; Secure");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with_cookie(v: &'static [u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_bytes(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn cookie_found_among_others() {
+        let h = with_cookie(b"_ga=GA1.2.3; abgate_uid=u-123; theme=dark");
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-123"));
+        assert_eq!(cookie(&h, "missing"), Lookup::Absent);
+    }
+
+    #[test]
+    fn cookie_in_second_header_and_quoted() {
+        let mut h = with_cookie(b"a=1");
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("abgate_uid=\"q1\""),
+        );
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("q1"));
+    }
+
+    #[test]
+    fn malformed_cookie_values_are_invalid_not_errors() {
+        for raw in [
+            &b"abgate_uid="[..],
+            b"abgate_uid=a b",
+            b"abgate_uid=a,b",
+            b"abgate_uid=\"",
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(http::header::COOKIE, HeaderValue::from_bytes(raw).unwrap());
+            assert_eq!(cookie(&h, "abgate_uid"), Lookup::Invalid, "{:?}", raw);
+        }
+        let long = format!("abgate_uid={}", "x".repeat(257));
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Invalid);
+        // a pair without `=` is skipped, the valid one still found
+        let h = with_cookie(b"garbage; abgate_uid=ok");
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("ok"));
+    }
+
+    #[test]
+    fn header_ids_reject_control_chars_and_oversize() {
+        let name = http::HeaderName::from_static("x-user-id");
+        let mut h = HeaderMap::new();
+        h.insert(&name, HeaderValue::from_bytes(b"a\tb").unwrap());
+        assert_eq!(header_value(&h, &name), Lookup::Invalid);
+        h.insert(&name, HeaderValue::from_str(&"y".repeat(257)).unwrap());
+        assert_eq!(header_value(&h, &name), Lookup::Invalid);
+        h.insert(&name, HeaderValue::from_static(" u-1 "));
+        assert_eq!(header_value(&h, &name), Lookup::Found("u-1"));
+        h.insert(&name, HeaderValue::from_static(""));
+        assert_eq!(header_value(&h, &name), Lookup::Invalid);
+    }
+
+    #[test]
+    fn minted_ids_are_url_safe_128_bit() {
+        let a = mint();
+        let b = mint();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, b);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn set_cookie_has_required_attributes() {
+        let s = set_cookie(
+            "abgate_uid",
+            "X",
+            Some(std::time::Duration::from_secs(60)),
+            true,
+        );
+        assert_eq!(
+            s,
+            "abgate_uid=X; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        let s = set_cookie("abgate_sid", "Y", None, false);
+        assert_eq!(s, "abgate_sid=Y; Path=/; HttpOnly; SameSite=Lax");
+    }
+}

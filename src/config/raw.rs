@@ -1,0 +1,277 @@
+//! The TOML shape of the config file, exactly as users write it.
+//!
+//! These structs are plain serde targets and nothing more: no defaults are resolved
+//! beyond what serde fills in, nothing is validated here. `super::compile` turns a
+//! [`RawConfig`] into the immutable [`super::Config`] the proxy runs on.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// `[server]`: proxy listeners and threads.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[admin]`: admin API and metrics listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[identity]`: where the unit id comes from.
+    #[serde(default)]
+    pub identity: RawIdentity,
+    /// `[events]`: the exposure/outcome log.
+    #[serde(default)]
+    pub events: RawEvents,
+    /// `[state]`: where rollback decisions are persisted.
+    #[serde(default)]
+    pub state: RawState,
+    /// `[upstream.NAME]`: backend pools by name.
+    #[serde(default)]
+    pub upstream: BTreeMap<String, RawUpstream>,
+    /// `[routing]`: where requests outside every routing experiment go.
+    pub routing: Option<RawRouting>,
+    /// `[holdout]`: optional global holdout.
+    pub holdout: Option<RawHoldout>,
+    /// `[[metric]]`: declared outcome metrics.
+    #[serde(default)]
+    pub metric: Vec<RawMetric>,
+    /// `[[layer]]`: orthogonal layers of experiments.
+    #[serde(default)]
+    pub layer: Vec<RawLayer>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    /// Proxy listen addresses (`host:port`; port 0 picks a free port).
+    pub listen: Option<Vec<String>>,
+    /// Worker threads of the proxy runtime.
+    pub threads: Option<i64>,
+    /// How long a stopping proxy waits for in-flight requests (`"30s"`).
+    pub shutdown_timeout: Option<String>,
+    /// Add `x-abgate-variant` to responses (debugging; off by default).
+    pub debug_header: Option<bool>,
+    /// Path of the outcome endpoint on the main listener.
+    pub outcome_path: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    /// Admin listen address.
+    pub listen: Option<String>,
+    /// Name of the environment variable holding the admin token.
+    pub token_env: Option<String>,
+}
+
+/// `[identity]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIdentity {
+    /// Trusted request header carrying the user id.
+    pub header: Option<String>,
+    /// Identity cookie name.
+    pub cookie: Option<String>,
+    /// Session cookie name (unit `session`).
+    pub session_cookie: Option<String>,
+    /// Mint an id when none is present.
+    pub mint: Option<bool>,
+    /// Max-Age of the minted identity cookie.
+    pub max_age: Option<String>,
+    /// Add `Secure` to minted cookies.
+    pub secure: Option<bool>,
+}
+
+/// `[events]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEvents {
+    /// Directory of the JSON Lines files.
+    pub dir: Option<String>,
+    /// Rotate when the current file reaches this many bytes.
+    pub rotate_bytes: Option<i64>,
+    /// Flush buffered events at least this often.
+    pub flush_interval: Option<String>,
+    /// Capacity of the bounded queue between requests and the writer.
+    pub queue: Option<i64>,
+    /// Write a keyed hash instead of the raw unit id.
+    pub hash_unit_ids: Option<bool>,
+    /// Environment variable holding the key for `hash_unit_ids`.
+    pub hash_key_env: Option<String>,
+}
+
+/// `[state]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawState {
+    /// Directory for rollback decisions.
+    pub dir: Option<String>,
+}
+
+/// `[upstream.NAME]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawUpstream {
+    /// `host:port` addresses, balanced round-robin.
+    pub addrs: Option<Vec<String>>,
+    /// TCP connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Timeout for each read from the backend.
+    pub read_timeout: Option<String>,
+    /// How often each address is health-checked (TCP connect).
+    pub health_check_interval: Option<String>,
+}
+
+/// `[routing]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRouting {
+    /// Upstream for requests no routing experiment claims.
+    pub default_upstream: Option<String>,
+}
+
+/// `[holdout]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHoldout {
+    /// Share of units held out of every experiment.
+    pub traffic: Option<f64>,
+    /// Salt of the holdout hash.
+    pub salt: Option<String>,
+}
+
+/// `[[metric]]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMetric {
+    /// Metric name, referenced by experiments and outcomes.
+    pub name: Option<String>,
+    /// `binomial` or `continuous`.
+    pub kind: Option<String>,
+    /// Direction of improvement.
+    pub higher_is_better: Option<bool>,
+    /// Backend response header to read the value from.
+    pub from_response_header: Option<String>,
+}
+
+/// `[[layer]]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLayer {
+    /// Layer name.
+    pub name: Option<String>,
+    /// Salt of the layer hash (defaults to the name).
+    pub salt: Option<String>,
+    /// Experiments of the layer.
+    #[serde(default)]
+    pub experiment: Vec<RawExperiment>,
+}
+
+/// `[[layer.experiment]]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawExperiment {
+    /// Experiment name, unique across the file.
+    pub name: Option<String>,
+    /// Share of the layer's buckets.
+    pub traffic: Option<f64>,
+    /// Start of the experiment's bucket range, as a share of the layer (defaults to the
+    /// end of the previous experiment).
+    pub offset: Option<f64>,
+    /// Salt of the variant hash (defaults to the name).
+    pub salt: Option<String>,
+    /// Randomization unit: `user`, `session`, `request` or `header:<name>`.
+    pub unit: Option<String>,
+    /// Primary metric name.
+    pub primary_metric: Option<String>,
+    /// Secondary metric names.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    /// Conditions a request must meet to be in the experiment.
+    pub targeting: Option<RawTargeting>,
+    /// Variants; the first (or the one named `control`) is the control.
+    #[serde(default)]
+    pub variant: Vec<RawVariant>,
+    /// Guardrails watched while the experiment runs.
+    pub guardrails: Option<RawGuardrails>,
+}
+
+/// `targeting = { … }`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTargeting {
+    /// Request path must start with one of these (a string or a list).
+    pub path_prefix: Option<StringOrList>,
+    /// Request method must be one of these.
+    pub method: Option<StringOrList>,
+    /// Header name → allowed values.
+    #[serde(default)]
+    pub header: BTreeMap<String, StringOrList>,
+    /// Cookie name → allowed values.
+    #[serde(default)]
+    pub cookie: BTreeMap<String, StringOrList>,
+    /// Query parameter → allowed values.
+    #[serde(default)]
+    pub query: BTreeMap<String, StringOrList>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// `[[layer.experiment.variant]]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawVariant {
+    /// Variant name.
+    pub name: Option<String>,
+    /// Relative weight.
+    pub weight: Option<f64>,
+    /// Upstream pool serving this variant (none: routing is left to other layers).
+    pub upstream: Option<String>,
+    /// Request headers added for this variant.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `[layer.experiment.guardrails]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGuardrails {
+    /// Requests per variant before any decision.
+    pub min_requests: Option<i64>,
+    /// How often the evaluator checks.
+    pub check_interval: Option<String>,
+    /// Length of the sliding window.
+    pub window: Option<String>,
+    /// Level of the always-valid test.
+    pub alpha: Option<f64>,
+    /// Error-rate guardrail.
+    pub error_rate: Option<RawErrorRate>,
+    /// Latency guardrail.
+    pub latency_p99: Option<RawLatency>,
+    /// `rollback` or `alert`.
+    pub action: Option<String>,
+    /// Consecutive failing checks before the latency guardrail acts.
+    pub consecutive: Option<i64>,
+}
+
+/// `error_rate = { … }`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawErrorRate {
+    /// Largest tolerated absolute increase over control.
+    pub max_increase: Option<f64>,
+}
+
+/// `latency_p99 = { … }`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLatency {
+    /// Largest tolerated ratio treatment/control.
+    pub max_ratio: Option<f64>,
+    /// Smallest increase (ms) that counts.
+    pub min_increase_ms: Option<f64>,
+}

@@ -1,0 +1,303 @@
+//! Event records (exposure, outcome, guardrail), their JSON Lines encoding, and the
+//! reader that the analysis uses. The durable writer lives in [`writer`].
+//!
+//! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
+//! product contract (SPEC §3).
+
+pub mod reader;
+pub mod writer;
+
+use serde::{Serialize, Serializer};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use writer::{EventSink, EventWriter, WriterStats};
+
+/// Why a request failed, as written in `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Could not connect to the backend.
+    Connect,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The backend connection broke.
+    Reset,
+    /// The backend answered 5xx.
+    Upstream5xx,
+    /// abgate itself failed the request.
+    Proxy,
+}
+
+impl ErrorKind {
+    /// The word used in events and the `kind` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Upstream5xx => "upstream_5xx",
+            ErrorKind::Proxy => "proxy",
+        }
+    }
+}
+
+/// Serialize a `SystemTime` as RFC 3339 UTC with microseconds.
+pub fn ser_ts<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
+}
+
+/// A 128-bit request id, written as a ULID (time-ordered, 26 characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub u128);
+
+impl RequestId {
+    /// A new id: 48 bits of milliseconds since the epoch, 80 random bits.
+    pub fn new(now: SystemTime) -> Self {
+        let ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u128)
+            .unwrap_or(0);
+        let rnd: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+        RequestId((ms << 80) | rnd)
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let mut buf = [0u8; 26];
+        for (i, b) in buf.iter_mut().enumerate() {
+            let shift = 125 - 5 * i as u32;
+            *b = ALPHABET[((self.0 >> shift) & 31) as usize];
+        }
+        f.write_str(std::str::from_utf8(&buf).unwrap_or("?"))
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One experiment a request was exposed to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExposureAssignment {
+    /// Layer name.
+    pub layer: Arc<str>,
+    /// Experiment name.
+    pub experiment: Arc<str>,
+    /// Variant assigned by the hash (or forced).
+    pub variant: Arc<str>,
+    /// Variant actually served (control after a rollback or pause).
+    pub served: Arc<str>,
+    /// Unit of this experiment when it is not the top-level `unit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Arc<str>>,
+    /// Unit id of this experiment when it is not the top-level `unit_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_id: Option<String>,
+    /// Present and true when a QA force chose the variant.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// An exposure: one per proxied request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exposure {
+    /// When the response completed.
+    #[serde(serialize_with = "ser_ts")]
+    pub ts: SystemTime,
+    /// Request id (also sent to the backend as `x-request-id` when absent).
+    pub request_id: RequestId,
+    /// Unit of `unit_id` (`user`).
+    pub unit: &'static str,
+    /// The identity; null when the request had none.
+    pub unit_id: Option<String>,
+    /// Experiments the request was in.
+    pub assignments: SmallVec<[ExposureAssignment; 4]>,
+    /// Whether the unit is in the global holdout.
+    pub holdout: bool,
+    /// Upstream pool that served the request.
+    pub upstream: Arc<str>,
+    /// Status sent to the client (0 if none was sent).
+    pub status: u16,
+    /// Time from request start to response end.
+    pub latency_ms: f64,
+    /// Failure class, or null.
+    pub error: Option<ErrorKind>,
+    /// Which config routed the request.
+    pub config_version: Arc<str>,
+}
+
+/// Where an outcome came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeSource {
+    /// `POST /_abgate/outcome`.
+    Api,
+    /// A backend response header.
+    Header,
+}
+
+/// An outcome: a metric value of a unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// When it was received.
+    #[serde(serialize_with = "ser_ts")]
+    pub ts: SystemTime,
+    /// The unit.
+    pub unit_id: String,
+    /// Metric name (declared in `[[metric]]`).
+    pub metric: Arc<str>,
+    /// Value (finite).
+    pub value: f64,
+    /// Where it came from.
+    pub source: OutcomeSource,
+}
+
+/// A guardrail decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardrailEvent {
+    /// When it was decided.
+    #[serde(serialize_with = "ser_ts")]
+    pub ts: SystemTime,
+    /// Experiment.
+    pub experiment: Arc<str>,
+    /// Treatment variant judged.
+    pub variant: Arc<str>,
+    /// `rollback`, `alert`, `manual_rollback`, `resume`, `pause`.
+    pub action: &'static str,
+    /// `error_rate`, `latency_p99`, `latency_p50`, `breaker`, or `manual`.
+    pub guardrail: &'static str,
+    /// Control's statistic (error rate or latency ms).
+    pub control: f64,
+    /// Treatment's statistic.
+    pub treatment: f64,
+    /// Always-valid p-value where a test was run.
+    pub p_value: Option<f64>,
+    /// Control requests in the window.
+    pub n_control: u64,
+    /// Treatment requests in the window.
+    pub n_treatment: u64,
+}
+
+/// Anything the writer writes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Exposure.
+    Exposure(Box<Exposure>),
+    /// Outcome.
+    Outcome(Outcome),
+    /// Guardrail decision.
+    Guardrail(GuardrailEvent),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Tagged<'a> {
+    Exposure(&'a Exposure),
+    Outcome(&'a Outcome),
+    Guardrail(&'a GuardrailEvent),
+}
+
+impl Event {
+    /// Append this event as one JSON line to `buf`. `hash_id` rewrites unit ids (the
+    /// privacy option); it is applied here, in the writer, off the request path.
+    pub fn encode(&self, buf: &mut Vec<u8>, hash_id: Option<&dyn Fn(&str) -> String>) {
+        let res = match (self, hash_id) {
+            (Event::Exposure(e), Some(h)) => {
+                let mut e = (**e).clone();
+                e.unit_id = e.unit_id.as_deref().map(h);
+                for a in e.assignments.iter_mut() {
+                    a.unit_id = a.unit_id.as_deref().map(h);
+                }
+                serde_json::to_writer(&mut *buf, &Tagged::Exposure(&e))
+            }
+            (Event::Outcome(o), Some(h)) => {
+                let mut o = o.clone();
+                o.unit_id = h(&o.unit_id);
+                serde_json::to_writer(&mut *buf, &Tagged::Outcome(&o))
+            }
+            (Event::Exposure(e), None) => serde_json::to_writer(&mut *buf, &Tagged::Exposure(e)),
+            (Event::Outcome(o), None) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
+            (Event::Guardrail(g), _) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
+        };
+        // Serializing these types into a Vec cannot fail (no maps with non-string keys,
+        // no failing Serialize impls); a failure would be a broken invariant.
+        debug_assert!(res.is_ok());
+        buf.push(b'\n');
+    }
+}
+
+/// Keyed hash of a unit id for `events.hash_unit_ids`: HMAC-SHA256, first 16 bytes, hex.
+pub fn keyed_unit_hash(key: &[u8], id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_is_a_26_char_ulid() {
+        let id = RequestId::new(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000),
+        );
+        let s = id.to_string();
+        assert_eq!(s.len(), 26);
+        // the leading 10 characters encode the millisecond timestamp
+        let id2 = RequestId::new(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000),
+        );
+        assert_eq!(&s[..10], &id2.to_string()[..10]);
+    }
+
+    #[test]
+    fn exposure_encodes_with_spec_fields() {
+        let e = Event::Exposure(Box::new(Exposure {
+            ts: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_795_860_000_123_456),
+            request_id: RequestId(0),
+            unit: "user",
+            unit_id: Some("u-123".into()),
+            assignments: smallvec::smallvec![ExposureAssignment {
+                layer: "model".into(),
+                experiment: "ranker_v2".into(),
+                variant: "treatment".into(),
+                served: "treatment".into(),
+                unit: None,
+                unit_id: None,
+                forced: false,
+            }],
+            holdout: false,
+            upstream: "model_b".into(),
+            status: 200,
+            latency_ms: 12.4,
+            error: None,
+            config_version: "abc".into(),
+        }));
+        let mut buf = Vec::new();
+        e.encode(&mut buf, None);
+        let s = String::from_utf8(buf).unwrap();
+        assert!(s.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["type"], "exposure");
+        assert_eq!(v["ts"], "2026-11-27T11:20:00.123456Z");
+        assert_eq!(v["unit_id"], "u-123");
+        assert_eq!(v["assignments"][0]["served"], "treatment");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["status"], 200);
+        let mut buf = Vec::new();
+        let h = |id: &str| keyed_unit_hash(b"k", id);
+        e.encode(&mut buf, Some(&h));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["unit_id"], keyed_unit_hash(b"k", "u-123"));
+        assert_eq!(v["unit_id"].as_str().unwrap().len(), 32);
+    }
+}

@@ -1,0 +1,423 @@
+//! The event writer: a dedicated thread that turns queued events into rotated JSON Lines
+//! files, without ever being waited on by a request.
+//!
+//! # Invariants
+//! - Requests only call [`EventSink::send`], a non-blocking `try_send` into a bounded
+//!   queue (`events.queue`). A full queue drops the event and counts it
+//!   (`abgate_events_dropped_total{reason="queue_full"}`); the request is unaffected.
+//! - Every event is either written to a file exactly once or counted as dropped exactly
+//!   once, with a reason: `queue_full`, `write_error` (the disk refused the bytes) or
+//!   `closed` (sent after shutdown).
+//!
+//! # File format and rotation
+//! Files are `events-<UTC start time>.jsonl` in `events.dir`; names sort in time order.
+//! Each line is one complete JSON object terminated by `\n`. The writer keeps its own
+//! buffer and writes whole lines only; the buffer is written when it exceeds 256 KiB and
+//! at least every `flush_interval`. When a file reaches `rotate_bytes` it is fsynced and
+//! closed, and a new file is started.
+//!
+//! # Disk errors
+//! A failed write counts every event in the buffer as `write_error`, logs (at most once
+//! per 10 s), closes the file and tries a fresh file at the next flush, so the writer
+//! recovers by itself once the disk accepts writes again. A partial write can leave a
+//! torn line at the end of the old file; readers skip it with a warning.
+//!
+//! # Shutdown and crashes
+//! [`EventWriter::close`] (called after the proxy stopped accepting and in-flight
+//! requests finished) drains the queue, writes, fsyncs and joins the thread: every
+//! response that was sent has its exposure on disk. A `kill -9` loses at most what was
+//! queued or buffered, i.e. about one `flush_interval` of events, and may leave a torn
+//! last line.
+
+use super::Event;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+const BUFFER_BYTES: usize = 256 * 1024;
+
+/// Counters shared by the sink, the writer and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Events written to a file.
+    pub written: AtomicU64,
+    /// Dropped: the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Dropped: the disk refused the write.
+    pub dropped_write_error: AtomicU64,
+    /// Dropped: sent after the writer closed.
+    pub dropped_closed: AtomicU64,
+    /// Files rotated.
+    pub rotations: AtomicU64,
+}
+
+impl WriterStats {
+    /// All dropped events.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full.load(Relaxed)
+            + self.dropped_write_error.load(Relaxed)
+            + self.dropped_closed.load(Relaxed)
+    }
+}
+
+/// The request side of the queue. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: SyncSender<Event>,
+    stats: Arc<WriterStats>,
+}
+
+impl EventSink {
+    /// Queue an event without blocking; count it as dropped if the queue is full.
+    ///
+    /// Hot path: called once per request.
+    #[inline]
+    pub fn send(&self, ev: Event) {
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped_queue_full.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped_closed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Queue several events as one unit: all of them are queued or, if the queue cannot
+    /// take them all right now, each one that did not fit is counted as dropped.
+    pub fn send_all(&self, evs: Vec<Event>) {
+        for ev in evs {
+            self.send(ev);
+        }
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+}
+
+/// Settings of a writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Directory of event files.
+    pub dir: PathBuf,
+    /// Rotation size.
+    pub rotate_bytes: u64,
+    /// Longest time an event waits in memory.
+    pub flush_interval: Duration,
+    /// Queue capacity.
+    pub queue: usize,
+    /// Key for hashing unit ids, when enabled.
+    pub hash_key: Option<Vec<u8>>,
+}
+
+/// The writer thread's handle.
+pub struct EventWriter {
+    sink: EventSink,
+    closing: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Check that `dir` exists (creating it) and accepts a file, with a clear message.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create events directory {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".abgate-probe-{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|mut f| f.write_all(b"ok"))
+        .map_err(|e| {
+            format!(
+                "events directory {} is not writable: {e}; fix its permissions or set [events] dir",
+                dir.display()
+            )
+        })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+impl EventWriter {
+    /// Start the writer thread. Fails if the directory cannot be written.
+    pub fn start(opts: WriterOptions) -> Result<EventWriter, String> {
+        check_dir(&opts.dir)?;
+        let (tx, rx) = mpsc::sync_channel::<Event>(opts.queue);
+        let stats = Arc::new(WriterStats::default());
+        let closing = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let mut state = WriterState {
+            opts,
+            stats: stats.clone(),
+            buf: Vec::with_capacity(BUFFER_BYTES + 4096),
+            buf_events: 0,
+            file: None,
+            file_bytes: 0,
+            last_error_log: None,
+        };
+        let (c, p) = (closing.clone(), paused.clone());
+        let thread = std::thread::Builder::new()
+            .name("abgate-events".into())
+            .spawn(move || state.run(rx, c, p))
+            .map_err(|e| format!("cannot start the event writer thread: {e}"))?;
+        Ok(EventWriter {
+            sink: EventSink { tx, stats },
+            closing,
+            paused,
+            thread: Some(thread),
+        })
+    }
+
+    /// A sink feeding this writer.
+    pub fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// Test seam: stop (or resume) consuming the queue, to exercise overflow.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Relaxed);
+    }
+
+    /// Drain the queue, write, fsync and stop the thread.
+    pub fn close(mut self) -> Arc<WriterStats> {
+        self.shutdown();
+        self.sink.stats.clone()
+    }
+
+    fn shutdown(&mut self) {
+        self.paused.store(false, Relaxed);
+        self.closing.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct WriterState {
+    opts: WriterOptions,
+    stats: Arc<WriterStats>,
+    buf: Vec<u8>,
+    buf_events: u64,
+    file: Option<(File, PathBuf)>,
+    file_bytes: u64,
+    last_error_log: Option<Instant>,
+}
+
+impl WriterState {
+    fn run(
+        &mut self,
+        rx: mpsc::Receiver<Event>,
+        closing: Arc<AtomicBool>,
+        paused: Arc<AtomicBool>,
+    ) {
+        let key = self.opts.hash_key.clone();
+        let hasher = key.map(|k| move |id: &str| super::keyed_unit_hash(&k, id));
+        let hash_ref: Option<&dyn Fn(&str) -> String> =
+            hasher.as_ref().map(|h| h as &dyn Fn(&str) -> String);
+        let tick = self.opts.flush_interval.min(Duration::from_millis(100));
+        let mut last_flush = Instant::now();
+        loop {
+            if paused.load(Relaxed) && !closing.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            match rx.recv_timeout(tick) {
+                Ok(ev) => {
+                    ev.encode(&mut self.buf, hash_ref);
+                    self.buf_events += 1;
+                    // Take whatever else is queued without waiting.
+                    while self.buf.len() < BUFFER_BYTES {
+                        match rx.try_recv() {
+                            Ok(ev) => {
+                                ev.encode(&mut self.buf, hash_ref);
+                                self.buf_events += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if self.buf.len() >= BUFFER_BYTES {
+                        self.flush();
+                        last_flush = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_flush.elapsed() >= self.opts.flush_interval {
+                self.flush();
+                last_flush = Instant::now();
+            }
+            if closing.load(Relaxed) {
+                while let Ok(ev) = rx.try_recv() {
+                    ev.encode(&mut self.buf, hash_ref);
+                    self.buf_events += 1;
+                    if self.buf.len() >= BUFFER_BYTES {
+                        self.flush();
+                    }
+                }
+                break;
+            }
+        }
+        self.flush();
+        if let Some((f, _)) = &self.file {
+            if let Err(e) = f.sync_all() {
+                tracing::error!("event writer: fsync at shutdown failed: {e}");
+            }
+        }
+    }
+
+    fn open_new(&mut self) -> std::io::Result<()> {
+        let stamp = humantime::format_rfc3339_micros(SystemTime::now())
+            .to_string()
+            .replace(':', "")
+            .replace('-', "");
+        let mut path = self.opts.dir.join(format!("events-{stamp}.jsonl"));
+        let mut n = 1;
+        while path.exists() {
+            path = self.opts.dir.join(format!("events-{stamp}-{n}.jsonl"));
+            n += 1;
+        }
+        std::fs::create_dir_all(&self.opts.dir)?;
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        self.file = Some((f, path));
+        self.file_bytes = 0;
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let res = (|| {
+            if self.file.is_none() {
+                self.open_new()?;
+            }
+            let (f, _) = self.file.as_mut().expect("opened above");
+            f.write_all(&self.buf)
+        })();
+        match res {
+            Ok(()) => {
+                self.file_bytes += self.buf.len() as u64;
+                self.stats.written.fetch_add(self.buf_events, Relaxed);
+            }
+            Err(e) => {
+                self.stats
+                    .dropped_write_error
+                    .fetch_add(self.buf_events, Relaxed);
+                if self
+                    .last_error_log
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                {
+                    tracing::error!(
+                        "event writer: cannot write {} events to {}: {e}; they are dropped and counted, requests keep flowing",
+                        self.buf_events,
+                        self.opts.dir.display()
+                    );
+                    self.last_error_log = Some(Instant::now());
+                }
+                // Start over with a fresh file next time: the disk may come back.
+                self.file = None;
+            }
+        }
+        self.buf.clear();
+        self.buf_events = 0;
+        if self.file_bytes >= self.opts.rotate_bytes {
+            if let Some((f, path)) = self.file.take() {
+                if let Err(e) = f.sync_all() {
+                    tracing::error!("event writer: fsync of {} failed: {e}", path.display());
+                }
+                self.stats.rotations.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Outcome, OutcomeSource};
+
+    fn outcome(i: usize) -> Event {
+        Event::Outcome(Outcome {
+            ts: SystemTime::now(),
+            unit_id: format!("u{i}"),
+            metric: "m".into(),
+            value: i as f64,
+            source: OutcomeSource::Api,
+        })
+    }
+
+    fn opts(dir: &Path, queue: usize, rotate: u64) -> WriterOptions {
+        WriterOptions {
+            dir: dir.to_path_buf(),
+            rotate_bytes: rotate,
+            flush_interval: Duration::from_millis(20),
+            queue,
+            hash_key: None,
+        }
+    }
+
+    #[test]
+    fn writer_rotation_loses_and_duplicates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = EventWriter::start(opts(dir.path(), 100_000, 4096)).unwrap();
+        let sink = w.sink();
+        for i in 0..20_000 {
+            sink.send(outcome(i));
+        }
+        let stats = w.close();
+        assert_eq!(stats.dropped(), 0);
+        assert!(stats.rotations.load(Relaxed) > 1);
+        let (events, skipped) = crate::events::reader::read_values(dir.path()).unwrap();
+        assert_eq!(skipped, 0);
+        let mut seen: Vec<u64> = events
+            .iter()
+            .map(|v| v["value"].as_f64().unwrap() as u64)
+            .collect();
+        seen.sort();
+        assert_eq!(seen, (0..20_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn writer_overflow_counts_exactly_the_missing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = EventWriter::start(opts(dir.path(), 16, 1 << 30)).unwrap();
+        w.set_paused(true);
+        // let the writer park in its pause loop
+        std::thread::sleep(Duration::from_millis(50));
+        let sink = w.sink();
+        for i in 0..1000 {
+            sink.send(outcome(i));
+        }
+        let stats = w.close();
+        let (events, _) = crate::events::reader::read_values(dir.path()).unwrap();
+        let dropped = stats.dropped_queue_full.load(Relaxed);
+        assert!(dropped >= 1000 - 17, "dropped {dropped}");
+        assert_eq!(events.len() as u64 + dropped, 1000);
+    }
+
+    #[test]
+    fn unwritable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = EventWriter::start(opts(&file.join("events"), 16, 4096))
+            .err()
+            .unwrap();
+        assert!(err.contains("cannot create events directory"), "{err}");
+    }
+}

@@ -1,0 +1,21 @@
+//! The `abgate` command line. Exit codes: 0 success, 1 invalid input (config, events,
+//! arguments), 2 runtime failure.
+
+use abgate::cli;
+use clap::Parser;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    std::process::exit(cli::run(args));
+}

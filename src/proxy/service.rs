@@ -1,0 +1,729 @@
+//! The pingora `ProxyHttp` implementation: identify → assign → pick upstream → forward,
+//! then record (metrics, windows, exposure) once the response is done.
+//!
+//! Per request this loads the config snapshot once, allocates the unit id, the
+//! `x-abgate-assignments` value and the exposure record, and touches only atomics shared
+//! with other requests. It never waits on the event writer or the guardrail evaluator.
+
+use super::{App, InflightGuard, Snapshot};
+use crate::assign::{self, identity, Assignments, RequestView, UnitIds};
+use crate::config::Unit;
+use crate::events::{
+    ErrorKind, Event, Exposure, ExposureAssignment, Outcome, OutcomeSource, RequestId,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use smallvec::SmallVec;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Header a QA request uses to force variants: `exp=variant[,exp2=variant]`.
+pub const FORCE_HEADER: &str = "x-abgate-force";
+/// Header carrying the admin token for a force.
+pub const TOKEN_HEADER: &str = "x-abgate-token";
+/// Largest accepted outcome body.
+pub const OUTCOME_BODY_LIMIT: usize = 64 * 1024;
+
+/// The service.
+pub struct AbgateProxy {
+    /// Shared state.
+    pub app: Arc<App>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    snap: Option<Arc<Snapshot>>,
+    _inflight: Option<InflightGuard>,
+    user: Option<String>,
+    session: Option<String>,
+    request_unit: Option<String>,
+    set_cookies: SmallVec<[String; 2]>,
+    assignments: Assignments,
+    /// Served variant index per assignment.
+    served: SmallVec<[u16; 8]>,
+    /// Unit ids of header-unit experiments, per assignment.
+    unit_ids: SmallVec<[Option<String>; 8]>,
+    holdout: bool,
+    upstream: usize,
+    request_id: RequestId,
+    error: Option<ErrorKind>,
+    header_outcomes: SmallVec<[(usize, f64); 2]>,
+    local: bool,
+}
+
+fn status_of(session: &Session) -> u16 {
+    session
+        .as_downstream()
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0)
+}
+
+async fn respond(session: &mut Session, status: u16, body: Option<String>) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(2))?;
+    match body {
+        Some(b) => {
+            resp.insert_header("content-type", "application/json")?;
+            resp.insert_header("content-length", b.len().to_string())?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::from(b)), true)
+                .await
+        }
+        None => {
+            resp.insert_header("content-length", "0")?;
+            session.write_response_header(Box::new(resp), true).await
+        }
+    }
+}
+
+fn json_error(msg: &str, item: Option<usize>) -> String {
+    serde_json::json!({"error": msg, "item": item}).to_string()
+}
+
+impl AbgateProxy {
+    /// Identify the unit; mint when allowed. Counts malformed values.
+    fn identify(&self, snap: &Snapshot, session: &Session, ctx: &mut Ctx) {
+        let cfg = &snap.config;
+        let headers = &session.req_header().headers;
+        let m = &self.app.metrics;
+        let mut user = None;
+        if let Some(h) = &cfg.identity.header {
+            match identity::header_value(headers, h) {
+                identity::Lookup::Found(v) => user = Some(v.to_string()),
+                identity::Lookup::Invalid => {
+                    m.identity_invalid.with_label_values(&["header"]).inc()
+                }
+                identity::Lookup::Absent => {}
+            }
+        }
+        if user.is_none() {
+            match identity::cookie(headers, &cfg.identity.cookie) {
+                identity::Lookup::Found(v) => user = Some(v.to_string()),
+                identity::Lookup::Invalid => {
+                    m.identity_invalid.with_label_values(&["cookie"]).inc()
+                }
+                identity::Lookup::Absent => {}
+            }
+        }
+        if user.is_none() && cfg.identity.mint {
+            let id = identity::mint();
+            ctx.set_cookies.push(identity::set_cookie(
+                &cfg.identity.cookie,
+                &id,
+                Some(cfg.identity.max_age),
+                cfg.identity.secure,
+            ));
+            m.identity_minted.inc();
+            user = Some(id);
+        }
+        ctx.user = user;
+        let needs = |u: &Unit| {
+            cfg.layers
+                .iter()
+                .any(|l| l.experiments.first().is_some_and(|e| &e.unit == u))
+        };
+        if needs(&Unit::Session) {
+            ctx.session = match identity::cookie(headers, &cfg.identity.session_cookie) {
+                identity::Lookup::Found(v) => Some(v.to_string()),
+                other => {
+                    if other == identity::Lookup::Invalid {
+                        m.identity_invalid.with_label_values(&["session"]).inc();
+                    }
+                    let id = identity::mint();
+                    ctx.set_cookies.push(identity::set_cookie(
+                        &cfg.identity.session_cookie,
+                        &id,
+                        None,
+                        cfg.identity.secure,
+                    ));
+                    Some(id)
+                }
+            };
+        }
+        if needs(&Unit::Request) {
+            ctx.request_unit = Some(identity::mint());
+        }
+    }
+
+    async fn handle_outcome(
+        &self,
+        snap: &Snapshot,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if session.req_header().method != http::Method::POST {
+            return respond(
+                session,
+                405,
+                Some(json_error(
+                    "use POST with a JSON object or array of {\"metric\", \"value\", \"unit_id\"?}",
+                    None,
+                )),
+            )
+            .await;
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > OUTCOME_BODY_LIMIT {
+                        return respond(
+                            session,
+                            413,
+                            Some(json_error("body over 64 KiB; send smaller batches", None)),
+                        )
+                        .await;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let cfg = &snap.config;
+        let identity = {
+            let headers = &session.req_header().headers;
+            let from_header =
+                cfg.identity.header.as_ref().and_then(|h| {
+                    match identity::header_value(headers, h) {
+                        identity::Lookup::Found(v) => Some(v.to_string()),
+                        _ => None,
+                    }
+                });
+            from_header.or_else(|| match identity::cookie(headers, &cfg.identity.cookie) {
+                identity::Lookup::Found(v) => Some(v.to_string()),
+                _ => None,
+            })
+        };
+        match parse_outcomes(&body, cfg, identity.as_deref()) {
+            Ok(items) => {
+                let now = SystemTime::now();
+                let n = items.len();
+                for (mi, unit_id, value) in items {
+                    snap.outcome_counters[mi].inc();
+                    self.app.sink.send(Event::Outcome(Outcome {
+                        ts: now,
+                        unit_id,
+                        metric: cfg.metrics[mi].name.clone(),
+                        value,
+                        source: OutcomeSource::Api,
+                    }));
+                }
+                tracing::debug!("accepted {n} outcomes");
+                let _ = ctx;
+                respond(session, 204, None).await
+            }
+            Err((msg, item)) => respond(session, 400, Some(json_error(&msg, item))).await,
+        }
+    }
+}
+
+/// Validate an outcome body completely before anything is logged: all items or none.
+/// Returns (metric index, unit id, value) per item, or the reason and the item index.
+pub fn parse_outcomes(
+    body: &[u8],
+    cfg: &crate::config::Config,
+    identity: Option<&str>,
+) -> std::result::Result<Vec<(usize, String, f64)>, (String, Option<usize>)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| (format!("body is not valid JSON: {e}"), None))?;
+    let items: Vec<&serde_json::Value> = match &v {
+        serde_json::Value::Array(a) if a.is_empty() => {
+            return Err(("empty array: send at least one outcome".into(), None))
+        }
+        serde_json::Value::Array(a) => a.iter().collect(),
+        serde_json::Value::Object(_) => vec![&v],
+        _ => {
+            return Err((
+                "body must be a JSON object or an array of objects".into(),
+                None,
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, it) in items.into_iter().enumerate() {
+        let obj = it
+            .as_object()
+            .ok_or_else(|| ("item is not a JSON object".to_string(), Some(i)))?;
+        for k in obj.keys() {
+            if !matches!(k.as_str(), "metric" | "value" | "unit_id") {
+                return Err((
+                    format!("unknown field `{k}`; valid: metric, value, unit_id"),
+                    Some(i),
+                ));
+            }
+        }
+        let metric = obj
+            .get("metric")
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| ("missing string field `metric`".to_string(), Some(i)))?;
+        let mi = cfg
+            .metrics
+            .iter()
+            .position(|m| &*m.name == metric)
+            .ok_or_else(|| {
+                let declared: Vec<&str> = cfg.metrics.iter().map(|m| &*m.name).collect();
+                (
+                    format!(
+                        "unknown metric `{metric}`; declared: {}",
+                        declared.join(", ")
+                    ),
+                    Some(i),
+                )
+            })?;
+        let value = match obj.get("value") {
+            Some(serde_json::Value::Number(n)) => n.as_f64().filter(|x| x.is_finite()),
+            _ => None,
+        }
+        .ok_or_else(|| ("`value` must be a finite number".to_string(), Some(i)))?;
+        let unit_id = match obj.get("unit_id") {
+            None | Some(serde_json::Value::Null) => identity
+                .ok_or_else(|| {
+                    (
+                        "no `unit_id` and the request carries no identity (header or cookie)"
+                            .to_string(),
+                        Some(i),
+                    )
+                })?
+                .to_string(),
+            Some(serde_json::Value::String(s)) if identity::valid_id(s.as_bytes()) => s.clone(),
+            Some(_) => {
+                return Err((
+                    "`unit_id` must be a string of 1 to 256 printable characters".into(),
+                    Some(i),
+                ))
+            }
+        };
+        out.push((mi, unit_id, value));
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ProxyHttp for AbgateProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snap: None,
+            _inflight: None,
+            user: None,
+            session: None,
+            request_unit: None,
+            set_cookies: SmallVec::new(),
+            assignments: Assignments::new(),
+            served: SmallVec::new(),
+            unit_ids: SmallVec::new(),
+            holdout: false,
+            upstream: 0,
+            request_id: RequestId(0),
+            error: None,
+            header_outcomes: SmallVec::new(),
+            local: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.app.inflight.fetch_add(1, Relaxed);
+        ctx._inflight = Some(InflightGuard(self.app.clone()));
+        let snap = self.app.snapshot.load_full();
+        ctx.snap = Some(snap.clone());
+        ctx.request_id = RequestId::new(SystemTime::now());
+        let cfg = snap.config.clone();
+
+        if session.req_header().uri.path() == cfg.server.outcome_path {
+            ctx.local = true;
+            self.handle_outcome(&snap, session, ctx).await?;
+            return Ok(true);
+        }
+
+        self.identify(&snap, session, ctx);
+        let req = session.req_header();
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
+        };
+        let ids = UnitIds {
+            user: ctx.user.as_deref(),
+            session: ctx.session.as_deref(),
+            request: ctx.request_unit.as_deref(),
+        };
+        ctx.holdout = assign::assign(&cfg, &ids, &view, &mut ctx.assignments);
+
+        if let Some(force) = req.headers.get(FORCE_HEADER) {
+            let token = req
+                .headers
+                .get(TOKEN_HEADER)
+                .map(|t| t.as_bytes())
+                .unwrap_or(b"");
+            if !snap.token_ok(token) {
+                ctx.local = true;
+                respond(
+                    session,
+                    403,
+                    Some(json_error(
+                        "x-abgate-force needs a valid x-abgate-token (the admin token)",
+                        None,
+                    )),
+                )
+                .await?;
+                return Ok(true);
+            }
+            let spec = force.to_str().unwrap_or("").to_string();
+            if let Err(msg) = assign::apply_forced(&cfg, &spec, &mut ctx.assignments) {
+                ctx.local = true;
+                respond(
+                    session,
+                    400,
+                    Some(json_error(&format!("x-abgate-force: {msg}"), None)),
+                )
+                .await?;
+                return Ok(true);
+            }
+            ctx.holdout = false;
+        }
+
+        // Served variants (rollback state) and the routing decision.
+        ctx.upstream = cfg.default_upstream;
+        let mut routed = false;
+        for a in &ctx.assignments {
+            let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+            let rt = &snap.experiments[a.layer as usize][a.experiment as usize];
+            let served = if !a.forced && rt.state.served_by_control(a.variant as usize) {
+                exp.control
+            } else {
+                a.variant as usize
+            };
+            ctx.served.push(served as u16);
+            ctx.unit_ids.push(match &exp.unit {
+                Unit::Header(_) => ids.get(&exp.unit, &view).map(str::to_string),
+                Unit::Session => ctx.session.clone(),
+                Unit::Request => ctx.request_unit.clone(),
+                Unit::User => None,
+            });
+            if !routed {
+                if let Some(u) = exp.variants[served].upstream {
+                    ctx.upstream = u;
+                    routed = true;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let snap = ctx
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
+        let pool = &snap.pools[ctx.upstream];
+        let mut peer = HttpPeer::new(pool.select(), false, String::new());
+        peer.options.connection_timeout = Some(pool.spec.connect_timeout);
+        peer.options.read_timeout = Some(pool.spec.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        let cfg = &snap.config;
+        req.remove_header(FORCE_HEADER);
+        req.remove_header(TOKEN_HEADER);
+        if !ctx.assignments.is_empty() {
+            let mut value = String::with_capacity(64);
+            for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
+                let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                if !value.is_empty() {
+                    value.push(';');
+                }
+                value.push_str(&exp.variants[served as usize].label);
+                for (k, v) in &exp.variants[served as usize].headers {
+                    req.insert_header(k.clone(), v.clone())?;
+                }
+            }
+            req.insert_header("x-abgate-assignments", value)?;
+        } else {
+            req.remove_header("x-abgate-assignments");
+        }
+        if ctx.holdout {
+            req.insert_header("x-abgate-holdout", "1")?;
+        }
+        if req.headers.get("x-request-id").is_none() {
+            req.insert_header("x-request-id", ctx.request_id.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        for (i, m) in snap.config.metrics.iter().enumerate() {
+            if let Some(h) = &m.from_response_header {
+                if let Some(v) = resp
+                    .headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                {
+                    if v.is_finite() {
+                        ctx.header_outcomes.push((i, v));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for c in &ctx.set_cookies {
+            resp.append_header("set-cookie", c.as_str())?;
+        }
+        if let Some(snap) = ctx.snap.as_ref() {
+            if snap.config.server.debug_header {
+                let cfg = &snap.config;
+                let mut v = String::new();
+                for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
+                    let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                    if !v.is_empty() {
+                        v.push(';');
+                    }
+                    v.push_str(&exp.name);
+                    v.push('=');
+                    v.push_str(&exp.variants[served as usize].name);
+                }
+                if ctx.holdout {
+                    v = "holdout".into();
+                }
+                if v.is_empty() {
+                    v = "none".into();
+                }
+                resp.insert_header("x-abgate-variant", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.error = Some(if matches!(e.etype(), ErrorType::ConnectTimedout) {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Connect
+        });
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream && ctx.error.is_none() {
+            ctx.error = Some(classify(&e));
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.esource() {
+            ErrorSource::Upstream => {
+                if ctx.error.is_none() {
+                    ctx.error = Some(classify(e));
+                }
+                if matches!(ctx.error, Some(ErrorKind::Timeout)) {
+                    504
+                } else {
+                    502
+                }
+            }
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            _ => {
+                ctx.error = Some(ErrorKind::Proxy);
+                500
+            }
+        };
+        if code > 0 {
+            let upstream = ctx
+                .snap
+                .as_ref()
+                .map(|s| s.pools[ctx.upstream].spec.name.to_string())
+                .unwrap_or_default();
+            let what = ctx.error.map(|k| k.as_str()).unwrap_or("bad request");
+            let body = json_error(
+                &format!("abgate: upstream `{upstream}` failed ({what})"),
+                None,
+            );
+            let mut ok = false;
+            if let Ok(mut resp) = ResponseHeader::build(code, Some(3)) {
+                let _ = resp.insert_header("content-type", "application/json");
+                let _ = resp.insert_header("content-length", body.len().to_string());
+                for c in &ctx.set_cookies {
+                    let _ = resp.append_header("set-cookie", c.as_str());
+                }
+                if session
+                    .write_response_header(Box::new(resp), false)
+                    .await
+                    .is_ok()
+                {
+                    ok = session
+                        .write_response_body(Some(Bytes::from(body)), true)
+                        .await
+                        .is_ok();
+                }
+            }
+            if !ok {
+                let _ = session.respond_error(code).await;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(snap) = ctx.snap.take() else { return };
+        if ctx.local {
+            return;
+        }
+        let cfg = &snap.config;
+        let status = status_of(session);
+        if ctx.error.is_none() && status >= 500 && status <= 599 {
+            ctx.error = Some(ErrorKind::Upstream5xx);
+        }
+        let elapsed = ctx.start.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let latency_us = elapsed.as_micros() as u64;
+        let m = &self.app.metrics;
+        let class = crate::admin::metrics::status_class(status);
+        m.proxied
+            .with_label_values(&[crate::admin::metrics::STATUS_CLASSES[class]])
+            .inc();
+        if let Some(k) = ctx.error {
+            let idx = match k {
+                ErrorKind::Connect => Some(0),
+                ErrorKind::Timeout => Some(1),
+                ErrorKind::Reset => Some(2),
+                ErrorKind::Upstream5xx => Some(3),
+                ErrorKind::Proxy => None,
+            };
+            if let Some(i) = idx {
+                snap.upstream_errors[ctx.upstream][i].inc();
+            }
+        }
+        let now_ms = self.app.now_ms();
+        let is_err = ctx.error.is_some();
+        let mut assignments = SmallVec::new();
+        if ctx.assignments.is_empty() {
+            snap.none_metrics.requests[class].inc();
+            snap.none_metrics.duration.observe(elapsed.as_secs_f64());
+        }
+        for (i, (a, &served)) in ctx.assignments.iter().zip(&ctx.served).enumerate() {
+            let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+            let rt = &snap.experiments[a.layer as usize][a.experiment as usize];
+            let vm = &rt.metrics[served as usize];
+            vm.requests[class].inc();
+            vm.duration.observe(elapsed.as_secs_f64());
+            rt.metrics[a.variant as usize].exposures.inc();
+            if exp.guardrails.is_some() && !a.forced {
+                rt.state.variants[served as usize]
+                    .window
+                    .record(now_ms, latency_us, is_err);
+            }
+            let unit_id = ctx.unit_ids.get_mut(i).and_then(|u| u.take());
+            assignments.push(ExposureAssignment {
+                layer: cfg.layers[a.layer as usize].name.clone(),
+                experiment: exp.name.clone(),
+                variant: exp.variants[a.variant as usize].name.clone(),
+                served: exp.variants[served as usize].name.clone(),
+                unit: unit_id.as_ref().map(|_| Arc::from(exp.unit.label())),
+                unit_id,
+                forced: a.forced,
+            });
+        }
+        let ts = SystemTime::now();
+        for &(mi, value) in &ctx.header_outcomes {
+            if let Some(u) = &ctx.user {
+                snap.outcome_counters[mi].inc();
+                self.app.sink.send(Event::Outcome(Outcome {
+                    ts,
+                    unit_id: u.clone(),
+                    metric: cfg.metrics[mi].name.clone(),
+                    value,
+                    source: OutcomeSource::Header,
+                }));
+            }
+        }
+        self.app.sink.send(Event::Exposure(Box::new(Exposure {
+            ts,
+            request_id: ctx.request_id,
+            unit: "user",
+            unit_id: ctx.user.take(),
+            assignments,
+            holdout: ctx.holdout,
+            upstream: snap.pools[ctx.upstream].spec.name.clone(),
+            status,
+            latency_ms,
+            error: ctx.error,
+            config_version: snap.version.clone(),
+        })));
+    }
+}
+
+fn classify(e: &Error) -> ErrorKind {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ErrorKind::Timeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            ErrorKind::Connect
+        }
+        ErrorType::HTTPStatus(c) if *c >= 500 => ErrorKind::Upstream5xx,
+        _ => ErrorKind::Reset,
+    }
+}
