@@ -288,7 +288,7 @@ mod tests {
         assert!(s.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["type"], "exposure");
-        assert_eq!(v["ts"], "2026-11-27T11:20:00.123456Z");
+        assert_eq!(v["ts"], "2026-11-28T10:00:00.123456Z");
         assert_eq!(v["unit_id"], "u-123");
         assert_eq!(v["assignments"][0]["served"], "treatment");
         assert_eq!(v["error"], serde_json::Value::Null);

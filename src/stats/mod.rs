@@ -83,17 +83,13 @@ mod tests {
 
     #[test]
     fn msprt_matches_hand_computation() {
-        // Reference computed by hand from the formula in SPEC §4 (python, math module):
-        // a=0.05, tuning=5000: rho2 = (-2ln a + ln(-2ln a + 1))/5000
-        //   = (5.991464547107979 + ln 6.991464547107979)/5000 = 0.0015870513574660
-        close(msprt_rho2(0.05, 5000.0), 0.001587051357466, 1e-9);
-        // delta=0.02, v=1e-4, n=2000: nr=4.174102714932; p = sqrt(nr)*exp(-r2*n*d^2/(2 v nr))
-        //   = 2.04306209... * exp(-1.52139...) = 0.446009...
-        let p = msprt_p_value(0.02, 1e-4, 2000.0, 0.05, 5000.0);
-        let r2 = 0.001587051357466_f64;
-        let nr = 2000.0 * r2 + 1.0;
-        let expect = nr.sqrt() * (-r2 * 2000.0 * 0.0004 / (2.0 * 1e-4 * nr)).exp();
-        close(p, expect, 1e-12);
+        // Reference values computed once in Python 3.11 (math module only) from the
+        // formula of SPEC §4, independently of this code:
+        //   l = -2*ln(0.05); rho2 = (l + ln(l+1)) / 5000          -> 0.001587230920347513
+        //   n=2000, d=0.02, v=1e-4: nr = n*rho2+1
+        //   p = sqrt(nr) * exp(-rho2*n*d*d / (2*v*nr))            -> 0.44646083307915096
+        close(msprt_rho2(0.05, 5000.0), 0.001587230920347513, 1e-12);
+        close(msprt_p_value(0.02, 1e-4, 2000.0, 0.05, 5000.0), 0.44646083307915096, 1e-9);
         // p crosses alpha exactly at the CS half-width
         let w = msprt_half_width(1e-4, 2000.0, 0.05, 5000.0);
         close(msprt_p_value(w, 1e-4, 2000.0, 0.05, 5000.0), 0.05, 1e-9);

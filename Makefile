@@ -1,0 +1,22 @@
+# Two commands do everything on a fresh machine:
+#   make demo   build, start mock model backends + abgate, send traffic, show the split
+#   make test   install what is missing, run every test, check every shipped config
+
+CARGO ?= cargo
+
+.PHONY: demo test deps bench
+
+deps:
+	@command -v cmake >/dev/null 2>&1 || { echo "installing cmake (needed to build pingora)"; \
+	  (apt-get update -qq && apt-get install -y -qq cmake) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq cmake); }
+
+demo: deps
+	$(CARGO) run --release -- demo
+
+test: deps
+	$(CARGO) test --all-targets
+	@for f in configs/*.toml; do $(CARGO) run -q -- check $$f || exit 1; done
+
+bench: deps
+	$(CARGO) bench

@@ -1,0 +1,185 @@
+//! Shared helpers for integration tests: start `abgate serve` as a real process on
+//! port 0 and read its addresses back; poll with deadlines; stop it with a signal.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use abgate::mock::MockServer;
+
+pub const TOKEN: &str = "test-token-123";
+
+/// A running `abgate serve` process.
+pub struct Abgate {
+    pub child: Child,
+    pub proxy: String,
+    pub admin: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// Write `config` (with `{DIR}` replaced by a temp dir) and start abgate on it.
+pub fn start(dir: &Path, config: &str) -> Abgate {
+    let text = config.replace("{DIR}", &dir.display().to_string());
+    let path = dir.join("abgate.toml");
+    std::fs::write(&path, text).unwrap();
+    start_file(dir, &path)
+}
+
+pub fn start_file(dir: &Path, path: &Path) -> Abgate {
+    let stderr = dir.join(format!("stderr-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_abgate"))
+        .args(["serve", "--config"])
+        .arg(path)
+        .env("ABGATE_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (proxy, admin) = abgate::demo::parse_ready_line(&line).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("abgate did not start: {line:?}\n{}", std::fs::read_to_string(&stderr).unwrap_or_default())
+    });
+    Abgate { child, proxy, admin, dir: dir.to_path_buf(), config: path.to_path_buf(), stderr }
+}
+
+impl Abgate {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+    /// Send SIGTERM and wait for exit (bounded).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "abgate did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    pub fn metrics(&self) -> String {
+        agent().get(&self.admin_url("/metrics")).call().unwrap().into_string().unwrap()
+    }
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Abgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+}
+
+/// GET through the proxy with a user cookie; returns (status, body json, response).
+pub fn get_as(a: &Abgate, path: &str, user: &str) -> (u16, serde_json::Value, Option<String>) {
+    let r = agent().get(&a.url(path)).set("cookie", &format!("_ga=1; abgate_uid={user}")).call();
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = resp.status();
+    let variant = resp.header("x-abgate-variant").map(str::to_string);
+    let body = resp.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null), variant)
+}
+
+/// Poll `f` until it returns Some, or panic after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sum of a metric's samples whose line contains every `parts` substring.
+pub fn metric_sum(text: &str, name: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+pub fn events(dir: &Path) -> Vec<serde_json::Value> {
+    abgate::events::reader::read_values(dir).map(|(v, _)| v).unwrap_or_default()
+}
+
+/// A two-upstream config with one routing experiment (50/50) and `extra` appended.
+pub fn two_backend_config(a: &MockServer, b: &MockServer, experiment_extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+threads = 2
+debug_header = true
+shutdown_timeout = "5s"
+[admin]
+listen = "127.0.0.1:0"
+[identity]
+header = "x-user-id"
+cookie = "abgate_uid"
+[events]
+dir = "{{DIR}}/events"
+flush_interval = "50ms"
+[state]
+dir = "{{DIR}}/state"
+[upstream.model_a]
+addrs = ["{}"]
+[upstream.model_b]
+addrs = ["{}"]
+connect_timeout = "500ms"
+[routing]
+default_upstream = "model_a"
+[[metric]]
+name = "conversion"
+kind = "binomial"
+[[metric]]
+name = "tokens"
+kind = "continuous"
+from_response_header = "x-tokens-generated"
+[[layer]]
+name = "model"
+  [[layer.experiment]]
+  name = "ranker_v2"
+  traffic = 1.0
+  primary_metric = "conversion"
+{experiment_extra}
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 50
+    upstream = "model_a"
+    [[layer.experiment.variant]]
+    name = "treatment"
+    weight = 50
+    upstream = "model_b"
+    headers = {{ "x-model-version" = "v2" }}
+"#,
+        a.addr, b.addr
+    )
+}

@@ -1,0 +1,141 @@
+//! `abgate check`: every shipped config is valid; a bad config gets every error at once,
+//! each with file, line, key path and what would be valid; exit codes per SPEC §7.
+
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abgate")).arg("check").arg(&p).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_abgate")).arg("check").arg(&p).output().unwrap();
+        assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+const BAD: &str = r#"[upstream.model_a]
+addrs = ["127.0.0.1:9001"]
+
+[routing]
+default_upstream = "model_a"
+
+[events]
+flush_interval = "soon"
+
+[[layer]]
+name = "model"
+  [[layer.experiment]]
+  name = "exp"
+  traffic = 0.7
+  colour = "blue"
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 50
+    upstream = "model_z"
+    [[layer.experiment.variant]]
+    name = "treatment"
+    weight = -1
+    headers = { "bad header" = "v2" }
+  [[layer.experiment]]
+  name = "exp"
+  traffic = 0.6
+    [[layer.experiment.variant]]
+    name = "a"
+    weight = 1
+    [[layer.experiment.variant]]
+    name = "b"
+    weight = 1
+"#;
+
+#[test]
+fn check_reports_every_error_with_line_and_key_path() {
+    let (code, out) = check(BAD);
+    assert_eq!(code, 1, "{out}");
+    let expect = [
+        // (line, key path, part of the message)
+        ("bad.toml:8:", "events.flush_interval", "not a duration"),
+        ("bad.toml:15:", "layer[0].experiment[0].colour", "unknown key `colour`"),
+        ("bad.toml:19:", "layer[0].experiment[0].variant[0].upstream", "unknown upstream `model_z` (valid: model_a)"),
+        ("bad.toml:22:", "layer[0].experiment[0].variant[1].weight", "must be a positive number"),
+        ("bad.toml:23:", "layer[0].experiment[0].variant[1].headers.bad header", "not a valid HTTP header name"),
+        ("bad.toml:25:", "layer[0].experiment[1].name", "defined twice"),
+        ("bad.toml:26:", "layer[0].experiment[1].traffic", "at most 1.0"),
+    ];
+    for (line, path, msg) in expect {
+        let found = out.lines().any(|l| l.contains(line) && l.contains(path) && l.contains(msg));
+        assert!(found, "missing `{line} {path}: …{msg}…` in:\n{out}");
+    }
+    assert!(out.contains("errors in config"), "{out}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let (code, out) = check("[server]\nthreads = \n");
+    assert_eq!(code, 1);
+    assert!(out.contains("bad.toml:2:"), "{out}");
+}
+
+#[test]
+fn overlapping_routing_layers_are_rejected() {
+    let text = r#"[upstream.a]
+addrs = ["127.0.0.1:1"]
+[upstream.b]
+addrs = ["127.0.0.1:2"]
+[routing]
+default_upstream = "a"
+[[layer]]
+name = "one"
+  [[layer.experiment]]
+  name = "x"
+  traffic = 1.0
+  targeting = { path_prefix = "/v1/" }
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 1
+    upstream = "a"
+    [[layer.experiment.variant]]
+    name = "t"
+    weight = 1
+    upstream = "b"
+[[layer]]
+name = "two"
+  [[layer.experiment]]
+  name = "y"
+  traffic = 1.0
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 1
+    upstream = "a"
+    [[layer.experiment.variant]]
+    name = "t"
+    weight = 1
+    upstream = "b"
+"#;
+    let (code, out) = check(text);
+    assert_eq!(code, 1);
+    assert!(out.contains("could both route the same request"), "{out}");
+    // Disjoint prefixes are fine.
+    let ok = text.replacen("  name = \"y\"\n  traffic = 1.0\n", "  name = \"y\"\n  traffic = 1.0\n  targeting = { path_prefix = \"/v2/\" }\n", 1);
+    let (code, out) = check(&ok);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn missing_file_is_exit_1_with_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_abgate")).args(["check", "/nonexistent/abgate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+}
