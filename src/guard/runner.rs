@@ -59,6 +59,10 @@ pub fn check_all(app: &App, snap: &Snapshot, last: &mut HashMap<String, Instant>
                     }
                     Verdict::Violation(viol) => {
                         let action = g.action;
+                        // An alert stays raised while the violation lasts: announce it once.
+                        if action == GuardAction::Alert && v.status() == GuardStatus::Fail {
+                            continue;
+                        }
                         let decision = Decision {
                             ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
                             action: match action {
