@@ -9,7 +9,10 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = abgate::mock::MockOptions {
-        listen: args.first().cloned().unwrap_or_else(|| "127.0.0.1:9001".into()),
+        listen: args
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1:9001".into()),
         name: args.get(1).cloned().unwrap_or_else(|| "mock".into()),
         latency: Duration::from_millis(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0)),
         error_rate: args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0.0),

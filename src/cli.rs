@@ -24,6 +24,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Output formats of `analyze`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text for a terminal.
+    Table,
+    /// The JSON schema of SPEC §4.
+    Json,
+    /// One self-contained HTML file.
+    Html,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -66,6 +77,67 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Analyze event logs: per experiment, each treatment against control on every metric.
+    ///
+    /// Reads a file, a directory of rotated files (in time order) or several; aggregates
+    /// per unit (outcomes count only after the unit's first exposure), then compares:
+    /// lift with CI, p-values (Welch / pooled z), Holm and BH adjustments, always-valid
+    /// p-value and confidence sequence, Bayesian probability to beat control and expected
+    /// loss, CUPED with --covariates, and an SRM check. Ends with a verdict per experiment.
+    ///
+    /// Example: abgate analyze --config configs/demo.toml --events data/events --format html --out report.html
+    Analyze {
+        /// The config the events were produced with.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Event files or directories; repeatable.
+        #[arg(long, required = true, num_args = 1..)]
+        events: Vec<PathBuf>,
+        /// Pre-experiment covariate per unit, CSV `unit_id,value` (enables CUPED).
+        #[arg(long)]
+        covariates: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Confidence level of intervals (α = 1 − confidence).
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// mSPRT tuning parameter of the always-valid p-value.
+        #[arg(long, default_value_t = 5000.0)]
+        tuning: f64,
+    },
+    /// Sample size per variant and duration for a two-sided test.
+    ///
+    /// Binomial: --baseline is the control rate (e.g. 0.10). Continuous: add --sd; then
+    /// --baseline is the control mean. --mde is relative (0.05 = +5%).
+    ///
+    /// Example: abgate power --baseline 0.10 --mde 0.05 --daily 20000
+    Power {
+        /// Control conversion rate (binomial) or mean (with --sd).
+        #[arg(long)]
+        baseline: f64,
+        /// Minimum detectable effect, relative to the baseline.
+        #[arg(long)]
+        mde: f64,
+        /// Standard deviation per unit (continuous metric).
+        #[arg(long)]
+        sd: Option<f64>,
+        /// Significance level (two-sided).
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Power.
+        #[arg(long, default_value_t = 0.8)]
+        power: f64,
+        /// Treatment units per control unit.
+        #[arg(long, default_value_t = 1.0)]
+        ratio: f64,
+        /// Units entering the experiment per day (all variants together).
+        #[arg(long)]
+        daily: Option<f64>,
     },
     /// Start two mock model backends and the proxy on free loopback ports, send traffic
     /// from synthetic users, and print the observed split next to the configured weights.
@@ -158,6 +230,49 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(e) => {
                 eprintln!("abgate assign: {e:#}");
+                1
+            }
+        },
+        Command::Analyze {
+            config,
+            events,
+            covariates,
+            format,
+            out,
+            confidence,
+            tuning,
+        } => {
+            match analyze_cmd(
+                &config,
+                &events,
+                covariates.as_deref(),
+                format,
+                out.as_deref(),
+                confidence,
+                tuning,
+            ) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("abgate analyze: {e:#}");
+                    1
+                }
+            }
+        }
+        Command::Power {
+            baseline,
+            mde,
+            sd,
+            alpha,
+            power,
+            ratio,
+            daily,
+        } => match power_cmd(baseline, mde, sd, alpha, power, ratio, daily) {
+            Ok(s) => {
+                print!("{s}");
+                0
+            }
+            Err(e) => {
+                eprintln!("abgate power: {e}");
                 1
             }
         },
@@ -321,6 +436,109 @@ fn assign_cmd(
                 s.push_str(&format!("  layer {l:<16} bucket {b:>5}  {e} = {v}\n"))
             }
             _ => s.push_str(&format!("  layer {l:<16} bucket {b:>5}  (none: {n})\n")),
+        }
+    }
+    Ok(s)
+}
+
+fn analyze_cmd(
+    config_path: &std::path::Path,
+    events: &[PathBuf],
+    covariates: Option<&std::path::Path>,
+    format: Format,
+    out: Option<&std::path::Path>,
+    confidence: f64,
+    tuning: f64,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if !(confidence > 0.5 && confidence < 1.0) {
+        anyhow::bail!("--confidence {confidence} must be between 0.5 and 1 (e.g. 0.95)");
+    }
+    if !(tuning > 0.0) {
+        anyhow::bail!("--tuning must be positive (default 5000)");
+    }
+    let cfg = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut opts = crate::analyze::Options {
+        confidence,
+        tuning,
+        covariates: None,
+    };
+    if let Some(c) = covariates {
+        opts.covariates = Some(crate::analyze::read_covariates(c)?);
+    }
+    let started = std::time::Instant::now();
+    let report = crate::analyze::analyze(
+        &cfg,
+        events,
+        &opts,
+        |n| {
+            eprintln!(
+                "abgate analyze: {n} lines read ({:.1}s)…",
+                started.elapsed().as_secs_f64()
+            )
+        },
+        |w| eprintln!("abgate analyze: warning: {w}"),
+    )?;
+    let text = match format {
+        Format::Table => crate::analyze::render::table(&report),
+        Format::Json => crate::analyze::render::json(&report),
+        Format::Html => crate::analyze::render::html(&report),
+    };
+    match out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("abgate analyze: wrote {}", p.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn power_cmd(
+    baseline: f64,
+    mde: f64,
+    sd: Option<f64>,
+    alpha: f64,
+    power: f64,
+    ratio: f64,
+    daily: Option<f64>,
+) -> Result<String, String> {
+    if !(alpha > 0.0 && alpha < 1.0) || !(power > 0.0 && power < 1.0) {
+        return Err("--alpha and --power must be between 0 and 1".into());
+    }
+    if !(ratio > 0.0) || !mde.is_finite() || mde == 0.0 {
+        return Err("--ratio must be positive and --mde non-zero (e.g. 0.05 for +5%)".into());
+    }
+    let (vc, vt, delta, kind) = match sd {
+        Some(sd) if sd > 0.0 => (sd * sd, sd * sd, baseline * mde, "continuous"),
+        Some(_) => return Err("--sd must be positive".into()),
+        None => {
+            let p2 = baseline * (1.0 + mde);
+            if !(baseline > 0.0 && baseline < 1.0) || !(p2 > 0.0 && p2 < 1.0) {
+                return Err(format!("--baseline {baseline} with --mde {mde} gives a rate outside (0, 1); for a continuous metric pass --sd"));
+            }
+            (
+                baseline * (1.0 - baseline),
+                p2 * (1.0 - p2),
+                p2 - baseline,
+                "binomial",
+            )
+        }
+    };
+    let r = crate::stats::sample_size(vc, vt, delta, alpha, power, ratio);
+    let (nc, nt) = (r.n_control.ceil(), r.n_treatment.ceil());
+    let mut s = format!(
+        "{kind} metric, baseline {baseline}, MDE {:+.2}% (absolute {delta:.6}), alpha {alpha} two-sided, power {power}, ratio {ratio}\n\
+         units per variant: control {nc:.0}, treatment {nt:.0} (total {:.0})\n",
+        100.0 * mde,
+        nc + nt
+    );
+    if let Some(d) = daily {
+        if d > 0.0 {
+            s.push_str(&format!(
+                "duration at {d} units/day: {:.1} days\n",
+                (nc + nt) / d
+            ));
         }
     }
     Ok(s)

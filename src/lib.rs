@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analyze;
 pub mod assign;
 pub mod cli;
 pub mod config;

@@ -12,13 +12,19 @@ fn cfg(text: &str) -> Config {
 }
 
 fn exp_config(layer_exps: &[&[(&str, f64, &[f64])]]) -> Config {
-    let mut s = String::from("[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[routing]\ndefault_upstream = \"a\"\n");
+    let mut s = String::from(
+        "[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[routing]\ndefault_upstream = \"a\"\n",
+    );
     for (li, exps) in layer_exps.iter().enumerate() {
         s.push_str(&format!("[[layer]]\nname = \"layer{li}\"\n"));
         for (name, traffic, weights) in exps.iter() {
-            s.push_str(&format!("[[layer.experiment]]\nname = \"{name}\"\ntraffic = {traffic}\n"));
+            s.push_str(&format!(
+                "[[layer.experiment]]\nname = \"{name}\"\ntraffic = {traffic}\n"
+            ));
             for (vi, w) in weights.iter().enumerate() {
-                s.push_str(&format!("[[layer.experiment.variant]]\nname = \"v{vi}\"\nweight = {w}\n"));
+                s.push_str(&format!(
+                    "[[layer.experiment.variant]]\nname = \"v{vi}\"\nweight = {w}\n"
+                ));
             }
         }
     }
@@ -27,8 +33,17 @@ fn exp_config(layer_exps: &[&[(&str, f64, &[f64])]]) -> Config {
 
 fn assign_unit(c: &Config, id: &str) -> Assignments {
     let h = http::HeaderMap::new();
-    let view = RequestView { method: "GET", path: "/", query: None, headers: &h };
-    let ids = UnitIds { user: Some(id), session: None, request: None };
+    let view = RequestView {
+        method: "GET",
+        path: "/",
+        query: None,
+        headers: &h,
+    };
+    let ids = UnitIds {
+        user: Some(id),
+        session: None,
+        request: None,
+    };
     let mut out = Assignments::new();
     assign::assign(c, &ids, &view, &mut out);
     out
@@ -39,7 +54,9 @@ fn units(n: usize) -> Vec<String> {
     let mut x: u64 = 0x2545F4914F6CDD1D;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             format!("u-{:016x}", x)
         })
         .collect()
@@ -62,7 +79,11 @@ fn golden_vectors_are_frozen() {
     ];
     for &(salt, id, seed, bucket) in cases {
         assert_eq!(hash::seed_of(salt), seed, "seed of {salt:?}");
-        assert_eq!(hash::bucket(seed, id.as_bytes()), bucket, "bucket of ({salt:?}, {id:?})");
+        assert_eq!(
+            hash::bucket(seed, id.as_bytes()),
+            bucket,
+            "bucket of ({salt:?}, {id:?})"
+        );
     }
 }
 
@@ -81,7 +102,10 @@ fn same_unit_same_variant_across_instances() {
 fn growing_traffic_never_moves_a_unit_already_in() {
     let us = units(50_000);
     for (before, after) in [
-        (exp_config(&[&[("e", 0.1, &[1.0, 1.0])]]), exp_config(&[&[("e", 0.5, &[1.0, 1.0])]])),
+        (
+            exp_config(&[&[("e", 0.1, &[1.0, 1.0])]]),
+            exp_config(&[&[("e", 0.5, &[1.0, 1.0])]]),
+        ),
         // another experiment listed first in the layer; the grown one keeps its offset
         (
             exp_config(&[&[("other", 0.1, &[1.0, 1.0]), ("e", 0.6, &[1.0, 1.0])]]),
@@ -98,7 +122,10 @@ fn growing_traffic_never_moves_a_unit_already_in() {
                     .iter()
                     .find(|y| &after.layers[0].experiments[y.experiment as usize].name == e)
                     .unwrap_or_else(|| panic!("unit {u} left experiment {e} when it grew"));
-                assert_eq!(x.variant, y.variant, "unit {u} changed variant when {e} grew");
+                assert_eq!(
+                    x.variant, y.variant,
+                    "unit {u} changed variant when {e} grew"
+                );
                 kept += 1;
             }
         }
@@ -120,7 +147,10 @@ fn weight_change_moves_the_fewest_units() {
     assert!((share - 0.10).abs() < 0.005, "moved {share}");
     // and every mover went from v0 to v1 (none the other way)
     assert!(us.iter().all(|u| {
-        let (b, a) = (assign_unit(&before, u)[0].variant, assign_unit(&after, u)[0].variant);
+        let (b, a) = (
+            assign_unit(&before, u)[0].variant,
+            assign_unit(&after, u)[0].variant,
+        );
         b == a || (b == 0 && a == 1)
     }));
 }

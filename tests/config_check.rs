@@ -7,7 +7,11 @@ fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
     std::fs::write(&p, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_abgate")).arg("check").arg(&p).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abgate"))
+        .arg("check")
+        .arg(&p)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
@@ -21,8 +25,17 @@ fn shipped_configs_are_valid() {
         if p.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_abgate")).arg("check").arg(&p).output().unwrap();
-        assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_abgate"))
+            .arg("check")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -67,15 +80,41 @@ fn check_reports_every_error_with_line_and_key_path() {
     let expect = [
         // (line, key path, part of the message)
         ("bad.toml:8:", "events.flush_interval", "not a duration"),
-        ("bad.toml:15:", "layer[0].experiment[0].colour", "unknown key `colour`"),
-        ("bad.toml:19:", "layer[0].experiment[0].variant[0].upstream", "unknown upstream `model_z` (valid: model_a)"),
-        ("bad.toml:22:", "layer[0].experiment[0].variant[1].weight", "must be a positive number"),
-        ("bad.toml:23:", "layer[0].experiment[0].variant[1].headers.bad header", "not a valid HTTP header name"),
-        ("bad.toml:25:", "layer[0].experiment[1].name", "defined twice"),
-        ("bad.toml:26:", "layer[0].experiment[1].traffic", "at most 1.0"),
+        (
+            "bad.toml:15:",
+            "layer[0].experiment[0].colour",
+            "unknown key `colour`",
+        ),
+        (
+            "bad.toml:19:",
+            "layer[0].experiment[0].variant[0].upstream",
+            "unknown upstream `model_z` (valid: model_a)",
+        ),
+        (
+            "bad.toml:22:",
+            "layer[0].experiment[0].variant[1].weight",
+            "must be a positive number",
+        ),
+        (
+            "bad.toml:23:",
+            "layer[0].experiment[0].variant[1].headers.bad header",
+            "not a valid HTTP header name",
+        ),
+        (
+            "bad.toml:25:",
+            "layer[0].experiment[1].name",
+            "defined twice",
+        ),
+        (
+            "bad.toml:26:",
+            "layer[0].experiment[1].traffic",
+            "at most 1.0",
+        ),
     ];
     for (line, path, msg) in expect {
-        let found = out.lines().any(|l| l.contains(line) && l.contains(path) && l.contains(msg));
+        let found = out
+            .lines()
+            .any(|l| l.contains(line) && l.contains(path) && l.contains(msg));
         assert!(found, "missing `{line} {path}: …{msg}…` in:\n{out}");
     }
     assert!(out.contains("errors in config"), "{out}");
@@ -128,14 +167,21 @@ name = "two"
     assert_eq!(code, 1);
     assert!(out.contains("could both route the same request"), "{out}");
     // Disjoint prefixes are fine.
-    let ok = text.replacen("  name = \"y\"\n  traffic = 1.0\n", "  name = \"y\"\n  traffic = 1.0\n  targeting = { path_prefix = \"/v2/\" }\n", 1);
+    let ok = text.replacen(
+        "  name = \"y\"\n  traffic = 1.0\n",
+        "  name = \"y\"\n  traffic = 1.0\n  targeting = { path_prefix = \"/v2/\" }\n",
+        1,
+    );
     let (code, out) = check(&ok);
     assert_eq!(code, 0, "{out}");
 }
 
 #[test]
 fn missing_file_is_exit_1_with_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_abgate")).args(["check", "/nonexistent/abgate.toml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abgate"))
+        .args(["check", "/nonexistent/abgate.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
 }

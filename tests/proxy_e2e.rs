@@ -30,11 +30,17 @@ fn routes_each_unit_to_its_variant_backend_and_sticks() {
             let label = &exp.variants[expected].label;
             assert_eq!(variant_of(&body), label.to_string());
             // variant headers are added only for the treatment
-            assert_eq!(body["headers"]["x-model-version"].as_str(), (expected == 1).then_some("v2"));
+            assert_eq!(
+                body["headers"]["x-model-version"].as_str(),
+                (expected == 1).then_some("v2")
+            );
             per_backend[expected] += 1;
         }
     }
-    assert!(per_backend[0] > 150 && per_backend[1] > 150, "{per_backend:?}");
+    assert!(
+        per_backend[0] > 150 && per_backend[1] > 150,
+        "{per_backend:?}"
+    );
     // The CLI agrees with the proxy.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_abgate"))
         .args(["assign", "--config"])
@@ -44,7 +50,13 @@ fn routes_each_unit_to_its_variant_backend_and_sticks() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (_, body, _) = get_as(&g, "/v1/chat", "user-7");
-    assert_eq!(format!("model.ranker_v2={}", v["layers"][0]["variant"].as_str().unwrap()), variant_of(&body));
+    assert_eq!(
+        format!(
+            "model.ranker_v2={}",
+            v["layers"][0]["variant"].as_str().unwrap()
+        ),
+        variant_of(&body)
+    );
 }
 
 #[test]
@@ -56,8 +68,19 @@ fn minted_identity_is_used_for_the_first_request_and_after() {
     for _ in 0..20 {
         let r = agent().get(&g.url("/v1/chat")).call().unwrap();
         let cookie = r.header("set-cookie").expect("a minted cookie").to_string();
-        assert!(cookie.contains("Path=/") && cookie.contains("Max-Age=31536000") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
-        let id = cookie.split(';').next().unwrap().trim_start_matches("abgate_uid=").to_string();
+        assert!(
+            cookie.contains("Path=/")
+                && cookie.contains("Max-Age=31536000")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        let id = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("abgate_uid=")
+            .to_string();
         assert_eq!(id.len(), 22);
         let first: serde_json::Value = r.into_json().unwrap();
         let (_, again, _) = get_as(&g, "/v1/chat", &id);
@@ -82,11 +105,21 @@ fn malformed_identities_are_absent_counted_and_never_5xx() {
     for (h, v) in &cases {
         let r = agent().get(&g.url("/v1/chat")).set(h, v).call().unwrap();
         assert_eq!(r.status(), 200);
-        assert!(r.header("set-cookie").is_some(), "treated as absent → minted");
+        assert!(
+            r.header("set-cookie").is_some(),
+            "treated as absent → minted"
+        );
     }
     let m = g.metrics();
-    assert_eq!(metric_sum(&m, "abgate_identity_invalid_total", &["source=\"cookie\""]), 3.0, "{m}");
-    assert_eq!(metric_sum(&m, "abgate_identity_invalid_total", &["source=\"header\""]), 2.0);
+    assert_eq!(
+        metric_sum(&m, "abgate_identity_invalid_total", &["source=\"cookie\""]),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_identity_invalid_total", &["source=\"header\""]),
+        2.0
+    );
 }
 
 #[test]
@@ -103,23 +136,56 @@ fn unreachable_backend_is_a_clear_502_and_counted() {
     let g = start(dir.path(), &cfg);
     let exp_cfg = abgate::config::load_file(&g.config).unwrap();
     let exp = &exp_cfg.layers[0].experiments[0];
-    let treated: Vec<String> = (0..100).map(|i| format!("u{i}")).filter(|u| abgate::assign::variant_of(exp, u) == 1).take(10).collect();
+    let treated: Vec<String> = (0..100)
+        .map(|i| format!("u{i}"))
+        .filter(|u| abgate::assign::variant_of(exp, u) == 1)
+        .take(10)
+        .collect();
     for u in &treated {
         let (status, body, _) = get_as(&g, "/v1/chat", u);
         assert_eq!(status, 502);
-        assert!(body["error"].as_str().unwrap().contains("model_b"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("model_b"),
+            "{body}"
+        );
     }
-    let (status, _, _) = get_as(&g, "/v1/chat", &(0..100).map(|i| format!("u{i}")).find(|u| abgate::assign::variant_of(exp, u) == 0).unwrap());
+    let (status, _, _) = get_as(
+        &g,
+        "/v1/chat",
+        &(0..100)
+            .map(|i| format!("u{i}"))
+            .find(|u| abgate::assign::variant_of(exp, u) == 0)
+            .unwrap(),
+    );
     assert_eq!(status, 200, "the proxy keeps serving the healthy variant");
     let m = g.metrics();
-    assert_eq!(metric_sum(&m, "abgate_upstream_errors_total", &["upstream=\"model_b\"", "kind=\"connect\""]), 10.0, "{m}");
-    assert_eq!(metric_sum(&m, "abgate_requests_total", &["variant=\"treatment\"", "status_class=\"5xx\""]), 10.0);
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_upstream_errors_total",
+            &["upstream=\"model_b\"", "kind=\"connect\""]
+        ),
+        10.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_requests_total",
+            &["variant=\"treatment\"", "status_class=\"5xx\""]
+        ),
+        10.0
+    );
 }
 
 #[test]
 fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
     let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").header("x-tokens-generated", "42").start().unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .header("x-tokens-generated", "42")
+        .start()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let g = start(dir.path(), &two_backend_config(&a, &b, ""));
     let cfg = abgate::config::load_file(&g.config).unwrap();
@@ -139,24 +205,39 @@ fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
     let evs = events(&events_dir);
     let exposures: Vec<_> = evs.iter().filter(|e| e["type"] == "exposure").collect();
     assert_eq!(exposures.len(), n);
-    let mut ids: Vec<_> = exposures.iter().map(|e| e["request_id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<_> = exposures
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "no duplicates");
     for e in &exposures {
         let u = e["unit_id"].as_str().unwrap();
-        let want = exp.variants[abgate::assign::variant_of(exp, u)].name.to_string();
+        let want = exp.variants[abgate::assign::variant_of(exp, u)]
+            .name
+            .to_string();
         assert_eq!(e["assignments"][0]["variant"], want.as_str());
         assert_eq!(e["assignments"][0]["served"], want.as_str());
         assert_eq!(e["status"], 200);
         assert!(e["latency_ms"].as_f64().unwrap() > 0.0);
         assert!(e["ts"].as_str().unwrap().ends_with('Z') && e["ts"].as_str().unwrap().len() == 27);
         assert_eq!(e["error"], serde_json::Value::Null);
-        assert_eq!(e["upstream"], if want == "control" { "model_a" } else { "model_b" });
+        assert_eq!(
+            e["upstream"],
+            if want == "control" {
+                "model_a"
+            } else {
+                "model_b"
+            }
+        );
         assert!(e["config_version"].as_str().unwrap().len() == 12);
     }
     // Response-header outcomes: exactly the responses of model_b carried the header.
-    let header_outcomes = evs.iter().filter(|e| e["type"] == "outcome" && e["source"] == "header").count();
+    let header_outcomes = evs
+        .iter()
+        .filter(|e| e["type"] == "outcome" && e["source"] == "header")
+        .count();
     assert_eq!(header_outcomes, expected_treatment);
 }
 
@@ -177,7 +258,14 @@ fn outcomes_are_all_or_nothing_per_body() {
             Err(e) => panic!("{e}"),
         }
     };
-    assert_eq!(post(r#"{"metric":"conversion","value":1}"#, Some("abgate_uid=u1")).0, 204);
+    assert_eq!(
+        post(
+            r#"{"metric":"conversion","value":1}"#,
+            Some("abgate_uid=u1")
+        )
+        .0,
+        204
+    );
     assert_eq!(post(r#"[{"metric":"conversion","value":1,"unit_id":"u2"},{"metric":"tokens","value":12.5,"unit_id":"u3"}]"#, None).0, 204);
     let bad = [
         r#"{"metric":"nope","value":1,"unit_id":"u"}"#,
@@ -193,14 +281,27 @@ fn outcomes_are_all_or_nothing_per_body() {
         assert_eq!(s, 400, "{body}");
         assert!(reason.contains("error"), "{reason}");
     }
-    let big = format!("[{}]", vec![r#"{"metric":"conversion","value":1,"unit_id":"big"}"#; 1500].join(","));
+    let big = format!(
+        "[{}]",
+        vec![r#"{"metric":"conversion","value":1,"unit_id":"big"}"#; 1500].join(",")
+    );
     assert!(big.len() > 70 * 1024);
     assert_eq!(post(&big, None).0, 413);
     let events_dir = g.dir.join("events");
     g.stop();
-    let outcomes: Vec<_> = events(&events_dir).into_iter().filter(|e| e["type"] == "outcome").collect();
-    let units: Vec<&str> = outcomes.iter().map(|e| e["unit_id"].as_str().unwrap()).collect();
-    assert_eq!(units, vec!["u1", "u2", "u3"], "only the valid bodies were logged");
+    let outcomes: Vec<_> = events(&events_dir)
+        .into_iter()
+        .filter(|e| e["type"] == "outcome")
+        .collect();
+    let units: Vec<&str> = outcomes
+        .iter()
+        .map(|e| e["unit_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        units,
+        vec!["u1", "u2", "u3"],
+        "only the valid bodies were logged"
+    );
     assert_eq!(outcomes[2]["value"], 12.5);
     assert_eq!(outcomes[0]["source"], "api");
 }
@@ -215,9 +316,22 @@ fn bad_reload_keeps_the_old_config_serving() {
     let (s, before, _) = get_as(&g, "/v1/chat", "reload-user");
     assert_eq!(s, 200);
     // Break the file: the watcher rejects it, old config keeps serving.
-    std::fs::write(&g.config, text.replace("weight = 50\n    upstream = \"model_b\"", "weight = -5\n    upstream = \"model_b\"").replace("{DIR}", &dir.path().display().to_string())).unwrap();
+    std::fs::write(
+        &g.config,
+        text.replace(
+            "weight = 50\n    upstream = \"model_b\"",
+            "weight = -5\n    upstream = \"model_b\"",
+        )
+        .replace("{DIR}", &dir.path().display().to_string()),
+    )
+    .unwrap();
     wait_for(10, "a rejected reload", || {
-        (metric_sum(&g.metrics(), "abgate_config_reloads_total", &["result=\"error\""]) >= 1.0).then_some(())
+        (metric_sum(
+            &g.metrics(),
+            "abgate_config_reloads_total",
+            &["result=\"error\""],
+        ) >= 1.0)
+            .then_some(())
     });
     let (s, after, _) = get_as(&g, "/v1/chat", "reload-user");
     assert_eq!(s, 200);
@@ -228,11 +342,22 @@ fn bad_reload_keeps_the_old_config_serving() {
     let r = agent().get(&g.admin_url("/admin/reload")).call();
     assert!(matches!(r, Err(ureq::Error::Status(405, _))));
     // A valid change (100% treatment) applies.
-    let all_b = text.replace("weight = 50\n    upstream = \"model_a\"", "weight = 0.0001\n    upstream = \"model_a\"").replace("{DIR}", &dir.path().display().to_string());
+    let all_b = text
+        .replace(
+            "weight = 50\n    upstream = \"model_a\"",
+            "weight = 0.0001\n    upstream = \"model_a\"",
+        )
+        .replace("{DIR}", &dir.path().display().to_string());
     std::fs::write(&g.config, &all_b).unwrap();
-    let r = agent().post(&g.admin_url("/admin/reload")).set("authorization", &format!("Bearer {TOKEN}")).call();
+    let r = agent()
+        .post(&g.admin_url("/admin/reload"))
+        .set("authorization", &format!("Bearer {TOKEN}"))
+        .call();
     let v: serde_json::Value = r.unwrap().into_json().unwrap();
-    assert!(v["result"] == "applied" || v["result"] == "unchanged", "{v}");
+    assert!(
+        v["result"] == "applied" || v["result"] == "unchanged",
+        "{v}"
+    );
     wait_for(10, "the new config to serve", || {
         let (_, body, _) = get_as(&g, "/v1/chat", "someone-new");
         (body["backend"] == "b").then_some(())
@@ -249,7 +374,10 @@ fn forcing_a_variant_needs_the_admin_token() {
     let b = MockServer::builder().name("b").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let g = start(dir.path(), &two_backend_config(&a, &b, ""));
-    let r = agent().get(&g.url("/v1/chat")).set("x-abgate-force", "ranker_v2=treatment").call();
+    let r = agent()
+        .get(&g.url("/v1/chat"))
+        .set("x-abgate-force", "ranker_v2=treatment")
+        .call();
     assert!(matches!(r, Err(ureq::Error::Status(403, _))));
     for want in ["control", "treatment"] {
         let body: serde_json::Value = agent()
@@ -261,21 +389,31 @@ fn forcing_a_variant_needs_the_admin_token() {
             .into_json()
             .unwrap();
         assert_eq!(body["assignments"], format!("model.ranker_v2={want}"));
-        assert!(body["headers"].get("x-abgate-token").is_none(), "the token never reaches the backend");
+        assert!(
+            body["headers"].get("x-abgate-token").is_none(),
+            "the token never reaches the backend"
+        );
     }
 }
 
 #[test]
 fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
     let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").error_rate(0.25).start().unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .error_rate(0.25)
+        .start()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let extra = r#"  guardrails = { min_requests = 100, check_interval = "100ms", window = "1m", alpha = 0.01, error_rate = { max_increase = 0.02 }, action = "rollback" }"#;
     let g = start(dir.path(), &two_backend_config(&a, &b, extra));
     let cfg = abgate::config::load_file(&g.config).unwrap();
     let exp = &cfg.layers[0].experiments[0];
     let users: Vec<String> = (0..400).map(|i| format!("g{i}")).collect();
-    let treated: Vec<&String> = users.iter().filter(|u| abgate::assign::variant_of(exp, u) == 1).collect();
+    let treated: Vec<&String> = users
+        .iter()
+        .filter(|u| abgate::assign::variant_of(exp, u) == 1)
+        .collect();
     // Send traffic until the evaluator rolls the treatment back (bounded).
     let mut sent = 0;
     let rolled = wait_for(60, "a rollback", || {
@@ -283,7 +421,12 @@ fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
             get_as(&g, "/v1/chat", u);
             sent += 1;
         }
-        let v: serde_json::Value = agent().get(&g.admin_url("/admin/experiments")).call().unwrap().into_json().unwrap();
+        let v: serde_json::Value = agent()
+            .get(&g.admin_url("/admin/experiments"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
         (v["experiments"][0]["state"] == "rolled_back").then_some(v)
     });
     let decision = &rolled["experiments"][0]["variants"][1]["last_decision"];
@@ -299,11 +442,21 @@ fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
     }
     assert_eq!(b.requests(), before_b);
     let m = g.metrics();
-    assert_eq!(metric_sum(&m, "abgate_rollbacks_total", &["variant=\"treatment\"", "guardrail=\"error_rate\""]), 1.0);
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_rollbacks_total",
+            &["variant=\"treatment\"", "guardrail=\"error_rate\""]
+        ),
+        1.0
+    );
     // Survives a restart.
     let events_dir = g.dir.join("events");
     g.stop();
-    let guard_events: Vec<_> = events(&events_dir).into_iter().filter(|e| e["type"] == "guardrail").collect();
+    let guard_events: Vec<_> = events(&events_dir)
+        .into_iter()
+        .filter(|e| e["type"] == "guardrail")
+        .collect();
     assert_eq!(guard_events.len(), 1);
     assert_eq!(guard_events[0]["action"], "rollback");
     let g = start_file(dir.path(), &dir.path().join("abgate.toml"));
@@ -312,23 +465,46 @@ fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
     // The served/assigned split is in the exposure.
     // Resume needs the token.
     let url = g.admin_url("/admin/experiments/ranker_v2/resume");
-    assert!(matches!(agent().post(&url).call(), Err(ureq::Error::Status(401, _))));
-    assert!(matches!(agent().post(&url).set("authorization", "Bearer wrong").call(), Err(ureq::Error::Status(401, _))));
+    assert!(matches!(
+        agent().post(&url).call(),
+        Err(ureq::Error::Status(401, _))
+    ));
+    assert!(matches!(
+        agent()
+            .post(&url)
+            .set("authorization", "Bearer wrong")
+            .call(),
+        Err(ureq::Error::Status(401, _))
+    ));
     b.set_error_rate(0.0);
-    agent().post(&url).set("authorization", &format!("Bearer {TOKEN}")).call().unwrap();
+    agent()
+        .post(&url)
+        .set("authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
     let (_, body, _) = get_as(&g, "/v1/chat", treated[0]);
     assert_eq!(body["backend"], "b", "traffic returns after resume");
     let events_dir = g.dir.join("events");
     g.stop();
-    let exposures: Vec<_> = events(&events_dir).into_iter().filter(|e| e["type"] == "exposure").collect();
-    assert!(exposures.iter().any(|e| e["assignments"][0]["variant"] == "treatment" && e["assignments"][0]["served"] == "control"));
+    let exposures: Vec<_> = events(&events_dir)
+        .into_iter()
+        .filter(|e| e["type"] == "exposure")
+        .collect();
+    assert!(exposures
+        .iter()
+        .any(|e| e["assignments"][0]["variant"] == "treatment"
+            && e["assignments"][0]["served"] == "control"));
     std::thread::sleep(Duration::from_millis(1));
 }
 
 #[test]
 fn metrics_count_the_traffic_sent_per_variant_and_status_class() {
     let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").error_rate(1.0).start().unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .error_rate(1.0)
+        .start()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let g = start(dir.path(), &two_backend_config(&a, &b, ""));
     let cfg = abgate::config::load_file(&g.config).unwrap();
@@ -340,11 +516,38 @@ fn metrics_count_the_traffic_sent_per_variant_and_status_class() {
         get_as(&g, "/v1/chat", &u);
     }
     let m = g.metrics();
-    assert_eq!(metric_sum(&m, "abgate_requests_total", &["variant=\"control\"", "status_class=\"2xx\""]), counts[0]);
-    assert_eq!(metric_sum(&m, "abgate_requests_total", &["variant=\"treatment\"", "status_class=\"5xx\""]), counts[1]);
-    assert_eq!(metric_sum(&m, "abgate_request_duration_seconds_count", &["variant=\"control\""]), counts[0]);
-    assert_eq!(metric_sum(&m, "abgate_exposures_total", &["experiment=\"ranker_v2\""]), 200.0);
-    assert_eq!(metric_sum(&m, "abgate_upstream_errors_total", &["kind=\"5xx\""]), counts[1]);
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_requests_total",
+            &["variant=\"control\"", "status_class=\"2xx\""]
+        ),
+        counts[0]
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_requests_total",
+            &["variant=\"treatment\"", "status_class=\"5xx\""]
+        ),
+        counts[1]
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_request_duration_seconds_count",
+            &["variant=\"control\""]
+        ),
+        counts[0]
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_exposures_total", &["experiment=\"ranker_v2\""]),
+        200.0
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_upstream_errors_total", &["kind=\"5xx\""]),
+        counts[1]
+    );
     assert!(m.contains("# TYPE abgate_requests_total counter"));
     assert!(!m.contains("m1\""), "no user id in any label");
 }

@@ -1,11 +1,28 @@
 //! Statistics as pure functions: no I/O, no clock. Used live (guardrails, admin) and
 //! offline (`abgate analyze`). Distributions come from `statrs`.
+//!
+//! Conventions (SPEC §4): variances are sample variances (n − 1); p-values are two-sided;
+//! the binomial p-value is the pooled two-proportion z-test (equal to chi-square without
+//! continuity correction) and its CI the unpooled Wald interval; the continuous p-value
+//! and CI are Welch's; relative lifts use the delta method; the sequential p-value and
+//! confidence sequence are the mixture SPRT in GrowthBook's asymptotic form.
 
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+use statrs::distribution::{ChiSquared, Continuous, ContinuousCDF, Normal, StudentsT};
+use statrs::function::beta::ln_beta;
 
 /// Standard normal CDF.
 pub fn norm_cdf(x: f64) -> f64 {
     Normal::standard().cdf(x)
+}
+
+/// Standard normal survival function.
+pub fn norm_sf(x: f64) -> f64 {
+    Normal::standard().sf(x)
+}
+
+/// Standard normal density.
+pub fn norm_pdf(x: f64) -> f64 {
+    Normal::standard().pdf(x)
 }
 
 /// Standard normal quantile.
@@ -15,7 +32,134 @@ pub fn norm_ppf(p: f64) -> f64 {
 
 /// Two-sided p-value of a z statistic.
 pub fn two_sided_p(z: f64) -> f64 {
-    (2.0 * Normal::standard().sf(z.abs())).min(1.0)
+    if z.is_nan() {
+        return 1.0;
+    }
+    (2.0 * norm_sf(z.abs())).min(1.0)
+}
+
+/// n, mean and sample variance of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Summary {
+    /// Observations.
+    pub n: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Sample variance (n − 1).
+    pub variance: f64,
+}
+
+impl Summary {
+    /// From count, sum and sum of squares.
+    pub fn from_sums(n: f64, sum: f64, sumsq: f64) -> Summary {
+        if n <= 0.0 {
+            return Summary::default();
+        }
+        let mean = sum / n;
+        let variance = if n > 1.0 {
+            ((sumsq - sum * mean) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        Summary { n, mean, variance }
+    }
+
+    /// From a slice of values.
+    pub fn of(values: &[f64]) -> Summary {
+        let n = values.len() as f64;
+        if n == 0.0 {
+            return Summary::default();
+        }
+        let mean = values.iter().sum::<f64>() / n;
+        let variance = if n > 1.0 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Summary { n, mean, variance }
+    }
+}
+
+/// A difference of means with its interval and p-value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    /// Treatment mean − control mean.
+    pub abs_lift: f64,
+    /// Confidence interval of `abs_lift`.
+    pub abs_ci: (f64, f64),
+    /// Two-sided p-value.
+    pub p_value: f64,
+    /// Variance of the estimated difference used for the CI (and the sequential test).
+    pub var_diff: f64,
+}
+
+/// Welch's t-test and interval for treatment − control.
+pub fn welch(c: &Summary, t: &Summary, confidence: f64) -> Difference {
+    let diff = t.mean - c.mean;
+    let (vc, vt) = (c.variance / c.n, t.variance / t.n);
+    let var_diff = vc + vt;
+    if !(var_diff > 0.0) || c.n < 2.0 || t.n < 2.0 {
+        return Difference {
+            abs_lift: diff,
+            abs_ci: (f64::NAN, f64::NAN),
+            p_value: 1.0,
+            var_diff,
+        };
+    }
+    let se = var_diff.sqrt();
+    let df = var_diff * var_diff / (vc * vc / (c.n - 1.0) + vt * vt / (t.n - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).expect("df > 0");
+    let stat = diff / se;
+    let p = (2.0 * dist.sf(stat.abs())).min(1.0);
+    let q = dist.inverse_cdf(1.0 - (1.0 - confidence) / 2.0);
+    Difference {
+        abs_lift: diff,
+        abs_ci: (diff - q * se, diff + q * se),
+        p_value: p,
+        var_diff,
+    }
+}
+
+/// Two proportions: pooled z-test p-value, unpooled Wald interval.
+/// `c` and `t` are (successes, n).
+pub fn two_proportions(c: (f64, f64), t: (f64, f64), confidence: f64) -> Difference {
+    let (pc, pt) = (c.0 / c.1, t.0 / t.1);
+    let diff = pt - pc;
+    let pool = (c.0 + t.0) / (c.1 + t.1);
+    let se_pool = (pool * (1.0 - pool) * (1.0 / c.1 + 1.0 / t.1)).sqrt();
+    let p = if se_pool > 0.0 {
+        two_sided_p(diff / se_pool)
+    } else {
+        1.0
+    };
+    let var_diff = pc * (1.0 - pc) / c.1 + pt * (1.0 - pt) / t.1;
+    let z = norm_ppf(1.0 - (1.0 - confidence) / 2.0);
+    let se = var_diff.sqrt();
+    Difference {
+        abs_lift: diff,
+        abs_ci: (diff - z * se, diff + z * se),
+        p_value: p,
+        var_diff,
+    }
+}
+
+/// Relative lift (t/c − 1) and its delta-method interval, from the means and the
+/// variances of the two means (`var_mc` = Var(mean_c), `var_mt` = Var(mean_t)).
+pub fn relative_lift(
+    mc: f64,
+    mt: f64,
+    var_mc: f64,
+    var_mt: f64,
+    confidence: f64,
+) -> (f64, (f64, f64)) {
+    if mc == 0.0 {
+        return (f64::NAN, (f64::NAN, f64::NAN));
+    }
+    let rel = mt / mc - 1.0;
+    let var = var_mt / (mc * mc) + mt * mt * var_mc / mc.powi(4);
+    let z = norm_ppf(1.0 - (1.0 - confidence) / 2.0);
+    let h = z * var.sqrt();
+    (rel, (rel - h, rel + h))
 }
 
 /// ρ² of the mixture SPRT (GrowthBook's asymptotic form): (−2 ln α + ln(−2 ln α + 1)) / tuning.
@@ -41,6 +185,132 @@ pub fn msprt_half_width(v: f64, n: f64, alpha: f64, tuning: f64) -> f64 {
     let r2 = msprt_rho2(alpha, tuning);
     let nr = n * r2;
     (v * (nr + 1.0) / nr * ((nr + 1.0) / (alpha * alpha)).ln()).sqrt()
+}
+
+/// P(X > Y) for X ~ Beta(a, b), Y ~ Beta(c, d), exactly (Evan Miller's closed form),
+/// summing over the smaller integer first parameter. `a` and `c` must be integers ≥ 1.
+pub fn prob_beta_greater(a: f64, b: f64, c: f64, d: f64) -> f64 {
+    // P(X > Y) = Σ_{i=0}^{a−1} B(c+i, b+d) / ((b+i) B(1+i, b) B(c, d))
+    let direct = |a: f64, b: f64, c: f64, d: f64| -> f64 {
+        let k = ln_beta(c, d);
+        let mut total = 0.0;
+        let mut i = 0.0;
+        while i < a {
+            total += (ln_beta(c + i, b + d) - (b + i).ln() - ln_beta(1.0 + i, b) - k).exp();
+            i += 1.0;
+        }
+        total
+    };
+    // The sum is P(X > Y) summed over X's alpha; use the smaller alpha for speed.
+    let p = if a <= c {
+        direct(a, b, c, d)
+    } else {
+        1.0 - direct(c, d, a, b)
+    };
+    p.clamp(0.0, 1.0)
+}
+
+/// Bayesian result for treatment vs control.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bayes {
+    /// P(treatment better than control).
+    pub prob_better: f64,
+    /// Expected loss (in metric units) of shipping control.
+    pub loss_control: f64,
+    /// Expected loss of shipping treatment.
+    pub loss_treatment: f64,
+}
+
+/// Beta–Binomial with uniform priors, exact. `c`, `t` are (successes, n).
+pub fn bayes_binomial(c: (f64, f64), t: (f64, f64), higher_is_better: bool) -> Bayes {
+    let (ac, bc) = (1.0 + c.0, 1.0 + c.1 - c.0);
+    let (at, bt) = (1.0 + t.0, 1.0 + t.1 - t.0);
+    let p_t_gt_c = prob_beta_greater(at, bt, ac, bc);
+    // E[max(X − Y, 0)] = E[X] P(X⁺ > Y) − E[Y] P(X > Y⁺), X⁺ ~ Beta(a+1, b), Y⁺ ~ Beta(c+1, d)
+    let gain_t = at / (at + bt) * prob_beta_greater(at + 1.0, bt, ac, bc)
+        - ac / (ac + bc) * prob_beta_greater(at, bt, ac + 1.0, bc);
+    let gain_c = ac / (ac + bc) * prob_beta_greater(ac + 1.0, bc, at, bt)
+        - at / (at + bt) * prob_beta_greater(ac, bc, at + 1.0, bt);
+    let (gain_t, gain_c) = (gain_t.max(0.0), gain_c.max(0.0));
+    if higher_is_better {
+        Bayes {
+            prob_better: p_t_gt_c,
+            loss_control: gain_t,
+            loss_treatment: gain_c,
+        }
+    } else {
+        Bayes {
+            prob_better: 1.0 - p_t_gt_c,
+            loss_control: gain_c,
+            loss_treatment: gain_t,
+        }
+    }
+}
+
+/// Normal posterior of the difference (flat prior): d ~ N(diff, var_diff).
+pub fn bayes_normal(diff: f64, var_diff: f64, higher_is_better: bool) -> Bayes {
+    let s = var_diff.sqrt();
+    if !(s > 0.0) {
+        return Bayes {
+            prob_better: 0.5,
+            loss_control: 0.0,
+            loss_treatment: 0.0,
+        };
+    }
+    let m = if higher_is_better { diff } else { -diff };
+    let z = m / s;
+    // E[max(d, 0)] = s φ(z) + m Φ(z); E[max(−d, 0)] = s φ(z) − m Φ(−z)
+    Bayes {
+        prob_better: norm_cdf(z),
+        loss_control: s * norm_pdf(z) + m * norm_cdf(z),
+        loss_treatment: s * norm_pdf(z) - m * norm_cdf(-z),
+    }
+}
+
+/// CUPED adjustment from per-unit (y, x) pairs of both groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cuped {
+    /// θ = Cov(y, x) / Var(x), pooled over both groups.
+    pub theta: f64,
+    /// 1 − Var(y − θx) / Var(y), pooled.
+    pub variance_reduction: f64,
+    /// The adjusted difference (Welch on y − θ(x − x̄)).
+    pub diff: Difference,
+}
+
+/// CUPED with a pre-experiment covariate. `c` and `t` are (y, x) pairs per unit.
+pub fn cuped(c: &[(f64, f64)], t: &[(f64, f64)], confidence: f64) -> Option<Cuped> {
+    let all = c.iter().chain(t.iter());
+    let n = (c.len() + t.len()) as f64;
+    if n < 3.0 {
+        return None;
+    }
+    let (mut sy, mut sx) = (0.0, 0.0);
+    for &(y, x) in all.clone() {
+        sy += y;
+        sx += x;
+    }
+    let (my, mx) = (sy / n, sx / n);
+    let (mut cov, mut vx, mut vy) = (0.0, 0.0, 0.0);
+    for &(y, x) in all {
+        cov += (y - my) * (x - mx);
+        vx += (x - mx) * (x - mx);
+        vy += (y - my) * (y - my);
+    }
+    if !(vx > 0.0) || !(vy > 0.0) {
+        return None;
+    }
+    let theta = cov / vx;
+    let adj =
+        |g: &[(f64, f64)]| -> Vec<f64> { g.iter().map(|&(y, x)| y - theta * (x - mx)).collect() };
+    let (ac, at) = (adj(c), adj(t));
+    let vadj: f64 = ac.iter().chain(at.iter()).map(|v| (v - my).powi(2)).sum();
+    let diff = welch(&Summary::of(&ac), &Summary::of(&at), confidence);
+    Some(Cuped {
+        theta,
+        variance_reduction: 1.0 - vadj / vy,
+        diff,
+    })
 }
 
 /// Pearson chi-square p-value of observed counts against expected shares (SRM check).
@@ -73,6 +343,86 @@ pub fn chi2_sf(x: f64, df: f64) -> f64 {
     }
 }
 
+/// Holm step-down adjusted p-values (same order as the input).
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut idx: Vec<usize> = (0..m).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut out = vec![0.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in idx.iter().enumerate() {
+        let v = ((m - rank) as f64 * p[i]).min(1.0);
+        running = running.max(v);
+        out[i] = running;
+    }
+    out
+}
+
+/// Benjamini–Hochberg adjusted p-values (same order as the input).
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut idx: Vec<usize> = (0..m).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut out = vec![0.0; m];
+    let mut running: f64 = 1.0;
+    for rank in (0..m).rev() {
+        let i = idx[rank];
+        let v = (p[i] * m as f64 / (rank + 1) as f64).min(1.0);
+        running = running.min(v);
+        out[i] = running;
+    }
+    out
+}
+
+/// Sample size per variant for a two-sided test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerResult {
+    /// Units in control.
+    pub n_control: f64,
+    /// Units in treatment (`ratio` × control).
+    pub n_treatment: f64,
+}
+
+/// Sample size of a two-sided z-test: the n_c solving
+/// power = Φ(δ/se − z_{1−α/2}) + Φ(−δ/se − z_{1−α/2}), se = √((σ_c² + σ_t²/r) / n_c),
+/// n_t = r n_c (both tails counted, as statsmodels' `NormalIndPower` does).
+/// For a binomial baseline p and relative MDE m: σ_c² = p(1−p), p_t = p(1+m),
+/// σ_t² = p_t(1−p_t), δ = p m. For a continuous mean μ and sd σ: σ_c = σ_t = σ, δ = μ m.
+pub fn sample_size(
+    var_c: f64,
+    var_t: f64,
+    delta: f64,
+    alpha: f64,
+    power: f64,
+    ratio: f64,
+) -> PowerResult {
+    let z = norm_ppf(1.0 - alpha / 2.0);
+    let k = var_c + var_t / ratio;
+    let achieved = |n: f64| {
+        let e = delta.abs() / (k / n).sqrt();
+        norm_cdf(e - z) + norm_cdf(-e - z)
+    };
+    // Start from the one-tail closed form (a lower bound), then bisect.
+    let zb = z + norm_ppf(power);
+    let mut hi = (zb * zb * k / (delta * delta)).max(1e-9);
+    let mut lo = 0.0;
+    while achieved(hi) < power {
+        hi *= 2.0;
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if achieved(mid) < power {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    PowerResult {
+        n_control: hi,
+        n_treatment: hi * ratio,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +439,11 @@ mod tests {
         //   n=2000, d=0.02, v=1e-4: nr = n*rho2+1
         //   p = sqrt(nr) * exp(-rho2*n*d*d / (2*v*nr))            -> 0.44646083307915096
         close(msprt_rho2(0.05, 5000.0), 0.001587230920347513, 1e-12);
-        close(msprt_p_value(0.02, 1e-4, 2000.0, 0.05, 5000.0), 0.44646083307915096, 1e-9);
+        close(
+            msprt_p_value(0.02, 1e-4, 2000.0, 0.05, 5000.0),
+            0.44646083307915096,
+            1e-9,
+        );
         // p crosses alpha exactly at the CS half-width
         let w = msprt_half_width(1e-4, 2000.0, 0.05, 5000.0);
         close(msprt_p_value(w, 1e-4, 2000.0, 0.05, 5000.0), 0.05, 1e-9);

@@ -30,7 +30,13 @@ pub fn start(dir: &Path, config: &str) -> Abgate {
 }
 
 pub fn start_file(dir: &Path, path: &Path) -> Abgate {
-    let stderr = dir.join(format!("stderr-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let stderr = dir.join(format!(
+        "stderr-{}.log",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     let mut child = Command::new(env!("CARGO_BIN_EXE_abgate"))
         .args(["serve", "--config"])
         .arg(path)
@@ -41,12 +47,24 @@ pub fn start_file(dir: &Path, path: &Path) -> Abgate {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let (proxy, admin) = abgate::demo::parse_ready_line(&line).unwrap_or_else(|| {
         let _ = child.kill();
-        panic!("abgate did not start: {line:?}\n{}", std::fs::read_to_string(&stderr).unwrap_or_default())
+        panic!(
+            "abgate did not start: {line:?}\n{}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
     });
-    Abgate { child, proxy, admin, dir: dir.to_path_buf(), config: path.to_path_buf(), stderr }
+    Abgate {
+        child,
+        proxy,
+        admin,
+        dir: dir.to_path_buf(),
+        config: path.to_path_buf(),
+        stderr,
+    }
 }
 
 impl Abgate {
@@ -64,12 +82,20 @@ impl Abgate {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "abgate did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "abgate did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     pub fn metrics(&self) -> String {
-        agent().get(&self.admin_url("/metrics")).call().unwrap().into_string().unwrap()
+        agent()
+            .get(&self.admin_url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
     }
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -84,16 +110,25 @@ impl Drop for Abgate {
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// GET through the proxy with a user cookie; returns (status, body json, response).
 pub fn get_as(a: &Abgate, path: &str, user: &str) -> (u16, serde_json::Value, Option<String>) {
-    let r = agent().get(&a.url(path)).set("cookie", &format!("_ga=1; abgate_uid={user}")).call();
+    let r = agent()
+        .get(&a.url(path))
+        .set("cookie", &format!("_ga=1; abgate_uid={user}"))
+        .call();
     let resp = match r {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -102,7 +137,11 @@ pub fn get_as(a: &Abgate, path: &str, user: &str) -> (u16, serde_json::Value, Op
     let status = resp.status();
     let variant = resp.header("x-abgate-variant").map(str::to_string);
     let body = resp.into_string().unwrap_or_default();
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null), variant)
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        variant,
+    )
 }
 
 /// Poll `f` until it returns Some, or panic after `secs`.
@@ -121,14 +160,20 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 pub fn metric_sum(text: &str, name: &str, parts: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()
 }
 
 pub fn events(dir: &Path) -> Vec<serde_json::Value> {
-    abgate::events::reader::read_values(dir).map(|(v, _)| v).unwrap_or_default()
+    abgate::events::reader::read_values(dir)
+        .map(|(v, _)| v)
+        .unwrap_or_default()
 }
 
 /// A two-upstream config with one routing experiment (50/50) and `extra` appended.

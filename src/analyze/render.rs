@@ -1,0 +1,316 @@
+//! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON of
+//! SPEC §4, and one self-contained HTML file (inline SVG, no external assets).
+
+use super::{Comparison, ExperimentReport, Report};
+use std::fmt::Write;
+
+fn num(x: f64, digits: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.digits$}")
+    } else {
+        "-".into()
+    }
+}
+
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:+.2}%", 100.0 * x)
+    } else {
+        "-".into()
+    }
+}
+
+fn p(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x < 0.0001 {
+        format!("{x:.1e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The JSON report (SPEC §4 schema; extra fields may be added, these stay).
+pub fn json(r: &Report) -> String {
+    let v = serde_json::json!({
+        "experiments": r.experiments,
+        "read": r.read,
+        "confidence": r.confidence,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// The terminal table. Significant results (p < α) are marked `*`.
+pub fn table(r: &Report) -> String {
+    let alpha = 1.0 - r.confidence;
+    let mut s = String::new();
+    for e in &r.experiments {
+        let units: Vec<String> = e
+            .variants
+            .iter()
+            .map(|v| format!("{v}={}", e.units.get(v).copied().unwrap_or(0)))
+            .collect();
+        let _ = writeln!(s, "experiment {} (layer {})", e.experiment, e.layer);
+        let _ = writeln!(
+            s,
+            "  units: {}   SRM p={}{}   mixed (excluded): {}",
+            units.join(" "),
+            p(e.srm_p_value),
+            if e.srm_p_value < 0.001 {
+                " MISMATCH"
+            } else {
+                ""
+            },
+            e.mixed_units
+        );
+        let _ = writeln!(s, "  verdict: {} — {}", e.verdict.to_uppercase(), e.reason);
+        let _ = writeln!(
+            s,
+            "  {:<14} {:<12} {:>11} {:>11} {:>9} {:>20} {:>9} {:>9} {:>9} {:>8}",
+            "metric",
+            "variant",
+            "control",
+            "treatment",
+            "rel lift",
+            "rel CI",
+            "p",
+            "p holm",
+            "seq p",
+            "P(better)"
+        );
+        for c in &e.comparisons {
+            let sig = if c.p_value < alpha { "*" } else { " " };
+            let _ = writeln!(
+                s,
+                "{sig} {:<14} {:<12} {:>11} {:>11} {:>9} {:>20} {:>9} {:>9} {:>9} {:>8}",
+                c.metric,
+                c.variant,
+                num(c.control.mean, 4),
+                num(c.treatment.mean, 4),
+                pct(c.rel_lift),
+                format!("[{}, {}]", pct(c.rel_ci[0]), pct(c.rel_ci[1])),
+                p(c.p_value),
+                p(c.p_value_holm),
+                p(c.seq_p_value),
+                num(c.prob_better, 3)
+            );
+            if let Some(cu) = &c.cuped {
+                let _ = writeln!(
+                    s,
+                    "    CUPED: θ={} variance −{:.0}% lift {} [{}, {}] p={}",
+                    num(cu.theta, 3),
+                    100.0 * cu.variance_reduction,
+                    num(cu.abs_lift, 4),
+                    num(cu.abs_ci[0], 4),
+                    num(cu.abs_ci[1], 4),
+                    p(cu.p_value)
+                );
+            }
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "read {} lines from {} files ({} exposures, {} outcomes, {} skipped); * = p < {alpha}",
+        r.read.lines, r.read.files, r.read.exposures, r.read.outcomes, r.read.skipped
+    );
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn forest(cs: &[Comparison]) -> String {
+    let rows: Vec<&Comparison> = cs
+        .iter()
+        .filter(|c| c.rel_lift.is_finite() && c.rel_ci[0].is_finite())
+        .collect();
+    if rows.is_empty() {
+        return "<p>No relative lifts to plot.</p>".into();
+    }
+    let lo = rows.iter().map(|c| c.rel_ci[0]).fold(0.0f64, f64::min);
+    let hi = rows.iter().map(|c| c.rel_ci[1]).fold(0.0f64, f64::max);
+    let span = (hi - lo).max(1e-9) * 1.1;
+    let (lo, w, left, h) = (lo - span * 0.05, 460.0, 240.0, 26.0);
+    let x = |v: f64| left + (v - lo) / span * w;
+    let height = rows.len() as f64 * h + 30.0;
+    let mut s = format!("<svg width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", left + w + 20.0);
+    let _ = write!(s, "<line x1=\"{0}\" x2=\"{0}\" y1=\"0\" y2=\"{1}\" stroke=\"#888\" stroke-dasharray=\"3,3\"/>", x(0.0), height - 20.0);
+    for (i, c) in rows.iter().enumerate() {
+        let y = i as f64 * h + 15.0;
+        let better = if c.higher_is_better {
+            c.abs_lift > 0.0
+        } else {
+            c.abs_lift < 0.0
+        };
+        let color = if c.p_value >= 0.05 {
+            "#666"
+        } else if better {
+            "#1a7f37"
+        } else {
+            "#cf222e"
+        };
+        let _ = write!(
+            s,
+            "<text x=\"4\" y=\"{}\">{} · {}</text><line x1=\"{}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"/><circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"><title>{} {}: {} [{}, {}] p={}</title></circle>",
+            y + 4.0,
+            esc(&c.metric),
+            esc(&c.variant),
+            x(c.rel_ci[0]),
+            x(c.rel_ci[1]),
+            x(c.rel_lift),
+            esc(&c.metric),
+            esc(&c.variant),
+            pct(c.rel_lift),
+            pct(c.rel_ci[0]),
+            pct(c.rel_ci[1]),
+            p(c.p_value)
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
+        left,
+        height - 4.0,
+        pct(lo),
+        left + w,
+        height - 4.0,
+        pct(lo + span)
+    );
+    s
+}
+
+fn over_time(e: &ExperimentReport) -> String {
+    let pts = &e.units_over_time;
+    if pts.len() < 2 {
+        return "<p>All units arrived within one hour; no time series to draw.</p>".into();
+    }
+    let max = pts
+        .iter()
+        .flat_map(|p| p.units.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let (w, h) = (600.0, 180.0);
+    let colors = [
+        "#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e",
+    ];
+    let mut s = format!("<svg width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", w + 140.0, h + 30.0);
+    for (vi, v) in e.variants.iter().enumerate() {
+        let path: Vec<String> = pts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "{:.1},{:.1}",
+                    i as f64 / (pts.len() - 1) as f64 * w,
+                    h - p.units[vi] as f64 / max * h + 5.0
+                )
+            })
+            .collect();
+        let c = colors[vi % colors.len()];
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>",
+            w + 8.0,
+            15.0 + 16.0 * vi as f64,
+            esc(v)
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"0\" y=\"{}\">{}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
+        h + 25.0,
+        esc(&pts[0].hour),
+        h + 25.0,
+        esc(&pts[pts.len() - 1].hour)
+    );
+    s
+}
+
+/// One self-contained HTML file.
+pub fn html(r: &Report) -> String {
+    let mut s = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>abgate experiment report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1f2328}table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}.ship{color:#1a7f37}.no_ship,.invalid{color:#cf222e}.keep_running{color:#9a6700}</style></head><body><h1>Experiment report</h1>");
+    let _ = write!(
+        s,
+        "<p>{} lines from {} files: {} exposures, {} outcomes, {} skipped. Confidence {}.</p>",
+        r.read.lines, r.read.files, r.read.exposures, r.read.outcomes, r.read.skipped, r.confidence
+    );
+    for e in &r.experiments {
+        let _ = write!(
+            s,
+            "<h2>{} <small>(layer {})</small></h2>",
+            esc(&e.experiment),
+            esc(&e.layer)
+        );
+        let _ = write!(
+            s,
+            "<p class=\"{}\"><b>{}</b> — {}</p>",
+            e.verdict,
+            e.verdict.to_uppercase(),
+            esc(&e.reason)
+        );
+        let units: Vec<String> = e
+            .variants
+            .iter()
+            .zip(&e.weights)
+            .map(|(v, w)| {
+                format!(
+                    "{}: {} units (weight {w})",
+                    esc(v),
+                    e.units.get(v).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<h3>Sample ratio check</h3><p>{}. Chi-square p = {}{}. Units seen in two variants (excluded): {}.</p>",
+            units.join("; "),
+            p(e.srm_p_value),
+            if e.srm_p_value < 0.001 { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
+            e.mixed_units
+        );
+        let _ = write!(
+            s,
+            "<h3>Relative lift with {}% CI</h3>{}",
+            100.0 * r.confidence,
+            forest(&e.comparisons)
+        );
+        s.push_str("<table><tr><th>metric</th><th>variant</th><th>control</th><th>treatment</th><th>abs lift</th><th>rel lift</th><th>p</th><th>p Holm</th><th>p BH</th><th>seq p</th><th>P(better)</th><th>CUPED p</th></tr>");
+        for c in &e.comparisons {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.metric),
+                esc(&c.variant),
+                num(c.control.mean, 4),
+                num(c.treatment.mean, 4),
+                num(c.abs_lift, 4),
+                pct(c.rel_lift),
+                p(c.p_value),
+                p(c.p_value_holm),
+                p(c.p_value_bh),
+                p(c.seq_p_value),
+                num(c.prob_better, 3),
+                c.cuped.as_ref().map(|x| p(x.p_value)).unwrap_or_else(|| "-".into())
+            );
+        }
+        s.push_str("</table>");
+        let _ = write!(
+            s,
+            "<h3>Units over time (cumulative, by first exposure)</h3>{}",
+            over_time(e)
+        );
+    }
+    s.push_str("</body></html>\n");
+    s
+}
