@@ -66,6 +66,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `abgate_uptime_seconds`
     pub uptime: IntGauge,
+    /// `abgate_srm_p_value{experiment}`: chi-square p of exposures per variant vs weights.
+    pub srm_p_value: prometheus::GaugeVec,
     started: std::time::Instant,
 }
 
@@ -168,6 +170,14 @@ impl Metrics {
             "Seconds since start.",
         ));
         must(registry.register(Box::new(uptime.clone())));
+        let srm_p_value = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "abgate_srm_p_value",
+                "Sample ratio check: chi-square p-value of exposures per variant against the weights (below 0.001 = mismatch).",
+            ),
+            &["experiment"],
+        ));
+        must(registry.register(Box::new(srm_p_value.clone())));
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -175,6 +185,9 @@ impl Metrics {
         }
         for r in ["queue_full", "write_error", "closed"] {
             events_dropped.with_label_values(&[r]);
+        }
+        for src in ["header", "cookie", "session"] {
+            identity_invalid.with_label_values(&[src]);
         }
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
@@ -196,6 +209,7 @@ impl Metrics {
             proxied,
             build_info,
             uptime,
+            srm_p_value,
             started: std::time::Instant::now(),
         })
     }

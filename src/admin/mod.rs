@@ -276,6 +276,7 @@ fn variant_live(app: &App, li: usize, ei: usize) -> Vec<serde_json::Value> {
                 "control": vi == exp.control,
                 "upstream": v.upstream.map(|u| snap.config.upstreams[u].name.to_string()),
                 "exposures": m.exposures.get(),
+                "units": st.units.estimate().round(),
                 "requests_served": requests,
                 "window": {
                     "requests": w.n,
@@ -319,44 +320,91 @@ fn experiments_json(app: &App) -> serde_json::Value {
 }
 
 fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
+    use crate::analyze::{compare, Options};
+    use crate::config::MetricKind;
+    use crate::stats::Summary;
     let snap = app.snapshot.load();
     let (li, ei) = snap.config.experiment(name)?;
     let exp = &snap.config.layers[li].experiments[ei];
     let variants = variant_live(app, li, ei);
     let now = app.now_ms();
     let rt = &snap.experiments[li][ei];
+    let opts = Options::default();
     let c = rt.state.variants[exp.control].window.stats(now);
-    let comparisons: Vec<serde_json::Value> = rt
-        .state
-        .variants
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != exp.control)
-        .map(|(_, v)| {
-            let t = v.window.stats(now);
-            let (pc, pt) = (c.error_rate(), t.error_rate());
-            let var = if c.n > 0 && t.n > 0 {
-                pc * (1.0 - pc) / c.n as f64 + pt * (1.0 - pt) / t.n as f64
+    let cname = &exp.variants[exp.control].name;
+    let errors = |w: &crate::guard::window::WindowStats| {
+        let n = w.n as f64;
+        let p = w.error_rate();
+        Summary {
+            n,
+            mean: p,
+            variance: if n > 1.0 {
+                p * (1.0 - p) * n / (n - 1.0)
             } else {
                 0.0
-            };
-            let alpha = exp.guardrails.as_ref().map(|g| g.alpha).unwrap_or(0.05);
-            json!({
-                "metric": "error_rate",
-                "variant": v.name,
-                "control_variant": exp.variants[exp.control].name,
-                "control": {"n": c.n, "mean": pc},
-                "treatment": {"n": t.n, "mean": pt},
-                "abs_lift": pt - pc,
-                "seq_p_value": crate::stats::msprt_p_value(pt - pc, var, (c.n + t.n) as f64, alpha, 5000.0),
-            })
-        })
+            },
+        }
+    };
+    let mut comparisons = Vec::new();
+    for (vi, v) in rt.state.variants.iter().enumerate() {
+        if vi == exp.control {
+            continue;
+        }
+        let t = v.window.stats(now);
+        if c.n > 1 && t.n > 1 {
+            comparisons.push(compare(
+                "latency_ms",
+                MetricKind::Continuous,
+                false,
+                &v.name,
+                cname,
+                c.latency_summary(),
+                t.latency_summary(),
+                &opts,
+                None,
+                false,
+                true,
+            ));
+            comparisons.push(compare(
+                "error_rate",
+                MetricKind::Binomial,
+                false,
+                &v.name,
+                cname,
+                errors(&c),
+                errors(&t),
+                &opts,
+                None,
+                false,
+                true,
+            ));
+        }
+    }
+    let ps: Vec<f64> = comparisons.iter().map(|c| c.p_value).collect();
+    let (holm, bh) = (
+        crate::stats::holm(&ps),
+        crate::stats::benjamini_hochberg(&ps),
+    );
+    for (i, cmp) in comparisons.iter_mut().enumerate() {
+        cmp.p_value_holm = holm[i];
+        cmp.p_value_bh = bh[i];
+    }
+    let exposures: Vec<u64> = rt.metrics.iter().map(|m| m.exposures.get()).collect();
+    let weights: Vec<f64> = exp.variants.iter().map(|v| v.weight).collect();
+    let outcomes: serde_json::Map<String, serde_json::Value> = snap
+        .config
+        .metrics
+        .iter()
+        .zip(&snap.outcome_counters)
+        .map(|(m, c)| (m.name.to_string(), json!(c.get())))
         .collect();
     Some(json!({
         "experiment": name,
         "layer": snap.config.layers[li].name,
-        "window": "live sliding window of the guardrails",
+        "source": "live: request-level metrics over the guardrail window (latency from its histogram, 12.5% resolution); unit-level outcome metrics need `abgate analyze` on the event log",
+        "srm_p_value": crate::stats::chi_square_gof(&exposures, &weights),
         "variants": variants,
         "comparisons": comparisons,
+        "outcomes_received": outcomes,
     }))
 }

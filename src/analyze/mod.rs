@@ -715,8 +715,10 @@ fn report_experiment(
     }
 }
 
+/// Compare one treatment with control on one metric (every statistic of SPEC §4 but
+/// CUPED, which the caller computes). Used by the offline report and the live one.
 #[allow(clippy::too_many_arguments)]
-fn compare(
+pub fn compare(
     metric: &str,
     kind: MetricKind,
     higher_is_better: bool,

@@ -83,6 +83,8 @@ pub struct VariantState {
     status: AtomicU8,
     /// Consecutive failing latency checks.
     pub latency_strikes: AtomicU32,
+    /// Distinct units assigned to this variant since start (approximate).
+    pub units: window::DistinctUnits,
     /// Last decision about this variant.
     pub last_decision: Mutex<Option<Decision>>,
 }
@@ -240,6 +242,7 @@ impl Guard {
                             0
                         }),
                         latency_strikes: AtomicU32::new(0),
+                        units: window::DistinctUnits::default(),
                         last_decision: Mutex::new(decision),
                     })
                 })

@@ -76,6 +76,22 @@ impl WindowStats {
         }
     }
 
+    /// n, mean and variance of latency in ms, from the histogram's bucket midpoints
+    /// (12.5% resolution: good enough for a live view, not for a final analysis).
+    pub fn latency_summary(&self) -> crate::stats::Summary {
+        let (mut n, mut s, mut ss) = (0.0, 0.0, 0.0);
+        for (i, &c) in self.hist.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let mid = (lat_lower(i) + lat_lower(i + 1)) as f64 / 2.0 / 1000.0;
+            n += c as f64;
+            s += c as f64 * mid;
+            ss += c as f64 * mid * mid;
+        }
+        crate::stats::Summary::from_sums(n, s, ss)
+    }
+
     /// Latency quantile in ms (bucket midpoint), `None` when empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         let total: u64 = self.hist.iter().sum();
@@ -241,5 +257,76 @@ mod tests {
             w.record(0, 1, false);
         }
         assert_eq!(w.recent(), (100, 40));
+    }
+}
+
+/// Approximate count of distinct units (HyperLogLog, 2^12 registers, ~1.6% standard
+/// error) in fixed memory, updated lock-free with `fetch_max`. Lets the admin API show
+/// units seen since start without keeping any per-unit state on the proxy.
+pub struct DistinctUnits {
+    registers: Box<[AtomicU8]>,
+}
+
+const HLL_BITS: u32 = 12;
+
+impl Default for DistinctUnits {
+    fn default() -> Self {
+        DistinctUnits {
+            registers: (0..1usize << HLL_BITS).map(|_| AtomicU8::new(0)).collect(),
+        }
+    }
+}
+
+impl DistinctUnits {
+    /// Record a unit id.
+    ///
+    /// Hot path: one hash, one atomic `fetch_max`.
+    #[inline]
+    pub fn record(&self, unit_id: &[u8]) {
+        let h = xxhash_rust::xxh3::xxh3_64(unit_id);
+        let idx = (h >> (64 - HLL_BITS)) as usize;
+        let rest = (h << HLL_BITS) | (1 << (HLL_BITS - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        self.registers[idx].fetch_max(rank, Relaxed);
+    }
+
+    /// The estimate (with the small-range correction).
+    pub fn estimate(&self) -> f64 {
+        let m = (1usize << HLL_BITS) as f64;
+        let mut sum = 0.0;
+        let mut zeros = 0;
+        for r in self.registers.iter() {
+            let v = r.load(Relaxed);
+            if v == 0 {
+                zeros += 1;
+            }
+            sum += 2f64.powi(-(v as i32));
+        }
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let e = alpha * m * m / sum;
+        if e <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            e
+        }
+    }
+}
+
+#[cfg(test)]
+mod hll_tests {
+    use super::*;
+
+    #[test]
+    fn distinct_units_estimate_is_within_five_percent() {
+        for n in [100u64, 10_000, 200_000] {
+            let d = DistinctUnits::default();
+            for i in 0..n {
+                let id = format!("u{i}");
+                d.record(id.as_bytes());
+                d.record(id.as_bytes()); // repeats do not count
+            }
+            let e = d.estimate();
+            assert!((e - n as f64).abs() / (n as f64) < 0.05, "{n}: {e}");
+        }
     }
 }

@@ -232,6 +232,25 @@ pub fn build_snapshot(
                 .collect()
         })
         .collect();
+    // Export every guardrail series (at 0) from the start, so dashboards and alerts see
+    // the metric before anything happens.
+    for e in config.layers.iter().flat_map(|l| l.experiments.iter()) {
+        metrics.srm_p_value.with_label_values(&[&e.name]).set(1.0);
+        if e.guardrails.is_none() {
+            continue;
+        }
+        for (vi, v) in e.variants.iter().enumerate() {
+            if vi == e.control {
+                continue;
+            }
+            for g in ["error_rate", "latency_p99", "latency_p50", "breaker"] {
+                metrics
+                    .guardrail_violation
+                    .with_label_values(&[&e.name, &v.name, g]);
+                metrics.rollbacks.with_label_values(&[&e.name, &v.name, g]);
+            }
+        }
+    }
     let upstream_errors = config
         .upstreams
         .iter()

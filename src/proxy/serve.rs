@@ -231,6 +231,7 @@ async fn run(
 pub async fn evaluator_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut last: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_srm = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -238,6 +239,23 @@ pub async fn evaluator_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) 
         }
         let snap = app.snapshot.load_full();
         crate::guard::runner::check_all(&app, &snap, &mut last, Instant::now());
+        if last_srm.elapsed() >= Duration::from_secs(1) {
+            last_srm = Instant::now();
+            for (li, layer) in snap.config.layers.iter().enumerate() {
+                for (ei, exp) in layer.experiments.iter().enumerate() {
+                    let n: Vec<u64> = snap.experiments[li][ei]
+                        .metrics
+                        .iter()
+                        .map(|m| m.exposures.get())
+                        .collect();
+                    let w: Vec<f64> = exp.variants.iter().map(|v| v.weight).collect();
+                    app.metrics
+                        .srm_p_value
+                        .with_label_values(&[&exp.name])
+                        .set(crate::stats::chi_square_gof(&n, &w));
+                }
+            }
+        }
     }
 }
 

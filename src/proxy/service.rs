@@ -670,12 +670,17 @@ impl ProxyHttp for AbgateProxy {
             vm.requests[class].inc();
             vm.duration.observe(elapsed.as_secs_f64());
             rt.metrics[a.variant as usize].exposures.inc();
-            if exp.guardrails.is_some() && !a.forced {
+            if !a.forced {
                 rt.state.variants[served as usize]
                     .window
                     .record(now_ms, latency_us, is_err);
             }
             let unit_id = ctx.unit_ids.get_mut(i).and_then(|u| u.take());
+            if let Some(u) = unit_id.as_deref().or(ctx.user.as_deref()) {
+                rt.state.variants[a.variant as usize]
+                    .units
+                    .record(u.as_bytes());
+            }
             assignments.push(ExposureAssignment {
                 layer: cfg.layers[a.layer as usize].name.clone(),
                 experiment: exp.name.clone(),
