@@ -1,0 +1,175 @@
+//! Run: cargo bench --bench hot_paths
+//!
+//! Criterion benchmarks of the functions on the request path, with realistic inputs: a
+//! real Cookie header, 10 layers, a 200-byte exposure.
+
+use abgate::assign::{self, identity, Assignments, RequestView, UnitIds};
+use abgate::events::{Event, EventWriter, Exposure, ExposureAssignment, RequestId};
+use abgate::guard::window::Window;
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const COOKIE: &str = "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; session_pref=dark; \
+locale=en-US; consent=analytics%3Dtrue%26ads%3Dfalse; csrftoken=Zm9vYmFyYmF6cXV4cXV1eHF1dXgxMjM0NTY3ODkw; \
+abgate_uid=Dj2V8C5crrw3a7G6dHZD3Q; _fbp=fb.1.1700000000000.1234567890; recent=a%2Cb%2Cc";
+
+fn ten_layer_config() -> abgate::config::Config {
+    let mut s = String::from("[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[upstream.b]\naddrs = [\"127.0.0.1:2\"]\n[routing]\ndefault_upstream = \"a\"\n");
+    for l in 0..10 {
+        s.push_str(&format!("[[layer]]\nname = \"layer{l}\"\n"));
+        for e in 0..2 {
+            s.push_str(&format!(
+                "[[layer.experiment]]\nname = \"exp{l}_{e}\"\ntraffic = 0.5\n"
+            ));
+            if l == 0 {
+                s.push_str("targeting = { path_prefix = \"/v1/\" }\n");
+            }
+            for v in 0..(2 + (l % 3)) {
+                let up = if l == 0 {
+                    if v == 0 {
+                        "upstream = \"a\"\n"
+                    } else {
+                        "upstream = \"b\"\n"
+                    }
+                } else {
+                    ""
+                };
+                s.push_str(&format!("[[layer.experiment.variant]]\nname = \"v{v}\"\nweight = 1\n{up}headers = {{ \"x-v\" = \"{v}\" }}\n"));
+            }
+        }
+    }
+    abgate::config::parse_str(&s, Path::new("bench.toml")).expect("bench config")
+}
+
+fn exposure() -> Event {
+    Event::Exposure(Box::new(Exposure {
+        ts: SystemTime::now(),
+        request_id: RequestId::new(SystemTime::now()),
+        unit: "user",
+        unit_id: Some("Dj2V8C5crrw3a7G6dHZD3Q".into()),
+        assignments: smallvec::smallvec![ExposureAssignment {
+            layer: "model".into(),
+            experiment: "ranker_v2".into(),
+            variant: "treatment".into(),
+            served: "treatment".into(),
+            unit: None,
+            unit_id: None,
+            forced: false,
+        }],
+        holdout: false,
+        upstream: "model_b".into(),
+        status: 200,
+        latency_ms: 12.4,
+        error: None,
+        config_version: Arc::from("0e269387a367"),
+    }))
+}
+
+fn benches(c: &mut Criterion) {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::COOKIE, COOKIE.parse().unwrap());
+    headers.insert("x-platform", "ios".parse().unwrap());
+    let cfg = ten_layer_config();
+
+    c.bench_function("identity_from_cookie_header", |b| {
+        b.iter(|| identity::cookie(black_box(&headers), black_box("abgate_uid")))
+    });
+
+    c.bench_function("assign_10_layers", |b| {
+        let view = RequestView {
+            method: "POST",
+            path: "/v1/chat",
+            query: None,
+            headers: &headers,
+        };
+        let ids = UnitIds {
+            user: Some("Dj2V8C5crrw3a7G6dHZD3Q"),
+            session: None,
+            request: None,
+        };
+        b.iter(|| {
+            let mut out = Assignments::new();
+            assign::assign(black_box(&cfg), &ids, &view, &mut out);
+            out
+        })
+    });
+
+    c.bench_function("identity_plus_assign_10_layers", |b| {
+        let view = RequestView {
+            method: "POST",
+            path: "/v1/chat",
+            query: None,
+            headers: &headers,
+        };
+        b.iter(|| {
+            let user = match identity::cookie(black_box(&headers), "abgate_uid") {
+                identity::Lookup::Found(u) => Some(u),
+                _ => None,
+            };
+            let ids = UnitIds {
+                user,
+                session: None,
+                request: None,
+            };
+            let mut out = Assignments::new();
+            assign::assign(black_box(&cfg), &ids, &view, &mut out);
+            out
+        })
+    });
+
+    let w = Window::new(300_000);
+    let mut t = 0u64;
+    c.bench_function("guardrail_window_record", |b| {
+        b.iter(|| {
+            t += 1;
+            w.record(black_box(t / 64), black_box(12_345), black_box(t % 31 == 0))
+        })
+    });
+
+    let ev = exposure();
+    let mut buf = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("exposure_encode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("json_line", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&ev).encode(&mut buf, None);
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("event_writer");
+    g.throughput(Throughput::Elements(100_000));
+    g.sample_size(10);
+    g.bench_function("100k_exposures_to_disk", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let writer = EventWriter::start(abgate::events::writer::WriterOptions {
+                    dir: dir.path().to_path_buf(),
+                    rotate_bytes: 256 << 20,
+                    flush_interval: Duration::from_millis(200),
+                    queue: 200_000,
+                    hash_key: None,
+                })
+                .unwrap();
+                let sink = writer.sink();
+                let start = Instant::now();
+                for _ in 0..100_000 {
+                    sink.send(ev.clone());
+                }
+                let stats = writer.close();
+                total += start.elapsed();
+                assert_eq!(stats.dropped(), 0);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(hot, benches);
+criterion_main!(hot);

@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Run: bash benches/proxy-load.sh [ROUNDS] [SECONDS]
+#
+# The proxy load benchmark of ../shared/BENCH.md: abgate against a bare pingora
+# passthrough (examples/passthrough.rs), the backend directly, and — when installed —
+# nginx split_clients and haproxy cookie hashing, interleaved over ROUNDS (default 3)
+# rounds of SECONDS (default 10) measured after a 2 s warm-up.
+#
+# Layout: the proxy under test alone on CPU 1 (one worker thread); wrk and the backend
+# (nginx `return 200`, one worker) on CPU 0. Requests are keep-alive POSTs with a
+# realistic Cookie header whose abgate_uid rotates over 1,000 users (wrk Lua script).
+# Primary figure: the proxy's CPU µs per request (utime+stime of the process over the
+# measured window ÷ requests). Reported as ratios to pingora_pass of the same round:
+# median with min–max. Also req/s, and p50/p99 at two fixed rates (15% and 65% of the
+# passthrough's capacity) with oha when it is installed (`cargo install oha --locked`).
+# Every load loop is bounded in time and targets 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECS=${2:-10}
+WARM=2
+OUT=${BENCH_OUT:-target/bench-load}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export PATH="$HOME/.cargo/bin:$PATH"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk; then echo "installing wrk"; apt-get install -y -qq wrk >/dev/null 2>&1 || true; fi
+need wrk || { echo "wrk is required (apt-get install wrk)"; exit 1; }
+need nginx || { echo "installing nginx (backend)"; apt-get install -y -qq nginx >/dev/null 2>&1 || true; }
+need nginx || { echo "nginx is required as the backend (apt-get install nginx)"; exit 1; }
+need haproxy || apt-get install -y -qq haproxy >/dev/null 2>&1 || true
+need taskset || { echo "taskset (util-linux) is required"; exit 1; }
+
+echo "== building release binaries (mimalloc and system allocator)"
+cargo build --release -q --bin abgate --example passthrough
+CARGO_TARGET_DIR=target/sysalloc cargo build --release -q --no-default-features --bin abgate --example passthrough
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# ---- backend: nginx return 200, one worker, CPU 0
+BPORT=$(free_port)
+cat > "$OUT/backend.conf" <<EOF
+worker_processes 1; daemon off; master_process off; pid $OUT/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$BPORT; location / { return 200 "ok\n"; } } }
+EOF
+taskset -c 0 nginx -c "$OUT/backend.conf" -p "$OUT" &
+PIDS+=($!)
+
+# ---- wrk script: rotating users in a realistic Cookie header
+cat > "$OUT/users.lua" <<'EOF'
+local n = 0
+request = function()
+  n = n + 1
+  local uid = "bench-user-" .. (n % 1000)
+  return wrk.format("POST", "/v1/chat", {
+    ["Cookie"] = "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; locale=en-US; abgate_uid=" .. uid .. "; theme=dark",
+    ["Content-Type"] = "application/json", ["x-platform"] = "ios" }, '{"prompt":"hello"}')
+end
+EOF
+
+# ---- abgate config: 3 layers, 2-4 variants, targeting, events, metrics, guardrails
+abgate_config() { # $1 port, $2 admin port, $3 dir
+cat <<EOF
+[server]
+listen = ["127.0.0.1:$1"]
+threads = 1
+[admin]
+listen = "127.0.0.1:$2"
+[identity]
+cookie = "abgate_uid"
+[events]
+dir = "$3/events"
+[state]
+dir = "$3/state"
+[upstream.model_a]
+addrs = ["127.0.0.1:$BPORT"]
+[upstream.model_b]
+addrs = ["127.0.0.1:$BPORT"]
+[routing]
+default_upstream = "model_a"
+[[metric]]
+name = "conversion"
+kind = "binomial"
+[[layer]]
+name = "model"
+  [[layer.experiment]]
+  name = "ranker_v2"
+  traffic = 1.0
+  primary_metric = "conversion"
+  targeting = { path_prefix = "/v1/" }
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 50
+    upstream = "model_a"
+    [[layer.experiment.variant]]
+    name = "treatment"
+    weight = 50
+    upstream = "model_b"
+    headers = { "x-model-version" = "v2" }
+    [layer.experiment.guardrails]
+    min_requests = 300
+    error_rate = { max_increase = 0.02 }
+    latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }
+[[layer]]
+name = "prompt"
+  [[layer.experiment]]
+  name = "system_prompt"
+  traffic = 1.0
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 1
+    headers = { "x-prompt" = "v1" }
+    [[layer.experiment.variant]]
+    name = "concise"
+    weight = 1
+    headers = { "x-prompt" = "concise" }
+    [[layer.experiment.variant]]
+    name = "friendly"
+    weight = 1
+    headers = { "x-prompt" = "friendly" }
+[[layer]]
+name = "sampling"
+  [[layer.experiment]]
+  name = "temperature"
+  traffic = 1.0
+    [[layer.experiment.variant]]
+    name = "t07"
+    weight = 1
+    headers = { "x-temperature" = "0.7" }
+    [[layer.experiment.variant]]
+    name = "t05"
+    weight = 1
+    headers = { "x-temperature" = "0.5" }
+    [[layer.experiment.variant]]
+    name = "t03"
+    weight = 1
+    headers = { "x-temperature" = "0.3" }
+    [[layer.experiment.variant]]
+    name = "t00"
+    weight = 1
+    headers = { "x-temperature" = "0.0" }
+EOF
+}
+
+# start_proxy NAME -> sets PPORT and PPID_ (the process whose CPU is measured)
+start_proxy() {
+  local name=$1
+  PPORT=$(free_port)
+  local dir="$OUT/$name"
+  rm -rf "$dir"; mkdir -p "$dir"
+  case $name in
+    pingora_pass|pingora_pass_sys)
+      local bin=target/release/examples/passthrough
+      [ "$name" = pingora_pass_sys ] && bin=target/sysalloc/release/examples/passthrough
+      taskset -c 1 "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
+      PPID_=$! ;;
+    abgate|abgate_sys)
+      local bin=target/release/abgate
+      [ "$name" = abgate_sys ] && bin=target/sysalloc/release/abgate
+      APORT=$(free_port)
+      abgate_config "$PPORT" "$APORT" "$dir" > "$dir/abgate.toml"
+      taskset -c 1 "$bin" serve --config "$dir/abgate.toml" >"$dir/log" 2>&1 &
+      PPID_=$! ;;
+    nginx_split)
+      cat > "$dir/nginx.conf" <<EOF
+worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000;
+  upstream be { server 127.0.0.1:$BPORT; keepalive 64; }
+  split_clients "\${cookie_abgate_uid}model" \$variant { 50% "control"; * "treatment"; }
+  server { listen 127.0.0.1:$PPORT;
+    location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header x-variant \$variant; proxy_pass http://be; } } }
+EOF
+      taskset -c 1 nginx -c "$dir/nginx.conf" -p "$dir" &
+      PPID_=$! ;;
+    haproxy_hash)
+      cat > "$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$PPORT
+  http-request set-header x-variant %[req.cook(abgate_uid),crc32(1),mod(2)]
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$BPORT
+EOF
+      taskset -c 1 haproxy -db -f "$dir/haproxy.cfg" >"$dir/log" 2>&1 &
+      PPID_=$! ;;
+    direct)
+      PPORT=$BPORT; PPID_="" ;;
+  esac
+  for _ in $(seq 1 100); do
+    (echo > "/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not start"; cat "$dir/log" 2>/dev/null; return 1
+}
+
+stop_proxy() { [ -n "${PPID_:-}" ] && { kill -INT "$PPID_" 2>/dev/null || true; wait "$PPID_" 2>/dev/null || true; }; PPID_=""; }
+
+# run_one NAME ROUND -> appends "name round rps cpu_us requests non2xx" to results
+run_one() {
+  local name=$1 round=$2
+  start_proxy "$name" || return 0
+  taskset -c 0 wrk -t1 -c64 -d${WARM}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" >/dev/null 2>&1 || true
+  local t0=0; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_")
+  taskset -c 0 wrk -t1 -c64 -d${SECS}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
+  local t1=0; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_")
+  local reqs rps non2xx errs
+  reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$round.txt")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
+  non2xx=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk-$name-$round.txt"); non2xx=${non2xx:-0}
+  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$OUT/wrk-$name-$round.txt"); errs=${errs:-0}
+  local cpu_us="nan"
+  if [ -n "$PPID_" ] && [ "${reqs:-0}" -gt 0 ]; then
+    cpu_us=$(python3 -c "print(($t1-$t0)/$TCK*1e6/$reqs)")
+  fi
+  if [ "$name" = abgate ] || [ "$name" = abgate_sys ]; then
+    curl -s "http://127.0.0.1:$APORT/admin/experiments" > "$OUT/$name-experiments-$round.json" || true
+  fi
+  stop_proxy
+  echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs))" >> "$OUT/results.txt"
+  printf "  %-17s round %d: %10s req/s  %8s CPU µs/req  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" "$((non2xx + errs))"
+}
+
+CONFIGS=(pingora_pass abgate pingora_pass_sys abgate_sys direct)
+need nginx && CONFIGS+=(nginx_split)
+need haproxy && CONFIGS+=(haproxy_hash)
+: > "$OUT/results.txt"
+echo "== $ROUNDS rounds x ${SECS}s, configurations: ${CONFIGS[*]}"
+for r in $(seq 1 "$ROUNDS"); do
+  n=${#CONFIGS[@]}
+  for i in $(seq 0 $((n - 1))); do
+    run_one "${CONFIGS[$(((i + r - 1) % n))]}" "$r"
+  done
+done
+
+# ---- latency at two fixed rates with oha (optional)
+if need oha; then
+  cap=$(awk '$1=="pingora_pass" {print $3}' "$OUT/results.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  for pct in 15 65; do
+    rate=$(python3 -c "print(int(float('$cap')*$pct/100))")
+    for name in pingora_pass abgate; do
+      start_proxy "$name" || continue
+      taskset -c 0 oha -z "${SECS}s" -q "$rate" --latency-correction -c 32 --no-tui --output-format json \
+        -m POST -H "Cookie: _ga=GA1.2.1; abgate_uid=bench-user-7; theme=dark" -d '{"prompt":"hello"}' \
+        "http://127.0.0.1:$PPORT/v1/chat" > "$OUT/oha-$name-$pct.json" 2>/dev/null || true
+      stop_proxy
+      python3 - "$OUT/oha-$name-$pct.json" "$name" "$pct" "$rate" <<'EOF' | tee -a "$OUT/latency.txt"
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    p = d["latencyPercentiles"]
+    print(f"{sys.argv[2]} at {sys.argv[3]}% ({sys.argv[4]} req/s): p50 {p['p50']*1000:.3f} ms  p99 {p['p99']*1000:.3f} ms")
+except Exception as e:
+    print(f"{sys.argv[2]} at {sys.argv[3]}%: no result ({e})")
+EOF
+    done
+  done
+else
+  echo "oha not installed: skipping fixed-rate latency (cargo install oha --locked)"
+fi
+
+# ---- summary: ratios to the same-allocator passthrough of the same round
+python3 - "$OUT/results.txt" <<'EOF'
+import sys, statistics, collections
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+by = collections.defaultdict(dict)
+for name, rnd, rps, cpu, reqs, errs in rows:
+    by[name][int(rnd)] = (float(rps), float(cpu), int(errs))
+def ref(name):
+    return "pingora_pass_sys" if name.endswith("_sys") else "pingora_pass"
+print()
+print("| configuration | CPU µs/req (median) | ratio to pingora_pass (median, min–max) | ratio to default-allocator pingora_pass | req/s (median) | errors |")
+print("|---|---|---|---|---|---|")
+for name in by:
+    rounds = sorted(by[name])
+    cpu = [by[name][r][1] for r in rounds]
+    rps = [by[name][r][0] for r in rounds]
+    errs = sum(by[name][r][2] for r in rounds)
+    def ratios(refname):
+        out = []
+        for r in rounds:
+            if r in by.get(refname, {}) and by[refname][r][1] == by[refname][r][1] and by[name][r][1] == by[name][r][1]:
+                out.append(by[name][r][1] / by[refname][r][1])
+        return out
+    med_cpu = statistics.median(cpu) if all(c == c for c in cpu) else float("nan")
+    r1, r2 = ratios(ref(name)), ratios("pingora_pass_sys")
+    fmt = lambda rs: f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})" if rs else "-"
+    print(f"| {name} | {med_cpu:.1f} | {fmt(r1)} | {fmt(r2)} | {statistics.median(rps):.0f} | {errs} |")
+EOF
+for f in "$OUT"/abgate-experiments-*.json; do
+  [ -f "$f" ] || continue
+  python3 -c "
+import json,sys
+d=json.load(open('$f'))
+for e in d['experiments']:
+    print('split check', '$(basename "$f")', e['name'], {v['name']: v['exposures'] for v in e['variants']}, 'SRM p=%.3f' % e['srm_p_value'])
+" || true
+done
