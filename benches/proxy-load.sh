@@ -14,7 +14,7 @@
 # median with min–max. Also req/s, and p50/p99 at two fixed rates (15% and 65% of the
 # passthrough's capacity) with oha when it is installed (`cargo install oha --locked`).
 # Every load loop is bounded in time and targets 127.0.0.1 only.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-10}
@@ -212,7 +212,15 @@ EOF
   echo "$name did not start"; cat "$dir/log" 2>/dev/null; return 1
 }
 
-stop_proxy() { [ -n "${PPID_:-}" ] && { kill -INT "$PPID_" 2>/dev/null || true; wait "$PPID_" 2>/dev/null || true; }; PPID_=""; }
+stop_proxy() {
+  if [ -n "${PPID_:-}" ]; then
+    kill -TERM "$PPID_" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$PPID_" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PPID_" 2>/dev/null || true
+    wait "$PPID_" 2>/dev/null || true
+  fi
+  PPID_=""
+}
 
 # run_one NAME ROUND -> appends "name round rps cpu_us requests non2xx" to results
 run_one() {

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub identity_minted: IntCounter,
     /// `abgate_proxied_requests_total{status_class}`: every request once, whatever its experiments.
     pub proxied: IntCounterVec,
+    /// Pre-resolved `proxied` handles by status class index.
+    pub proxied_by_class: [IntCounter; 6],
     /// `abgate_build_info{version,config_version}`
     pub build_info: IntGaugeVec,
     /// `abgate_uptime_seconds`
@@ -192,7 +194,10 @@ impl Metrics {
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
         }
+        let proxied_by_class =
+            std::array::from_fn(|i| proxied.with_label_values(&[STATUS_CLASSES[i]]));
         Arc::new(Metrics {
+            proxied_by_class,
             registry,
             requests,
             duration,

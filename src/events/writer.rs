@@ -34,7 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -225,49 +225,44 @@ impl WriterState {
         let hasher = key.map(|k| move |id: &str| super::keyed_unit_hash(&k, id));
         let hash_ref: Option<&dyn Fn(&str) -> String> =
             hasher.as_ref().map(|h| h as &dyn Fn(&str) -> String);
-        let tick = self.opts.flush_interval.min(Duration::from_millis(100));
+        // The writer never blocks in `recv`: a receiver parked on the channel would make
+        // every request's `try_send` pay for a futex wake-up and two context switches.
+        // It drains what is queued, then sleeps a short tick; requests only push.
+        let tick = (self.opts.flush_interval / 4)
+            .clamp(Duration::from_millis(1), Duration::from_millis(5));
         let mut last_flush = Instant::now();
         loop {
             if paused.load(Relaxed) && !closing.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            match rx.recv_timeout(tick) {
-                Ok(ev) => {
-                    ev.encode(&mut self.buf, hash_ref);
-                    self.buf_events += 1;
-                    // Take whatever else is queued without waiting.
-                    while self.buf.len() < BUFFER_BYTES {
-                        match rx.try_recv() {
-                            Ok(ev) => {
-                                ev.encode(&mut self.buf, hash_ref);
-                                self.buf_events += 1;
-                            }
-                            Err(_) => break,
+            let closing_now = closing.load(Relaxed);
+            let mut disconnected = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        ev.encode(&mut self.buf, hash_ref);
+                        self.buf_events += 1;
+                        if self.buf.len() >= BUFFER_BYTES {
+                            self.flush();
+                            last_flush = Instant::now();
                         }
                     }
-                    if self.buf.len() >= BUFFER_BYTES {
-                        self.flush();
-                        last_flush = Instant::now();
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if closing_now || disconnected {
+                break;
             }
             if last_flush.elapsed() >= self.opts.flush_interval {
                 self.flush();
                 last_flush = Instant::now();
             }
-            if closing.load(Relaxed) {
-                while let Ok(ev) = rx.try_recv() {
-                    ev.encode(&mut self.buf, hash_ref);
-                    self.buf_events += 1;
-                    if self.buf.len() >= BUFFER_BYTES {
-                        self.flush();
-                    }
-                }
-                break;
-            }
+            std::thread::sleep(tick);
         }
         self.flush();
         if let Some((f, _)) = &self.file {

@@ -641,9 +641,7 @@ impl ProxyHttp for AbgateProxy {
         let latency_us = elapsed.as_micros() as u64;
         let m = &self.app.metrics;
         let class = crate::admin::metrics::status_class(status);
-        m.proxied
-            .with_label_values(&[crate::admin::metrics::STATUS_CLASSES[class]])
-            .inc();
+        m.proxied_by_class[class].inc();
         if let Some(k) = ctx.error {
             let idx = match k {
                 ErrorKind::Connect => Some(0),
