@@ -4,6 +4,7 @@
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
 //! product contract (SPEC §3).
 
+pub mod encode;
 pub mod reader;
 pub mod writer;
 
@@ -25,6 +26,7 @@ pub enum ErrorKind {
     /// The backend connection broke.
     Reset,
     /// The backend answered 5xx.
+    #[serde(rename = "upstream_5xx")]
     Upstream5xx,
     /// abgate itself failed the request.
     Proxy,
@@ -207,27 +209,24 @@ impl Event {
     /// Append this event as one JSON line to `buf`. `hash_id` rewrites unit ids (the
     /// privacy option); it is applied here, in the writer, off the request path.
     pub fn encode(&self, buf: &mut Vec<u8>, hash_id: Option<&dyn Fn(&str) -> String>) {
-        let res = match (self, hash_id) {
-            (Event::Exposure(e), Some(h)) => {
-                let mut e = (**e).clone();
-                e.unit_id = e.unit_id.as_deref().map(h);
-                for a in e.assignments.iter_mut() {
-                    a.unit_id = a.unit_id.as_deref().map(h);
-                }
-                serde_json::to_writer(&mut *buf, &Tagged::Exposure(&e))
+        match self {
+            Event::Exposure(e) => encode::exposure(buf, e, hash_id),
+            Event::Outcome(o) => encode::outcome(buf, o, hash_id),
+            Event::Guardrail(g) => {
+                // Serializing into a Vec cannot fail for this type.
+                let _ = serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g));
             }
-            (Event::Outcome(o), Some(h)) => {
-                let mut o = o.clone();
-                o.unit_id = h(&o.unit_id);
-                serde_json::to_writer(&mut *buf, &Tagged::Outcome(&o))
-            }
-            (Event::Exposure(e), None) => serde_json::to_writer(&mut *buf, &Tagged::Exposure(e)),
-            (Event::Outcome(o), None) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
-            (Event::Guardrail(g), _) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
+        }
+        buf.push(b'\n');
+    }
+
+    /// The same line through serde (the reference the fast encoder is tested against).
+    pub fn encode_serde(&self, buf: &mut Vec<u8>) {
+        let _ = match self {
+            Event::Exposure(e) => serde_json::to_writer(&mut *buf, &Tagged::Exposure(e)),
+            Event::Outcome(o) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
+            Event::Guardrail(g) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
         };
-        // Serializing these types into a Vec cannot fail (no maps with non-string keys,
-        // no failing Serialize impls); a failure would be a broken invariant.
-        debug_assert!(res.is_ok());
         buf.push(b'\n');
     }
 }
@@ -244,6 +243,78 @@ pub fn keyed_unit_hash(key: &[u8], id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_encoder_matches_serde_exactly() {
+        use std::time::Duration;
+        let base = Exposure {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_860_000_000_007),
+            request_id: RequestId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            unit: "user",
+            unit_id: Some("we\"ird\\id\u{1}é".into()),
+            assignments: smallvec::smallvec![
+                ExposureAssignment {
+                    layer: "model".into(),
+                    experiment: "ranker_v2".into(),
+                    variant: "treatment".into(),
+                    served: "control".into(),
+                    unit: Some("x-tenant".into()),
+                    unit_id: Some("t-1".into()),
+                    forced: true,
+                },
+                ExposureAssignment {
+                    layer: "p".into(),
+                    experiment: "e".into(),
+                    variant: "a".into(),
+                    served: "a".into(),
+                    unit: None,
+                    unit_id: None,
+                    forced: false,
+                }
+            ],
+            holdout: true,
+            upstream: "model_b".into(),
+            status: 502,
+            latency_ms: 1234.5,
+            error: Some(ErrorKind::Upstream5xx),
+            config_version: "abc".into(),
+        };
+        let mut none = base.clone();
+        none.unit_id = None;
+        none.assignments.clear();
+        none.error = None;
+        none.latency_ms = 12.0;
+        // dates across years, leap days and the epoch
+        for micros in [
+            0u64,
+            951_782_400_000_001,
+            1_709_164_799_999_999,
+            4_102_444_800_123_456,
+        ] {
+            let mut e = base.clone();
+            e.ts = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            for ev in [
+                Event::Exposure(Box::new(e)),
+                Event::Exposure(Box::new(none.clone())),
+            ] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                ev.encode(&mut a, None);
+                ev.encode_serde(&mut b);
+                assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            }
+        }
+        let o = Event::Outcome(Outcome {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_860_000_123_456),
+            unit_id: "u\n1".into(),
+            metric: "tokens".into(),
+            value: 0.1 + 0.2,
+            source: OutcomeSource::Header,
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        o.encode(&mut a, None);
+        o.encode_serde(&mut b);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn request_id_is_a_26_char_ulid() {
