@@ -7,6 +7,11 @@
 //! same file for comparison.
 
 use std::fmt::Write as _;
+
+// The same allocator as the `abgate` binary.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Write as _;
 use std::time::Instant;
 

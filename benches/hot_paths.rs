@@ -128,6 +128,35 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The metric updates a request in 3 experiments makes (SPEC §6 families, handles
+    // pre-resolved at config load as in the proxy).
+    let metrics = abgate::admin::metrics::Metrics::new();
+    let handles: Vec<_> = (0..3).map(|i| metrics.variant(&format!("exp{i}"), "treatment")).collect();
+    c.bench_function("request_metrics_3_experiments", |b| {
+        b.iter(|| {
+            metrics.proxied_by_class[1].inc();
+            for h in &handles {
+                h.requests[1].inc();
+                h.duration.observe(black_box(0.0123));
+                h.exposures.inc();
+            }
+        })
+    });
+
+    // What the request path pays for event logging: build the exposure and queue it.
+    let dir = tempfile::tempdir().unwrap();
+    let writer = EventWriter::start(abgate::events::writer::WriterOptions {
+        dir: dir.path().to_path_buf(),
+        rotate_bytes: 1 << 30,
+        flush_interval: Duration::from_millis(50),
+        queue: 1 << 20,
+        hash_key: None,
+    })
+    .unwrap();
+    let sink = writer.sink();
+    c.bench_function("exposure_build_and_queue", |b| b.iter(|| sink.send(exposure())));
+    drop(writer);
+
     let ev = exposure();
     let mut buf = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("exposure_encode");

@@ -318,7 +318,12 @@ for f in "$OUT"/abgate-experiments-*.json; do
   python3 -c "
 import json,sys
 d=json.load(open('$f'))
+# 1,000 users rotate, so check distinct units (not requests) against the weights.
+from scipy.stats import chisquare
 for e in d['experiments']:
-    print('split check', '$(basename "$f")', e['name'], {v['name']: v['exposures'] for v in e['variants']}, 'SRM p=%.3f' % e['srm_p_value'])
+    units = [v['units'] for v in e['variants']]
+    w = [v['weight'] for v in e['variants']]
+    exp = [sum(units) * x / sum(w) for x in w]
+    print('split check', '$(basename "$f")', e['name'], dict(zip([v['name'] for v in e['variants']], units)), 'units; chi-square p=%.3f' % chisquare(units, exp).pvalue)
 " || true
 done

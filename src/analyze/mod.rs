@@ -19,11 +19,12 @@
 pub mod render;
 
 use crate::config::{Config, MetricKind};
-use crate::events::reader::{event_files, for_each_line};
+use crate::events::reader::{event_files, for_each_line_bytes};
+use rustc_hash::FxHashMap as HashMap;
 use crate::stats::{self, Summary};
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Analysis settings.
@@ -70,7 +71,7 @@ struct Line<'a> {
     #[serde(borrow, default)]
     unit_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    assignments: Option<Vec<LineAssignment<'a>>>,
+    assignments: Option<smallvec::SmallVec<[LineAssignment<'a>; 4]>>,
     #[serde(borrow, default)]
     metric: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -260,7 +261,7 @@ pub struct Report {
 pub fn read_covariates(path: &std::path::Path) -> Result<HashMap<String, f64>, AnalyzeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| AnalyzeError::Covariates(format!("{}: {e}", path.display())))?;
-    let mut out = HashMap::new();
+    let mut out = HashMap::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -344,7 +345,7 @@ pub fn analyze(
                     .map(|(i, v)| (v.name.to_string(), i as u16))
                     .collect(),
                 units: Vec::new(),
-                by_unit: HashMap::new(),
+                by_unit: HashMap::default(),
                 latency: vec![(0.0, 0.0, 0.0); nv],
                 errors: vec![(0.0, 0.0); nv],
                 over_time: vec![BTreeMap::new(); nv],
@@ -352,7 +353,7 @@ pub fn analyze(
         })
         .collect();
     // unit → experiments it is in (experiment index, record index)
-    let mut unit_exps: HashMap<Box<str>, smallvec::SmallVec<[(u16, u32); 2]>> = HashMap::new();
+    let mut unit_exps: HashMap<Box<str>, smallvec::SmallVec<[(u16, u32); 2]>> = HashMap::default();
     let mut read = ReadStats {
         files: files.len(),
         ..Default::default()
@@ -361,14 +362,14 @@ pub fn analyze(
     let mut bad_lines = Vec::new();
     let (mut torn, mut torn_n): (Vec<String>, u64) = (Vec::new(), 0);
 
-    for_each_line(
+    for_each_line_bytes(
         &files,
         |file, n, text| {
             read.lines += 1;
             if read.lines % 1_000_000 == 0 {
                 progress(read.lines);
             }
-            let line: Line = match serde_json::from_str(text) {
+            let line: Line = match serde_json::from_slice(text) {
                 Ok(l) => l,
                 Err(e) => {
                     read.skipped += 1;
@@ -920,7 +921,7 @@ fn verdict(
     (
         "keep_running",
         format!(
-            "{}: not significant at α={alpha}{mixed_note}",
+            "{}: not significant at α={alpha:.3}{mixed_note}",
             if r.is_empty() {
                 "no data".to_string()
             } else {

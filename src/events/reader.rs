@@ -40,6 +40,28 @@ pub fn for_each_line(
     mut f: impl FnMut(&Path, usize, &str),
     mut bad: impl FnMut(&Path, usize, &str),
 ) -> std::io::Result<()> {
+    let mut not_utf8 = Vec::new();
+    for_each_line_bytes(
+        files,
+        |file, n, b| match std::str::from_utf8(b) {
+            Ok(s) => f(file, n, s),
+            Err(_) => not_utf8.push((file.to_path_buf(), n)),
+        },
+        &mut bad,
+    )?;
+    for (file, n) in not_utf8 {
+        bad(&file, n, "not UTF-8: skipped");
+    }
+    Ok(())
+}
+
+/// Like [`for_each_line`] but hands over raw bytes (the JSON parser validates UTF-8
+/// itself, so the analysis does not pay for it twice). Torn last lines go to `bad`.
+pub fn for_each_line_bytes(
+    files: &[PathBuf],
+    mut f: impl FnMut(&Path, usize, &[u8]),
+    mut bad: impl FnMut(&Path, usize, &str),
+) -> std::io::Result<()> {
     let mut line = Vec::with_capacity(1024);
     for file in files {
         let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
@@ -63,10 +85,7 @@ pub fn for_each_line(
                 bad(file, n, "torn last line (no newline): skipped");
                 continue;
             }
-            match std::str::from_utf8(body) {
-                Ok(s) => f(file, n, s),
-                Err(_) => bad(file, n, "not UTF-8: skipped"),
-            }
+            f(file, n, body);
         }
     }
     Ok(())
