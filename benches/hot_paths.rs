@@ -131,7 +131,9 @@ fn benches(c: &mut Criterion) {
     // The metric updates a request in 3 experiments makes (SPEC §6 families, handles
     // pre-resolved at config load as in the proxy).
     let metrics = abgate::admin::metrics::Metrics::new();
-    let handles: Vec<_> = (0..3).map(|i| metrics.variant(&format!("exp{i}"), "treatment")).collect();
+    let handles: Vec<_> = (0..3)
+        .map(|i| metrics.variant(&format!("exp{i}"), "treatment"))
+        .collect();
     c.bench_function("request_metrics_3_experiments", |b| {
         b.iter(|| {
             metrics.proxied_by_class[1].inc();
@@ -154,7 +156,9 @@ fn benches(c: &mut Criterion) {
     })
     .unwrap();
     let sink = writer.sink();
-    c.bench_function("exposure_build_and_queue", |b| b.iter(|| sink.send(exposure())));
+    c.bench_function("exposure_build_and_queue", |b| {
+        b.iter(|| sink.send(exposure()))
+    });
     drop(writer);
 
     let ev = exposure();

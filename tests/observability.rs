@@ -39,12 +39,9 @@ fn exported(metrics: &str) -> BTreeSet<String> {
 }
 
 fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let extra = r#"  guardrails = { min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 } }"#;
-    let g = start(dir.path(), &two_backend_config(&a, &b, extra));
-    (a, b, dir, g)
+    two_backends(
+        r#"  guardrails = { min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 } }"#,
+    )
 }
 
 #[test]

@@ -11,10 +11,7 @@ fn variant_of(body: &serde_json::Value) -> String {
 
 #[test]
 fn routes_each_unit_to_its_variant_backend_and_sticks() {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let (_a, _b, _dir, g) = two_backends("");
     let cfg = abgate::config::load_file(&g.config).unwrap();
     let (li, ei) = cfg.experiment("ranker_v2").unwrap();
     let exp = &cfg.layers[li].experiments[ei];
@@ -61,10 +58,7 @@ fn routes_each_unit_to_its_variant_backend_and_sticks() {
 
 #[test]
 fn minted_identity_is_used_for_the_first_request_and_after() {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let (_a, _b, _dir, g) = two_backends("");
     for _ in 0..20 {
         let r = agent().get(&g.url("/v1/chat")).call().unwrap();
         let cookie = r.header("set-cookie").expect("a minted cookie").to_string();
@@ -90,10 +84,7 @@ fn minted_identity_is_used_for_the_first_request_and_after() {
 
 #[test]
 fn malformed_identities_are_absent_counted_and_never_5xx() {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let (_a, _b, _dir, g) = two_backends("");
     let long = "x".repeat(300);
     let cases = [
         ("cookie", "abgate_uid=".to_string()),
@@ -243,10 +234,7 @@ fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
 
 #[test]
 fn outcomes_are_all_or_nothing_per_body() {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let (_a, _b, _dir, g) = two_backends("");
     let post = |body: &str, cookie: Option<&str>| {
         let mut r = agent().post(&g.url("/_abgate/outcome"));
         if let Some(c) = cookie {
@@ -370,10 +358,7 @@ fn bad_reload_keeps_the_old_config_serving() {
 
 #[test]
 fn forcing_a_variant_needs_the_admin_token() {
-    let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let (_a, _b, _dir, g) = two_backends("");
     let r = agent()
         .get(&g.url("/v1/chat"))
         .set("x-abgate-force", "ranker_v2=treatment")

@@ -20,8 +20,8 @@ pub mod render;
 
 use crate::config::{Config, MetricKind};
 use crate::events::reader::{event_files, for_each_line_bytes};
-use rustc_hash::FxHashMap as HashMap;
 use crate::stats::{self, Summary};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -228,3 +228,12 @@ name = "model"
         a.addr, b.addr
     )
 }
+
+/// Two mock backends (`a`, `b`) and abgate in front of them with `two_backend_config`.
+pub fn two_backends(experiment_extra: &str) -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(dir.path(), &two_backend_config(&a, &b, experiment_extra));
+    (a, b, dir, g)
+}
