@@ -118,6 +118,7 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
         "\nabgate demo: {total} requests from {users} users in {secs:.1}s ({:.0} req/s), {failures} failed\n",
         total as f64 / secs
     );
+    println!("live split of units per variant (from the admin API):\n");
     println!(
         "{:<18} {:<12} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "experiment", "variant", "weight", "expected", "observed", "p50 ms", "p99 ms"
@@ -127,11 +128,11 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
         let wsum: f64 = vs.iter().map(|v| v["weight"].as_f64().unwrap_or(0.0)).sum();
         let nsum: f64 = vs
             .iter()
-            .map(|v| v["exposures"].as_f64().unwrap_or(0.0))
+            .map(|v| v["units"].as_f64().unwrap_or(0.0))
             .sum();
         for v in &vs {
             let w = v["weight"].as_f64().unwrap_or(0.0);
-            let n = v["exposures"].as_f64().unwrap_or(0.0);
+            let n = v["units"].as_f64().unwrap_or(0.0);
             let fmt_ms = |x: &serde_json::Value| {
                 x.as_f64()
                     .map(|m| format!("{m:.1}"))
@@ -149,11 +150,11 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
             );
         }
         println!(
-            "{:<18} traffic {:.0}% of layer `{}`; SRM p = {:.3}; state {}\n",
+            "{:<18} traffic {:.0}% of layer `{}`; {:.0} units; state {}\n",
             "",
             100.0 * e["traffic"].as_f64().unwrap_or(0.0),
             e["layer"].as_str().unwrap_or(""),
-            e["srm_p_value"].as_f64().unwrap_or(1.0),
+            nsum,
             e["state"].as_str().unwrap_or("")
         );
     }
@@ -173,7 +174,17 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
         "\nevent log: {exposures} exposures and {outcomes} outcomes in {}",
         dir.join("events").display()
     );
-    println!("metrics were at http://{admin}/metrics; try `abgate assign --config {} --unit demo-user-1`", config.display());
+    // The offline analysis of what was just logged.
+    if let Ok(report) = crate::analyze::analyze(&cfg, &[dir.join("events")], &Default::default(), |_| {}, |_| {}) {
+        println!("\n`abgate analyze` of this event log (units, SRM, verdicts):\n");
+        print!("{}", crate::analyze::render::table(&report));
+    }
+    println!(
+        "\nnext: `abgate analyze --config {} --events {} --format html --out report.html`, or `abgate assign --config {} --unit demo-user-1`",
+        config.display(),
+        dir.join("events").display(),
+        config.display()
+    );
     Ok(())
 }
 

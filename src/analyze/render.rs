@@ -111,7 +111,7 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "read {} lines from {} files ({} exposures, {} outcomes, {} skipped); * = p < {alpha}",
+        "read {} lines from {} files ({} exposures, {} outcomes, {} skipped); * = p < {alpha:.3}",
         r.read.lines, r.read.files, r.read.exposures, r.read.outcomes, r.read.skipped
     );
     s
