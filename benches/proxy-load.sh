@@ -34,7 +34,9 @@ need taskset || { echo "taskset (util-linux) is required"; exit 1; }
 
 echo "== building release binaries (mimalloc and system allocator)"
 cargo build --release -q --bin abgate --example passthrough
-CARGO_TARGET_DIR=target/sysalloc cargo build --release -q --no-default-features --bin abgate --example passthrough
+case "${BENCH_CONFIGS:-_sys}" in
+  *_sys*) CARGO_TARGET_DIR=target/sysalloc cargo build --release -q --no-default-features --bin abgate --example passthrough ;;
+esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 TCK=$(getconf CLK_TCK)
@@ -68,17 +70,19 @@ end
 EOF
 
 # ---- abgate config: 3 layers, 2-4 variants, targeting, events, metrics, guardrails
-abgate_config() { # $1 port, $2 admin port, $3 dir
+abgate_config() { # $1 port, $2 admin port, $3 dir, $4 extra [admin] line, $5 extra [events] line
 cat <<EOF
 [server]
 listen = ["127.0.0.1:$1"]
 threads = 1
 [admin]
 listen = "127.0.0.1:$2"
+${4:-}
 [identity]
 cookie = "abgate_uid"
 [events]
 dir = "$3/events"
+${5:-}
 [state]
 dir = "$3/state"
 [upstream.model_a]
@@ -163,11 +167,14 @@ start_proxy() {
       [ "$name" = pingora_pass_sys ] && bin=target/sysalloc/release/examples/passthrough
       taskset -c 1 "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
       PPID_=$! ;;
-    abgate|abgate_sys)
+    abgate|abgate_sys|abgate_noevents|abgate_nometrics)
       local bin=target/release/abgate
       [ "$name" = abgate_sys ] && bin=target/sysalloc/release/abgate
       APORT=$(free_port)
-      abgate_config "$PPORT" "$APORT" "$dir" > "$dir/abgate.toml"
+      local admin_extra="" events_extra=""
+      [ "$name" = abgate_noevents ] && events_extra="enabled = false"
+      [ "$name" = abgate_nometrics ] && admin_extra="request_metrics = false"
+      abgate_config "$PPORT" "$APORT" "$dir" "$admin_extra" "$events_extra" > "$dir/abgate.toml"
       taskset -c 1 "$bin" serve --config "$dir/abgate.toml" >"$dir/log" 2>&1 &
       PPID_=$! ;;
     nginx_split)
@@ -247,9 +254,11 @@ run_one() {
   printf "  %-17s round %d: %10s req/s  %8s CPU µs/req  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" "$((non2xx + errs))"
 }
 
-CONFIGS=(pingora_pass abgate pingora_pass_sys abgate_sys direct)
-need nginx && CONFIGS+=(nginx_split)
-need haproxy && CONFIGS+=(haproxy_hash)
+CONFIGS=(${BENCH_CONFIGS:-pingora_pass abgate pingora_pass_sys abgate_sys direct})
+if [ -z "${BENCH_CONFIGS:-}" ]; then
+  need nginx && CONFIGS+=(nginx_split)
+  need haproxy && CONFIGS+=(haproxy_hash)
+fi
 : > "$OUT/results.txt"
 echo "== $ROUNDS rounds x ${SECS}s, configurations: ${CONFIGS[*]}"
 for r in $(seq 1 "$ROUNDS"); do
@@ -260,7 +269,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # ---- latency at two fixed rates with oha (optional)
-if need oha; then
+if need oha && [ -z "${BENCH_SKIP_OHA:-}" ]; then
   cap=$(awk '$1=="pingora_pass" {print $3}' "$OUT/results.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   for pct in 15 65; do
     rate=$(python3 -c "print(int(float('$cap')*$pct/100))")

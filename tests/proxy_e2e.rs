@@ -536,3 +536,25 @@ fn metrics_count_the_traffic_sent_per_variant_and_status_class() {
     assert!(m.contains("# TYPE abgate_requests_total counter"));
     assert!(!m.contains("m1\""), "no user id in any label");
 }
+
+#[test]
+fn logging_and_request_metrics_can_be_switched_off() {
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = two_backend_config(&a, &b, "")
+        .replace("flush_interval = \"50ms\"", "flush_interval = \"50ms\"\nenabled = false")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nrequest_metrics = false");
+    let g = start(dir.path(), &cfg);
+    for i in 0..20 {
+        let (s, _, _) = get_as(&g, "/v1/chat", &format!("off{i}"));
+        assert_eq!(s, 200);
+    }
+    let r = agent().post(&g.url("/_abgate/outcome")).set("cookie", "abgate_uid=off1").send_string(r#"{"metric":"conversion","value":1}"#);
+    assert!(matches!(r, Err(ureq::Error::Status(503, _))));
+    let m = g.metrics();
+    assert_eq!(metric_sum(&m, "abgate_requests_total", &[]), 0.0);
+    let events_dir = g.dir.join("events");
+    g.stop();
+    assert!(events(&events_dir).is_empty());
+}

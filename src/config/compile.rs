@@ -65,6 +65,8 @@ pub struct AdminSettings {
     pub listen: String,
     /// Environment variable of the admin token.
     pub token_env: String,
+    /// Update per-request metrics (requests, durations, exposures, upstream errors).
+    pub request_metrics: bool,
 }
 
 /// `[identity]`, resolved.
@@ -97,6 +99,8 @@ pub struct EventSettings {
     pub queue: usize,
     /// Hash unit ids before writing.
     pub hash_unit_ids: bool,
+    /// Log exposures and outcomes (off: nothing is written, the outcome endpoint answers 503).
+    pub enabled: bool,
     /// Environment variable with the hash key.
     pub hash_key_env: String,
 }
@@ -480,6 +484,7 @@ pub(super) fn compile(
             .token_env
             .clone()
             .unwrap_or_else(|| "ABGATE_ADMIN_TOKEN".into()),
+        request_metrics: raw.admin.request_metrics.unwrap_or(true),
     };
 
     // [identity]
@@ -558,6 +563,7 @@ pub(super) fn compile(
         ),
         queue,
         hash_unit_ids: raw.events.hash_unit_ids.unwrap_or(false),
+        enabled: raw.events.enabled.unwrap_or(true),
         hash_key_env: raw
             .events
             .hash_key_env

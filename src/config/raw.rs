@@ -62,6 +62,8 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     /// Name of the environment variable holding the admin token.
     pub token_env: Option<String>,
+    /// Update the per-request metric families.
+    pub request_metrics: Option<bool>,
 }
 
 /// `[identity]`
@@ -94,6 +96,8 @@ pub struct RawEvents {
     pub queue: Option<i64>,
     /// Write a keyed hash instead of the raw unit id.
     pub hash_unit_ids: Option<bool>,
+    /// Log exposures and outcomes at all.
+    pub enabled: Option<bool>,
     /// Environment variable holding the key for `hash_unit_ids`.
     pub hash_key_env: Option<String>,
 }

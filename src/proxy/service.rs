@@ -342,6 +342,15 @@ impl ProxyHttp for AbgateProxy {
 
         if session.req_header().uri.path() == cfg.server.outcome_path {
             ctx.local = true;
+            if !cfg.events.enabled {
+                respond(
+                    session,
+                    503,
+                    Some(json_error("event logging is off ([events] enabled = false): outcomes cannot be recorded", None)),
+                )
+                .await?;
+                return Ok(true);
+            }
             self.handle_outcome(&snap, session, ctx).await?;
             return Ok(true);
         }
@@ -641,8 +650,13 @@ impl ProxyHttp for AbgateProxy {
         let latency_us = elapsed.as_micros() as u64;
         let m = &self.app.metrics;
         let class = crate::admin::metrics::status_class(status);
-        m.proxied_by_class[class].inc();
-        if let Some(k) = ctx.error {
+        // `[admin] request_metrics = false` skips the per-request families (benchmarks).
+        let metrics_on = cfg.admin.request_metrics;
+        let events_on = cfg.events.enabled;
+        if metrics_on {
+            m.proxied_by_class[class].inc();
+        }
+        if let Some(k) = ctx.error.filter(|_| metrics_on) {
             let idx = match k {
                 ErrorKind::Connect => Some(0),
                 ErrorKind::Timeout => Some(1),
@@ -657,17 +671,19 @@ impl ProxyHttp for AbgateProxy {
         let now_ms = self.app.now_ms();
         let is_err = ctx.error.is_some();
         let mut assignments = SmallVec::new();
-        if ctx.assignments.is_empty() {
+        if ctx.assignments.is_empty() && metrics_on {
             snap.none_metrics.requests[class].inc();
             snap.none_metrics.duration.observe(elapsed.as_secs_f64());
         }
         for (i, (a, &served)) in ctx.assignments.iter().zip(&ctx.served).enumerate() {
             let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
             let rt = &snap.experiments[a.layer as usize][a.experiment as usize];
-            let vm = &rt.metrics[served as usize];
-            vm.requests[class].inc();
-            vm.duration.observe(elapsed.as_secs_f64());
-            rt.metrics[a.variant as usize].exposures.inc();
+            if metrics_on {
+                let vm = &rt.metrics[served as usize];
+                vm.requests[class].inc();
+                vm.duration.observe(elapsed.as_secs_f64());
+                rt.metrics[a.variant as usize].exposures.inc();
+            }
             if !a.forced {
                 rt.state.variants[served as usize]
                     .window
@@ -679,6 +695,9 @@ impl ProxyHttp for AbgateProxy {
                     .units
                     .record(u.as_bytes());
             }
+            if !events_on {
+                continue;
+            }
             assignments.push(ExposureAssignment {
                 layer: cfg.layers[a.layer as usize].name.clone(),
                 experiment: exp.name.clone(),
@@ -688,6 +707,9 @@ impl ProxyHttp for AbgateProxy {
                 unit_id,
                 forced: a.forced,
             });
+        }
+        if !events_on {
+            return;
         }
         let ts = SystemTime::now();
         for &(mi, value) in &ctx.header_outcomes {
