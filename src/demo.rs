@@ -126,10 +126,7 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
     for e in exps["experiments"].as_array().into_iter().flatten() {
         let vs = e["variants"].as_array().cloned().unwrap_or_default();
         let wsum: f64 = vs.iter().map(|v| v["weight"].as_f64().unwrap_or(0.0)).sum();
-        let nsum: f64 = vs
-            .iter()
-            .map(|v| v["units"].as_f64().unwrap_or(0.0))
-            .sum();
+        let nsum: f64 = vs.iter().map(|v| v["units"].as_f64().unwrap_or(0.0)).sum();
         for v in &vs {
             let w = v["weight"].as_f64().unwrap_or(0.0);
             let n = v["units"].as_f64().unwrap_or(0.0);
@@ -175,7 +172,13 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
         dir.join("events").display()
     );
     // The offline analysis of what was just logged.
-    if let Ok(report) = crate::analyze::analyze(&cfg, &[dir.join("events")], &Default::default(), |_| {}, |_| {}) {
+    if let Ok(report) = crate::analyze::analyze(
+        &cfg,
+        &[dir.join("events")],
+        &Default::default(),
+        |_| {},
+        |_| {},
+    ) {
         println!("\n`abgate analyze` of this event log (units, SRM, verdicts):\n");
         print!("{}", crate::analyze::render::table(&report));
     }

@@ -133,7 +133,7 @@ fn label_cardinality_stays_bounded_with_100k_distinct_users() {
             });
         }
     });
-    let m = g.metrics();
+    let m = wait_metric(&g, "abgate_proxied_requests_total", &[], 100_000.0);
     let series_after = m.lines().filter(|l| !l.starts_with('#')).count();
     assert!(
         series_after <= series_before + 40,

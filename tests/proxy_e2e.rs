@@ -149,23 +149,17 @@ fn unreachable_backend_is_a_clear_502_and_counted() {
             .unwrap(),
     );
     assert_eq!(status, 200, "the proxy keeps serving the healthy variant");
-    let m = g.metrics();
-    assert_eq!(
-        metric_sum(
-            &m,
-            "abgate_upstream_errors_total",
-            &["upstream=\"model_b\"", "kind=\"connect\""]
-        ),
+    wait_metric(
+        &g,
+        "abgate_upstream_errors_total",
+        &["upstream=\"model_b\"", "kind=\"connect\""],
         10.0,
-        "{m}"
     );
-    assert_eq!(
-        metric_sum(
-            &m,
-            "abgate_requests_total",
-            &["variant=\"treatment\"", "status_class=\"5xx\""]
-        ),
-        10.0
+    wait_metric(
+        &g,
+        "abgate_requests_total",
+        &["variant=\"treatment\"", "status_class=\"5xx\""],
+        10.0,
     );
 }
 
@@ -426,7 +420,12 @@ fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
         assert_eq!(body["backend"], "a");
     }
     assert_eq!(b.requests(), before_b);
-    let m = g.metrics();
+    let m = wait_metric(
+        &g,
+        "abgate_rollbacks_total",
+        &["variant=\"treatment\"", "guardrail=\"error_rate\""],
+        1.0,
+    );
     assert_eq!(
         metric_sum(
             &m,
@@ -500,7 +499,12 @@ fn metrics_count_the_traffic_sent_per_variant_and_status_class() {
         counts[abgate::assign::variant_of(exp, &u)] += 1.0;
         get_as(&g, "/v1/chat", &u);
     }
-    let m = g.metrics();
+    let m = wait_metric(
+        &g,
+        "abgate_exposures_total",
+        &["experiment=\"ranker_v2\""],
+        200.0,
+    );
     assert_eq!(
         metric_sum(
             &m,
@@ -543,14 +547,23 @@ fn logging_and_request_metrics_can_be_switched_off() {
     let b = MockServer::builder().name("b").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = two_backend_config(&a, &b, "")
-        .replace("flush_interval = \"50ms\"", "flush_interval = \"50ms\"\nenabled = false")
-        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nrequest_metrics = false");
+        .replace(
+            "flush_interval = \"50ms\"",
+            "flush_interval = \"50ms\"\nenabled = false",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nrequest_metrics = false",
+        );
     let g = start(dir.path(), &cfg);
     for i in 0..20 {
         let (s, _, _) = get_as(&g, "/v1/chat", &format!("off{i}"));
         assert_eq!(s, 200);
     }
-    let r = agent().post(&g.url("/_abgate/outcome")).set("cookie", "abgate_uid=off1").send_string(r#"{"metric":"conversion","value":1}"#);
+    let r = agent()
+        .post(&g.url("/_abgate/outcome"))
+        .set("cookie", "abgate_uid=off1")
+        .send_string(r#"{"metric":"conversion","value":1}"#);
     assert!(matches!(r, Err(ureq::Error::Status(503, _))));
     let m = g.metrics();
     assert_eq!(metric_sum(&m, "abgate_requests_total", &[]), 0.0);

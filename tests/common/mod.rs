@@ -237,3 +237,19 @@ pub fn two_backends(experiment_extra: &str) -> (MockServer, MockServer, tempfile
     let g = start(dir.path(), &two_backend_config(&a, &b, experiment_extra));
     (a, b, dir, g)
 }
+
+/// Metrics are updated after the response is sent (in pingora's logging phase), so a
+/// scrape right after the last response may be a request behind: poll until `name`
+/// with `parts` sums to `expected` (bounded), then return the scrape.
+pub fn wait_metric(g: &Abgate, name: &str, parts: &[&str], expected: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = g.metrics();
+        let v = metric_sum(&m, name, parts);
+        if v == expected || Instant::now() > deadline {
+            assert_eq!(v, expected, "{name}{parts:?} in:\n{m}");
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
