@@ -41,6 +41,10 @@ pub struct Config {
     pub metrics: Vec<MetricDef>,
     /// Layers, in file order.
     pub layers: Vec<Layer>,
+    /// Some layer randomizes by session (the proxy reads or mints the session cookie).
+    pub uses_session: bool,
+    /// Some layer randomizes by request (the proxy draws a fresh id per request).
+    pub uses_request_unit: bool,
 }
 
 /// `[server]`, resolved.
@@ -980,7 +984,16 @@ pub(super) fn compile(
     if !d.is_empty() {
         return None;
     }
+    let layer_uses = |u: &Unit| {
+        layers
+            .iter()
+            .any(|l| l.experiments.first().is_some_and(|e| &e.unit == u))
+    };
+    let (uses_session, uses_request_unit) =
+        (layer_uses(&Unit::Session), layer_uses(&Unit::Request));
     Some(Config {
+        uses_session,
+        uses_request_unit,
         version,
         source: file.to_path_buf(),
         server,

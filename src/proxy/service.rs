@@ -125,12 +125,7 @@ impl AbgateProxy {
             user = Some(id);
         }
         ctx.user = user;
-        let needs = |u: &Unit| {
-            cfg.layers
-                .iter()
-                .any(|l| l.experiments.first().is_some_and(|e| &e.unit == u))
-        };
-        if needs(&Unit::Session) {
+        if cfg.uses_session {
             ctx.session = match identity::cookie(headers, &cfg.identity.session_cookie) {
                 identity::Lookup::Found(v) => Some(v.to_string()),
                 other => {
@@ -148,7 +143,7 @@ impl AbgateProxy {
                 }
             };
         }
-        if needs(&Unit::Request) {
+        if cfg.uses_request_unit {
             ctx.request_unit = Some(identity::mint());
         }
     }
