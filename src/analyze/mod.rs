@@ -17,13 +17,13 @@
 //! Memory is proportional to units × metrics, not to lines.
 
 pub mod render;
+mod scan;
 
 use crate::config::{Config, MetricKind};
 use crate::events::reader::{event_files, for_each_line_bytes};
 use crate::stats::{self, Summary};
 use rustc_hash::FxHashMap as HashMap;
-use serde::Deserialize;
-use std::borrow::Cow;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -62,55 +62,42 @@ pub enum AnalyzeError {
     Covariates(String),
 }
 
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(rename = "type", borrow)]
-    ty: Cow<'a, str>,
-    #[serde(borrow, default)]
-    ts: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    unit_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    assignments: Option<smallvec::SmallVec<[LineAssignment<'a>; 4]>>,
-    #[serde(borrow, default)]
-    metric: Option<Cow<'a, str>>,
-    #[serde(default)]
-    value: Option<f64>,
-    #[serde(default)]
-    latency_ms: Option<f64>,
-    #[serde(borrow, default)]
-    error: Option<Cow<'a, str>>,
-}
+/// Every unit seen, and the experiments it is in: (experiment index, record index).
+type UnitMap = hashbrown::HashMap<Box<str>, SmallVec<[(u16, u32); 2]>, rustc_hash::FxBuildHasher>;
 
-#[derive(Deserialize)]
-struct LineAssignment<'a> {
-    #[serde(borrow)]
-    experiment: Cow<'a, str>,
-    #[serde(borrow)]
-    variant: Cow<'a, str>,
-    #[serde(borrow, default)]
-    unit_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    forced: bool,
-}
-
-/// Per unit, per experiment.
-struct UnitRec {
-    variant: u16,
-    mixed: bool,
-    /// Per experiment metric slot: (any positive, sum).
-    values: Vec<f64>,
-    any: Vec<bool>,
-}
-
+/// One experiment's running aggregates. Per unit (a "record", in order of first
+/// exposure) the variant, whether it was seen in another variant too, and per metric
+/// slot whether any value was > 0 and the sum — in flat arrays, `slots` per record.
 struct ExpAcc {
     metric_slots: Vec<usize>, // index into cfg.metrics
-    variant_index: HashMap<String, u16>,
-    units: Vec<UnitRec>,
-    by_unit: HashMap<Box<str>, u32>,
+    variant_names: Vec<Box<str>>,
+    variant: Vec<u16>,
+    mixed: Vec<bool>,
+    values: Vec<f64>,
+    any: Vec<bool>,
     latency: Vec<(f64, f64, f64)>,         // per variant: n, sum, sumsq
     errors: Vec<(f64, f64)>,               // per variant: errors, n
     over_time: Vec<BTreeMap<String, u64>>, // per variant: hour → new units
+}
+
+impl ExpAcc {
+    fn records(&self) -> usize {
+        self.variant.len()
+    }
+
+    /// The per-unit observation of record `ri` on metric `slot`.
+    fn y(&self, ri: usize, slot: usize, kind: MetricKind) -> f64 {
+        let k = ri * self.metric_slots.len() + slot;
+        match kind {
+            MetricKind::Binomial => self.any[k] as u8 as f64,
+            MetricKind::Continuous => self.values[k],
+        }
+    }
+
+    /// Records that count (not mixed) in variant `v`.
+    fn in_variant(&self, v: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.records()).filter(move |&ri| !self.mixed[ri] && self.variant[ri] as usize == v)
+    }
 }
 
 /// Reading statistics.
@@ -312,24 +299,20 @@ pub fn analyze(
         .enumerate()
         .flat_map(|(li, l)| (0..l.experiments.len()).map(move |ei| (li, ei)))
         .collect();
-    let exp_index: HashMap<&str, usize> = exps
+    // Names are looked up by a linear scan: configs have a handful of experiments,
+    // variants and metrics, and comparing a few short strings beats hashing one.
+    let exp_names: Vec<&str> = exps
         .iter()
-        .enumerate()
-        .map(|(i, &(li, ei))| (&*cfg.layers[li].experiments[ei].name, i))
+        .map(|&(li, ei)| &*cfg.layers[li].experiments[ei].name)
         .collect();
-    let metric_index: HashMap<&str, usize> = cfg
-        .metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (&*m.name, i))
-        .collect();
+    let metric_names: Vec<&str> = cfg.metrics.iter().map(|m| &*m.name).collect();
     let mut accs: Vec<ExpAcc> = exps
         .iter()
         .map(|&(li, ei)| {
             let e = &cfg.layers[li].experiments[ei];
             let mut slots: Vec<usize> = Vec::new();
             for m in e.primary_metric.iter().chain(e.metrics.iter()) {
-                if let Some(&i) = metric_index.get(&**m) {
+                if let Some(i) = metric_names.iter().position(|n| *n == &**m) {
                     if !slots.contains(&i) {
                         slots.push(i);
                     }
@@ -338,22 +321,18 @@ pub fn analyze(
             let nv = e.variants.len();
             ExpAcc {
                 metric_slots: slots,
-                variant_index: e
-                    .variants
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v.name.to_string(), i as u16))
-                    .collect(),
-                units: Vec::new(),
-                by_unit: HashMap::default(),
+                variant_names: e.variants.iter().map(|v| Box::from(&*v.name)).collect(),
+                variant: Vec::new(),
+                mixed: Vec::new(),
+                values: Vec::new(),
+                any: Vec::new(),
                 latency: vec![(0.0, 0.0, 0.0); nv],
                 errors: vec![(0.0, 0.0); nv],
                 over_time: vec![BTreeMap::new(); nv],
             }
         })
         .collect();
-    // unit → experiments it is in (experiment index, record index)
-    let mut unit_exps: HashMap<Box<str>, smallvec::SmallVec<[(u16, u32); 2]>> = HashMap::default();
+    let mut units = UnitMap::default();
     let mut read = ReadStats {
         files: files.len(),
         ..Default::default()
@@ -369,8 +348,9 @@ pub fn analyze(
             if read.lines % 1_000_000 == 0 {
                 progress(read.lines);
             }
-            let line: Line = match serde_json::from_slice(text) {
-                Ok(l) => l,
+            let mut line = scan::Line::empty();
+            match scan::parse(text, &mut line) {
+                Ok(()) => {}
                 Err(e) => {
                     read.skipped += 1;
                     if bad_lines.len() < 20 {
@@ -381,70 +361,75 @@ pub fn analyze(
                     }
                     return;
                 }
-            };
+            }
             match &*line.ty {
                 "exposure" => {
                     read.exposures += 1;
                     let Some(assignments) = &line.assignments else {
                         return;
                     };
+                    // the unit's entry, kept while consecutive assignments share the unit
+                    let mut cur: Option<(&str, &mut SmallVec<[(u16, u32); 2]>)> = None;
                     for a in assignments {
                         if a.forced {
                             continue;
                         }
-                        let Some(&ei) = exp_index.get(&*a.experiment) else {
+                        let Some(ei) = exp_names.iter().position(|n| *n == &*a.experiment) else {
                             *unknown_experiments
                                 .entry(a.experiment.to_string())
                                 .or_default() += 1;
                             continue;
                         };
                         let acc = &mut accs[ei];
-                        let Some(&vi) = acc.variant_index.get(&*a.variant) else {
+                        let Some(vi) = acc.variant_names.iter().position(|n| **n == *a.variant)
+                        else {
                             continue;
                         };
                         // request-level metrics
                         if let Some(l) = line.latency_ms {
-                            let s = &mut acc.latency[vi as usize];
+                            let s = &mut acc.latency[vi];
                             s.0 += 1.0;
                             s.1 += l;
                             s.2 += l * l;
                         }
-                        let e = &mut acc.errors[vi as usize];
+                        let e = &mut acc.errors[vi];
                         e.1 += 1.0;
                         if line.error.is_some() {
                             e.0 += 1.0;
                         }
-                        let uid = match a.unit_id.as_deref().or(line.unit_id.as_deref()) {
-                            Some(u) => u,
-                            None => continue,
+                        let Some(uid) = a.unit_id.as_deref().or(line.unit_id.as_deref()) else {
+                            continue;
                         };
-                        match acc.by_unit.get(uid) {
-                            Some(&ri) => {
-                                let r = &mut acc.units[ri as usize];
-                                if r.variant != vi {
-                                    r.mixed = true;
+                        if cur.as_ref().is_none_or(|(u, _)| *u != uid) {
+                            cur = Some((uid, units.entry_ref(uid).or_default()));
+                        }
+                        let Some((_, list)) = cur.as_mut() else {
+                            continue;
+                        };
+                        let vi = vi as u16;
+                        match list.iter().find(|(e, _)| *e as usize == ei) {
+                            Some(&(_, ri)) => {
+                                if acc.variant[ri as usize] != vi {
+                                    acc.mixed[ri as usize] = true;
                                 }
                             }
                             None => {
-                                let ri = acc.units.len() as u32;
+                                let ri = acc.records() as u32;
                                 let slots = acc.metric_slots.len();
-                                acc.units.push(UnitRec {
-                                    variant: vi,
-                                    mixed: false,
-                                    values: vec![0.0; slots],
-                                    any: vec![false; slots],
-                                });
-                                acc.by_unit.insert(uid.into(), ri);
-                                let hour = line
-                                    .ts
-                                    .as_deref()
-                                    .map(|t| t.get(..13).unwrap_or(t).to_string())
-                                    .unwrap_or_default();
-                                *acc.over_time[vi as usize].entry(hour).or_default() += 1;
-                                unit_exps
-                                    .entry(uid.into())
-                                    .or_default()
-                                    .push((ei as u16, ri));
+                                acc.variant.push(vi);
+                                acc.mixed.push(false);
+                                acc.values.resize(acc.values.len() + slots, 0.0);
+                                acc.any.resize(acc.any.len() + slots, false);
+                                let hour =
+                                    line.ts.as_deref().map_or("", |t| t.get(..13).unwrap_or(t));
+                                let per_hour = &mut acc.over_time[vi as usize];
+                                match per_hour.get_mut(hour) {
+                                    Some(n) => *n += 1,
+                                    None => {
+                                        per_hour.insert(hour.to_string(), 1);
+                                    }
+                                }
+                                list.push((ei as u16, ri));
                             }
                         }
                     }
@@ -456,19 +441,19 @@ pub fn analyze(
                     else {
                         return;
                     };
-                    let Some(&mi) = metric_index.get(&**metric) else {
+                    let Some(mi) = metric_names.iter().position(|n| *n == &**metric) else {
                         return;
                     };
-                    let Some(list) = unit_exps.get(&**uid) else {
+                    let Some(list) = units.get(&**uid) else {
                         return;
                     };
                     for &(ei, ri) in list {
                         let acc = &mut accs[ei as usize];
                         if let Some(slot) = acc.metric_slots.iter().position(|&s| s == mi) {
-                            let r = &mut acc.units[ri as usize];
-                            r.values[slot] += value;
+                            let k = ri as usize * acc.metric_slots.len() + slot;
+                            acc.values[k] += value;
                             if value > 0.0 {
-                                r.any[slot] = true;
+                                acc.any[k] = true;
                             }
                         }
                     }
@@ -501,7 +486,7 @@ pub fn analyze(
             "{n} exposures name experiment `{name}`, which the config does not define: ignored"
         ));
     }
-    if accs.iter().all(|a| a.units.is_empty()) {
+    if accs.iter().all(|a| a.records() == 0) {
         return Err(AnalyzeError::NoMatch(format!(
             "none of the {} lines ({} exposures) matches an experiment of the config; check that --config is the config that produced these events",
             read.lines, read.exposures
@@ -511,7 +496,8 @@ pub fn analyze(
     let experiments = exps
         .iter()
         .zip(accs)
-        .map(|(&(li, ei), acc)| report_experiment(cfg, li, ei, acc, opts))
+        .enumerate()
+        .map(|(i, (&(li, ei), acc))| report_experiment(cfg, li, ei, (i, &acc), &units, opts))
         .collect();
     Ok(Report {
         experiments,
@@ -524,7 +510,8 @@ fn report_experiment(
     cfg: &Config,
     li: usize,
     ei: usize,
-    acc: ExpAcc,
+    (index, acc): (usize, &ExpAcc),
+    units_seen: &UnitMap,
     opts: &Options,
 ) -> ExperimentReport {
     let e = &cfg.layers[li].experiments[ei];
@@ -532,51 +519,47 @@ fn report_experiment(
     let alpha = 1.0 - opts.confidence;
     let mut units = vec![0u64; nv];
     let mut mixed = 0;
-    for r in &acc.units {
-        if r.mixed {
+    for ri in 0..acc.records() {
+        if acc.mixed[ri] {
             mixed += 1;
         } else {
-            units[r.variant as usize] += 1;
+            units[acc.variant[ri] as usize] += 1;
         }
     }
     let weights: Vec<f64> = e.variants.iter().map(|v| v.weight).collect();
     let srm = stats::chi_square_gof(&units, &weights);
     let c = e.control;
+    // Unit id of every record, only when covariates need them.
+    let ids: Vec<&str> = if opts.covariates.is_some() {
+        let mut ids = vec![""; acc.records()];
+        for (id, list) in units_seen {
+            for &(x, ri) in list {
+                if x as usize == index {
+                    ids[ri as usize] = id;
+                }
+            }
+        }
+        ids
+    } else {
+        Vec::new()
+    };
     let mut comps = Vec::new();
     for t in (0..nv).filter(|&t| t != c) {
         for (slot, &mi) in acc.metric_slots.iter().enumerate() {
             let m = &cfg.metrics[mi];
-            let per_unit = |v: usize| -> Vec<(f64, Option<f64>)> {
-                acc.units
-                    .iter()
-                    .filter(|r| !r.mixed && r.variant as usize == v)
-                    .map(|r| {
-                        let y = match m.kind {
-                            MetricKind::Binomial => r.any[slot] as u8 as f64,
-                            MetricKind::Continuous => r.values[slot],
-                        };
-                        (y, None)
-                    })
+            let per_unit = |v: usize| -> Vec<f64> {
+                acc.in_variant(v)
+                    .map(|ri| acc.y(ri, slot, m.kind))
                     .collect()
             };
-            let (yc, yt) = (per_unit(c), per_unit(t));
-            let sc = Summary::of(&yc.iter().map(|x| x.0).collect::<Vec<_>>());
-            let st = Summary::of(&yt.iter().map(|x| x.0).collect::<Vec<_>>());
+            let sc = Summary::of(&per_unit(c));
+            let st = Summary::of(&per_unit(t));
             let cup = opts.covariates.as_ref().and_then(|cov| {
                 let pairs = |v: usize| -> Vec<(f64, f64)> {
-                    let ids: Vec<(&str, &UnitRec)> = acc
-                        .by_unit
-                        .iter()
-                        .map(|(k, &i)| (&**k, &acc.units[i as usize]))
-                        .filter(|(_, r)| !r.mixed && r.variant as usize == v)
-                        .collect();
-                    ids.into_iter()
-                        .map(|(id, r)| {
-                            let y = match m.kind {
-                                MetricKind::Binomial => r.any[slot] as u8 as f64,
-                                MetricKind::Continuous => r.values[slot],
-                            };
-                            (y, cov.get(id).copied().unwrap_or(f64::NAN))
+                    acc.in_variant(v)
+                        .map(|ri| {
+                            let x = cov.get(ids[ri]).copied().unwrap_or(f64::NAN);
+                            (acc.y(ri, slot, m.kind), x)
                         })
                         .collect()
                 };

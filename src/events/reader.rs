@@ -2,7 +2,7 @@
 //! order), or several of either. Lines that are not complete JSON objects — a torn last
 //! line after a crash, say — are skipped with a warning naming the file and line.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Expand files and directories into the event files to read, in time order.
@@ -57,35 +57,47 @@ pub fn for_each_line(
 
 /// Like [`for_each_line`] but hands over raw bytes (the JSON parser validates UTF-8
 /// itself, so the analysis does not pay for it twice). Torn last lines go to `bad`.
+///
+/// Files are read in large chunks and lines are handed out as slices of the chunk, so a
+/// line is never copied; a line longer than the chunk grows it.
 pub fn for_each_line_bytes(
     files: &[PathBuf],
     mut f: impl FnMut(&Path, usize, &[u8]),
     mut bad: impl FnMut(&Path, usize, &str),
 ) -> std::io::Result<()> {
-    let mut line = Vec::with_capacity(1024);
+    let mut buf = vec![0u8; 1 << 20];
     for file in files {
-        let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+        let mut r = std::fs::File::open(file)?;
         let mut n = 0;
+        // buf[start..end] is read and not yet handed out
+        let (mut start, mut end) = (0, 0);
         loop {
-            line.clear();
-            if r.read_until(b'\n', &mut line)? == 0 {
+            while let Some(p) = memchr::memchr(b'\n', &buf[start..end]) {
+                let body = &buf[start..start + p];
+                start += p + 1;
+                n += 1;
+                if !body.iter().all(|b| b.is_ascii_whitespace()) {
+                    f(file, n, body);
+                }
+            }
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            if end == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let got = match r.read(&mut buf[end..]) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if got == 0 {
+                if !buf[..end].iter().all(|b| b.is_ascii_whitespace()) {
+                    bad(file, n + 1, "torn last line (no newline): skipped");
+                }
                 break;
             }
-            n += 1;
-            let complete = line.last() == Some(&b'\n');
-            let body = if complete {
-                &line[..line.len() - 1]
-            } else {
-                &line[..]
-            };
-            if body.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
-            if !complete {
-                bad(file, n, "torn last line (no newline): skipped");
-                continue;
-            }
-            f(file, n, body);
+            end += got;
         }
     }
     Ok(())
@@ -147,5 +159,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    #[test]
+    fn lines_longer_than_the_read_chunk_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events-1.jsonl");
+        let long = "x".repeat(2_500_000);
+        std::fs::write(&p, format!("a\n\n  \n{long}\nb\nc")).unwrap();
+        let (mut seen, mut torn) = (Vec::new(), Vec::new());
+        for_each_line_bytes(
+            &[p],
+            |_, n, b| seen.push((n, b.len())),
+            |_, n, why| torn.push((n, why.to_string())),
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(1, 1), (4, 2_500_000), (5, 1)]);
+        assert_eq!(torn.len(), 1);
+        assert_eq!(torn[0].0, 6);
     }
 }
