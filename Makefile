@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps bench
+.PHONY: demo test deps bench lint
 
 deps:
 	@command -v cmake >/dev/null 2>&1 || { echo "installing cmake (needed to build pingora)"; \
@@ -18,6 +18,13 @@ test: deps
 	$(CARGO) test --all-targets
 	@# the integration tests built target/debug/abgate; reuse it
 	@for f in configs/*.toml; do ./target/debug/abgate check $$f || exit 1; done
+
+# Style gates of STYLE.md habit 14 (CI runs them after the tests).
+lint:
+	$(CARGO) fmt --check
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  $(CARGO) clippy --all-targets -- -D warnings; \
+	else echo "clippy is not installed (rustup component add clippy): lint skipped"; fi
 
 bench: deps
 	$(CARGO) bench

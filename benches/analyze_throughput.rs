@@ -77,8 +77,12 @@ fn main() {
         let mut written = 0;
         while written < lines {
             let u = written / 10 % units.max(1);
-            let v1 = if u % 2 == 0 { "control" } else { "treatment" };
-            let v2 = if (u / 2) % 2 == 0 {
+            let v1 = if u.is_multiple_of(2) {
+                "control"
+            } else {
+                "treatment"
+            };
+            let v2 = if (u / 2).is_multiple_of(2) {
                 "control"
             } else {
                 "concise"
@@ -113,7 +117,7 @@ fn main() {
     let start = Instant::now();
     let report = abgate::analyze::analyze(
         &cfg,
-        &[log.clone()],
+        std::slice::from_ref(&log),
         &Default::default(),
         |_| {},
         |w| eprintln!("{w}"),

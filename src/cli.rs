@@ -503,7 +503,7 @@ fn power_cmd(
     ratio: f64,
     daily: Option<f64>,
 ) -> Result<String, String> {
-    if !(alpha > 0.0 && alpha < 1.0) || !(power > 0.0 && power < 1.0) {
+    if !in_unit_interval(alpha) || !in_unit_interval(power) {
         return Err("--alpha and --power must be between 0 and 1".into());
     }
     if !(ratio > 0.0) || !mde.is_finite() || mde == 0.0 {
@@ -514,7 +514,7 @@ fn power_cmd(
         Some(_) => return Err("--sd must be positive".into()),
         None => {
             let p2 = baseline * (1.0 + mde);
-            if !(baseline > 0.0 && baseline < 1.0) || !(p2 > 0.0 && p2 < 1.0) {
+            if !in_unit_interval(baseline) || !in_unit_interval(p2) {
                 return Err(format!("--baseline {baseline} with --mde {mde} gives a rate outside (0, 1); for a continuous metric pass --sd"));
             }
             (
@@ -542,4 +542,9 @@ fn power_cmd(
         }
     }
     Ok(s)
+}
+
+/// Strictly between 0 and 1 (false for NaN).
+fn in_unit_interval(x: f64) -> bool {
+    x > 0.0 && x < 1.0
 }

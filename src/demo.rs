@@ -196,7 +196,7 @@ pub fn parse_ready_line(line: &str) -> Option<(String, String)> {
     let proxy = line
         .split("proxy on ")
         .nth(1)?
-        .split(|c| c == ';' || c == ',')
+        .split([';', ','])
         .next()?
         .trim()
         .to_string();

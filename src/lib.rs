@@ -14,6 +14,8 @@
 //! - [`cli`], [`demo`]: the command line and the demo.
 //! - [`mock`]: the mock model server used by tests, benches and the demo.
 #![forbid(unsafe_code)]
+// `!(x > 0.0)` is written on purpose throughout: unlike `x <= 0.0` it is also true for NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod admin;
 pub mod analyze;

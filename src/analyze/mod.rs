@@ -62,8 +62,10 @@ pub enum AnalyzeError {
     Covariates(String),
 }
 
-/// Every unit seen, and the experiments it is in: (experiment index, record index).
-type UnitMap = hashbrown::HashMap<Box<str>, SmallVec<[(u16, u32); 2]>, rustc_hash::FxBuildHasher>;
+/// The experiments a unit is in: (experiment index, record index).
+type UnitExperiments = SmallVec<[(u16, u32); 2]>;
+/// Every unit seen.
+type UnitMap = hashbrown::HashMap<Box<str>, UnitExperiments, rustc_hash::FxBuildHasher>;
 
 /// One experiment's running aggregates. Per unit (a "record", in order of first
 /// exposure) the variant, whether it was seen in another variant too, and per metric
@@ -345,7 +347,7 @@ pub fn analyze(
         &files,
         |file, n, text| {
             read.lines += 1;
-            if read.lines % 1_000_000 == 0 {
+            if read.lines.is_multiple_of(1_000_000) {
                 progress(read.lines);
             }
             let mut line = scan::Line::empty();
@@ -369,7 +371,7 @@ pub fn analyze(
                         return;
                     };
                     // the unit's entry, kept while consecutive assignments share the unit
-                    let mut cur: Option<(&str, &mut SmallVec<[(u16, u32); 2]>)> = None;
+                    let mut cur: Option<(&str, &mut UnitExperiments)> = None;
                     for a in assignments {
                         if a.forced {
                             continue;

@@ -59,7 +59,7 @@ impl RequestId {
     pub fn new(now: SystemTime) -> Self {
         let ms = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u128)
+            .map(|d| d.as_millis())
             .unwrap_or(0);
         let rnd: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
         RequestId((ms << 80) | rnd)

@@ -275,8 +275,7 @@ impl WriterState {
     fn open_new(&mut self) -> std::io::Result<()> {
         let stamp = humantime::format_rfc3339_micros(SystemTime::now())
             .to_string()
-            .replace(':', "")
-            .replace('-', "");
+            .replace([':', '-'], "");
         let mut path = self.opts.dir.join(format!("events-{stamp}.jsonl"));
         let mut n = 1;
         while path.exists() {

@@ -106,10 +106,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         writer.sink(),
         guard,
     ));
-    let app = match result {
-        Ok(app) => app,
-        Err(e) => return Err(e),
-    };
+    let app = result?;
     // Wait for in-flight requests to finish and log.
     let deadline = Instant::now() + shutdown_timeout;
     while app.inflight.load(Relaxed) > 0 && Instant::now() < deadline {
@@ -146,9 +143,10 @@ async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // The pingora service on our own sockets.
-    let mut conf = ServerConf::default();
-    conf.threads = app.snapshot.load().config.server.threads;
-    let conf = Arc::new(conf);
+    let conf = Arc::new(ServerConf {
+        threads: app.snapshot.load().config.server.threads,
+        ..ServerConf::default()
+    });
     let mut service = pingora::proxy::http_proxy_service(&conf, AbgateProxy { app: app.clone() });
     let mut fds = Fds::new();
     let mut proxy_addrs = Vec::new();

@@ -202,7 +202,12 @@ impl AbgateProxy {
             Ok(items) => {
                 let now = SystemTime::now();
                 let n = items.len();
-                for (mi, unit_id, value) in items {
+                for OutcomeItem {
+                    metric: mi,
+                    unit_id,
+                    value,
+                } in items
+                {
                     snap.outcome_counters[mi].inc();
                     self.app.sink.send(Event::Outcome(Outcome {
                         ts: now,
@@ -221,13 +226,24 @@ impl AbgateProxy {
     }
 }
 
+/// One valid item of an outcome body.
+#[derive(Debug, PartialEq)]
+pub struct OutcomeItem {
+    /// Index into the config's metrics.
+    pub metric: usize,
+    pub unit_id: String,
+    pub value: f64,
+}
+
+/// Why an outcome body was refused, and the index of the offending item if it is one.
+pub type BadOutcome = (String, Option<usize>);
+
 /// Validate an outcome body completely before anything is logged: all items or none.
-/// Returns (metric index, unit id, value) per item, or the reason and the item index.
 pub fn parse_outcomes(
     body: &[u8],
     cfg: &crate::config::Config,
     identity: Option<&str>,
-) -> std::result::Result<Vec<(usize, String, f64)>, (String, Option<usize>)> {
+) -> std::result::Result<Vec<OutcomeItem>, BadOutcome> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| (format!("body is not valid JSON: {e}"), None))?;
     let items: Vec<&serde_json::Value> = match &v {
@@ -297,7 +313,11 @@ pub fn parse_outcomes(
                 ))
             }
         };
-        out.push((mi, unit_id, value));
+        out.push(OutcomeItem {
+            metric: mi,
+            unit_id,
+            value,
+        });
     }
     Ok(out)
 }
@@ -637,7 +657,7 @@ impl ProxyHttp for AbgateProxy {
         }
         let cfg = &snap.config;
         let status = status_of(session);
-        if ctx.error.is_none() && status >= 500 && status <= 599 {
+        if ctx.error.is_none() && (500..=599).contains(&status) {
             ctx.error = Some(ErrorKind::Upstream5xx);
         }
         let elapsed = ctx.start.elapsed();
