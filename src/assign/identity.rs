@@ -86,16 +86,25 @@ fn cookie_octet(b: u8) -> bool {
 /// cookie-octets is `Invalid`; pairs of other cookies are never inspected beyond the name.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Lookup<'a> {
     let mut result = Lookup::Absent;
+    let name = name.as_bytes();
     for hv in headers.get_all(http::header::COOKIE) {
-        for pair in hv.as_bytes().split(|&b| b == b';') {
-            let pair = trim(pair);
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim(&pair[..eq]) != name.as_bytes() {
+        let h = hv.as_bytes();
+        // Find the name with a vectorized substring search instead of walking every
+        // pair; an occurrence counts when it starts a pair (`name = value`).
+        let mut from = 0;
+        while let Some(p) = memchr::memmem::find(&h[from..], name) {
+            let at = from + p;
+            from = at + 1;
+            let before = h[..at].trim_ascii_end();
+            if !(before.is_empty() || before.ends_with(b";")) {
                 continue;
             }
-            let mut v = trim(&pair[eq + 1..]);
+            let rest = &h[at + name.len()..];
+            let pair = &rest[..memchr::memchr(b';', rest).unwrap_or(rest.len())];
+            let Some(value) = trim(pair).strip_prefix(b"=") else {
+                continue;
+            };
+            let mut v = trim(value);
             if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
                 v = &v[1..v.len() - 1];
             }
@@ -151,6 +160,18 @@ mod tests {
         let h = with_cookie(b"_ga=GA1.2.3; abgate_uid=u-123; theme=dark");
         assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-123"));
         assert_eq!(cookie(&h, "missing"), Lookup::Absent);
+        // a longer name that starts with ours is another cookie; spaces around `=` are ok
+        let h = with_cookie(b"abgate_uidx=no; abgate_ui=no;abgate_uid =u-9 ");
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-9"));
+        assert_eq!(
+            cookie(&with_cookie(b"abgate_uidx=no"), "abgate_uid"),
+            Lookup::Absent
+        );
+        // the name inside another cookie's value is not the cookie
+        let h = with_cookie(b"x=abgate_uid=evil; abgate_uid=u-1");
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-1"));
+        let h = with_cookie(b"x=abgate_uid=evil");
+        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Absent);
     }
 
     #[test]

@@ -269,8 +269,9 @@ pub struct Variant {
     pub weight: f64,
     /// Upstream index, if the variant routes.
     pub upstream: Option<usize>,
-    /// Headers added to the backend request.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers added to the backend request: the name as written on the wire (lowercase,
+    /// validated), kept as `Bytes` so a request clones it without parsing or copying.
+    pub headers: Vec<(bytes::Bytes, HeaderValue)>,
     /// `layer.experiment=variant`.
     pub label: Arc<str>,
 }
@@ -892,7 +893,7 @@ pub(super) fn compile(
                                 ),
                             );
                         }
-                        headers.push((n, v));
+                        headers.push((bytes::Bytes::copy_from_slice(n.as_str().as_bytes()), v));
                     }
                 }
                 variants.push(Variant {

@@ -7,9 +7,22 @@
 use super::{Exposure, Outcome, RequestId};
 use std::time::SystemTime;
 
+/// Bytes a JSON string cannot hold as they are.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 #[inline]
 fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+    s.bytes().any(|b| ESCAPE[b as usize])
 }
 
 /// A JSON string, quoted.
@@ -96,12 +109,8 @@ pub fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
 }
 
 fn request_id(buf: &mut Vec<u8>, id: RequestId) {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     buf.push(b'"');
-    for i in 0..26u32 {
-        let shift = 125 - 5 * i;
-        buf.push(ALPHABET[((id.0 >> shift) & 31) as usize]);
-    }
+    buf.extend_from_slice(&id.to_bytes());
     buf.push(b'"');
 }
 

@@ -66,15 +66,22 @@ impl RequestId {
     }
 }
 
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl RequestId {
+    /// The 26 characters of the id (Crockford base32, like a ULID).
+    pub fn to_bytes(self) -> [u8; 26] {
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut buf = [0u8; 26];
         for (i, b) in buf.iter_mut().enumerate() {
             let shift = 125 - 5 * i as u32;
             *b = ALPHABET[((self.0 >> shift) & 31) as usize];
         }
-        f.write_str(std::str::from_utf8(&buf).unwrap_or("?"))
+        buf
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.to_bytes()).unwrap_or("?"))
     }
 }
 

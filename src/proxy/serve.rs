@@ -90,29 +90,43 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.server.threads)
-        .thread_name("abgate-worker")
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Runtime(format!("cannot start the runtime: {e}")))?;
+    // One worker thread: a current-thread runtime, so the proxy, the admin API and the
+    // evaluator share one thread without the multi-thread scheduler's bookkeeping and
+    // cross-thread wake-ups (measured: see README, Performance). More: a multi-thread
+    // runtime with that many workers.
+    let rt = if cfg.server.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.server.threads)
+            .thread_name("abgate-worker")
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| ServeError::Runtime(format!("cannot start the runtime: {e}")))?;
 
     let shutdown_timeout = cfg.server.shutdown_timeout;
-    let result = rt.block_on(run(
-        cfg,
-        config_path,
-        proxy_listeners,
-        admin_listener,
-        writer.sink(),
-        guard,
-    ));
-    let app = result?;
-    // Wait for in-flight requests to finish and log.
-    let deadline = Instant::now() + shutdown_timeout;
-    while app.inflight.load(Relaxed) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let left = app.inflight.load(Relaxed);
+    let (_app, left) = rt.block_on(async {
+        let app = run(
+            cfg,
+            config_path,
+            proxy_listeners,
+            admin_listener,
+            writer.sink(),
+            guard,
+        )
+        .await?;
+        // Let in-flight requests finish and log (inside the runtime: on a current-thread
+        // runtime nothing runs outside `block_on`).
+        let deadline = Instant::now() + shutdown_timeout;
+        while app.inflight.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = app.inflight.load(Relaxed);
+        Ok::<_, ServeError>((app, left))
+    })?;
     if left > 0 {
         tracing::warn!(
             "{left} requests still in flight after server.shutdown_timeout; stopping anyway"

@@ -13,6 +13,7 @@ use crate::events::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -27,6 +28,10 @@ use std::time::{Instant, SystemTime};
 pub const FORCE_HEADER: &str = "x-abgate-force";
 /// Header carrying the admin token for a force.
 pub const TOKEN_HEADER: &str = "x-abgate-token";
+// The same names, parsed once (looking a header up by `&str` parses the name each time).
+const FORCE_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
+const TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
 /// Largest accepted outcome body.
 pub const OUTCOME_BODY_LIMIT: usize = 64 * 1024;
 
@@ -44,17 +49,21 @@ pub struct Ctx {
     user: Option<String>,
     session: Option<String>,
     request_unit: Option<String>,
-    set_cookies: SmallVec<[String; 2]>,
+    // Rarely used parts are plain (empty, unallocated) Vecs: the context lives inside
+    // pingora's per-request future, which is moved a few times, so its size is paid for
+    // on every request.
+    set_cookies: Vec<String>,
     assignments: Assignments,
     /// Served variant index per assignment.
     served: SmallVec<[u16; 8]>,
-    /// Unit ids of header-unit experiments, per assignment.
-    unit_ids: SmallVec<[Option<String>; 8]>,
+    /// Unit ids of header/session/request-unit experiments, per assignment (shorter, or
+    /// empty, when the rest are user-unit experiments).
+    unit_ids: Vec<Option<String>>,
     holdout: bool,
     upstream: usize,
     request_id: RequestId,
     error: Option<ErrorKind>,
-    header_outcomes: SmallVec<[(usize, f64); 2]>,
+    header_outcomes: Vec<(usize, f64)>,
     local: bool,
 }
 
@@ -334,15 +343,15 @@ impl ProxyHttp for AbgateProxy {
             user: None,
             session: None,
             request_unit: None,
-            set_cookies: SmallVec::new(),
+            set_cookies: Vec::new(),
             assignments: Assignments::new(),
             served: SmallVec::new(),
-            unit_ids: SmallVec::new(),
+            unit_ids: Vec::new(),
             holdout: false,
             upstream: 0,
             request_id: RequestId(0),
             error: None,
-            header_outcomes: SmallVec::new(),
+            header_outcomes: Vec::new(),
             local: false,
         }
     }
@@ -385,10 +394,10 @@ impl ProxyHttp for AbgateProxy {
         };
         ctx.holdout = assign::assign(&cfg, &ids, &view, &mut ctx.assignments);
 
-        if let Some(force) = req.headers.get(FORCE_HEADER) {
+        if let Some(force) = req.headers.get(&FORCE_NAME) {
             let token = req
                 .headers
-                .get(TOKEN_HEADER)
+                .get(&TOKEN_NAME)
                 .map(|t| t.as_bytes())
                 .unwrap_or(b"");
             if !snap.token_ok(token) {
@@ -429,13 +438,18 @@ impl ProxyHttp for AbgateProxy {
             } else {
                 a.variant as usize
             };
+            let i = ctx.served.len();
             ctx.served.push(served as u16);
-            ctx.unit_ids.push(match &exp.unit {
+            let unit_id = match &exp.unit {
                 Unit::Header(_) => ids.get(&exp.unit, &view).map(str::to_string),
                 Unit::Session => ctx.session.clone(),
                 Unit::Request => ctx.request_unit.clone(),
                 Unit::User => None,
-            });
+            };
+            if unit_id.is_some() {
+                ctx.unit_ids.resize(i, None);
+                ctx.unit_ids.push(unit_id);
+            }
             if !routed {
                 if let Some(u) = exp.variants[served].upstream {
                     ctx.upstream = u;
@@ -468,8 +482,13 @@ impl ProxyHttp for AbgateProxy {
             return Ok(());
         };
         let cfg = &snap.config;
-        req.remove_header(FORCE_HEADER);
-        req.remove_header(TOKEN_HEADER);
+        // Header edits go through pingora's API (it keeps the original case of every name
+        // in a second map); a name given as `Bytes` is cloned, not copied.
+        for name in [&FORCE_NAME, &TOKEN_NAME] {
+            if req.headers.contains_key(name) {
+                req.remove_header(name);
+            }
+        }
         if !ctx.assignments.is_empty() {
             let mut value = String::with_capacity(64);
             for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
@@ -482,15 +501,17 @@ impl ProxyHttp for AbgateProxy {
                     req.insert_header(k.clone(), v.clone())?;
                 }
             }
-            req.insert_header("x-abgate-assignments", value)?;
+            req.insert_header(Bytes::from_static(b"x-abgate-assignments"), value)?;
         } else {
             req.remove_header("x-abgate-assignments");
         }
         if ctx.holdout {
             req.insert_header("x-abgate-holdout", "1")?;
         }
-        if req.headers.get("x-request-id").is_none() {
-            req.insert_header("x-request-id", ctx.request_id.to_string())?;
+        if !req.headers.contains_key(&REQUEST_ID_NAME) {
+            let id = HeaderValue::from_bytes(&ctx.request_id.to_bytes())
+                .map_err(|_| Error::explain(ErrorType::InternalError, "request id"))?;
+            req.insert_header(Bytes::from_static(b"x-request-id"), id)?;
         }
         Ok(())
     }

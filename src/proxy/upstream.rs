@@ -44,6 +44,11 @@ impl Pool {
     /// Hot path: called once per request (and per retry).
     #[inline]
     pub fn select(&self) -> SocketAddr {
+        // One address: it is tried whatever its health (fail open), so there is nothing
+        // to select.
+        if let [only] = self.spec.addrs[..] {
+            return only;
+        }
         match self.lb.select(b"", 256) {
             Some(b) => match b.addr.as_inet() {
                 Some(a) => *a,
