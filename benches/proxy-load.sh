@@ -13,6 +13,14 @@
 # measured window ÷ requests). Reported as ratios to pingora_pass of the same round:
 # median with min–max. Also req/s, and p50/p99 at two fixed rates (15% and 65% of the
 # passthrough's capacity) with oha when it is installed (`cargo install oha --locked`).
+# Then (optional phases, after the table):
+# - BENCH_CALLGRIND=N: user-space instructions per request of pingora_pass and abgate
+#   under valgrind's callgrind over N requests (deterministic, unlike CPU time on a
+#   shared VM);
+# - BENCH_RSS_SECS (default 60, 0 skips): abgate's RSS every 5 s under that long a load
+#   whose user ids rotate over 1,000,000 distinct values.
+# Environment: BENCH_CONFIGS (a subset, e.g. "pingora_pass abgate"), BENCH_SKIP_OHA=1,
+# BENCH_OUT (default target/bench-load). ROUNDS=0 runs only the optional phases.
 # Every load loop is bounded in time and targets 127.0.0.1 only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -165,7 +173,7 @@ start_proxy() {
     pingora_pass|pingora_pass_sys)
       local bin=target/release/examples/passthrough
       [ "$name" = pingora_pass_sys ] && bin=target/sysalloc/release/examples/passthrough
-      taskset -c 1 "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
+      taskset -c 1 ${PROXY_PREFIX:-} "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
       PPID_=$! ;;
     abgate|abgate_sys|abgate_noevents|abgate_nometrics)
       local bin=target/release/abgate
@@ -175,7 +183,7 @@ start_proxy() {
       [ "$name" = abgate_noevents ] && events_extra="enabled = false"
       [ "$name" = abgate_nometrics ] && admin_extra="request_metrics = false"
       abgate_config "$PPORT" "$APORT" "$dir" "$admin_extra" "$events_extra" > "$dir/abgate.toml"
-      taskset -c 1 "$bin" serve --config "$dir/abgate.toml" >"$dir/log" 2>&1 &
+      taskset -c 1 ${PROXY_PREFIX:-} "$bin" serve --config "$dir/abgate.toml" >"$dir/log" 2>&1 &
       PPID_=$! ;;
     nginx_split)
       cat > "$dir/nginx.conf" <<EOF
@@ -212,7 +220,7 @@ EOF
     direct)
       PPORT=$BPORT; PPID_="" ;;
   esac
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     (echo > "/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -290,6 +298,8 @@ except Exception as e:
 EOF
     done
   done
+elif [ -n "${BENCH_SKIP_OHA:-}" ]; then
+  echo "fixed-rate latency skipped (BENCH_SKIP_OHA)"
 else
   echo "oha not installed: skipping fixed-rate latency (cargo install oha --locked)"
 fi
@@ -336,3 +346,67 @@ for e in d['experiments']:
     print('split check', '$(basename "$f")', e['name'], dict(zip([v['name'] for v in e['variants']], units)), 'units; chi-square p=%.3f' % chisquare(units, exp).pvalue)
 " || true
 done
+
+# ---- instructions per request (deterministic, user space): BENCH_CALLGRIND=N requests
+# under valgrind's callgrind, after 2,000 warm-up requests; one user cookie.
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+  if need valgrind && need callgrind_control && need oha; then
+    echo "== instructions per request (callgrind, ${BENCH_CALLGRIND} requests)"
+    : > "$OUT/callgrind.txt"; : > "$OUT/callgrind-summary.txt"
+    for name in pingora_pass abgate; do
+      PROXY_PREFIX="valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind-$name.out" start_proxy "$name" || continue
+      hit() { oha -n "$1" -c 8 --no-tui -m POST -H "Cookie: _ga=GA1.2.1; locale=en-US; abgate_uid=bench-user-7; theme=dark" \
+        -H "x-platform: ios" -d '{"prompt":"hello"}' "http://127.0.0.1:$PPORT/v1/chat" > /dev/null 2>&1; }
+      hit 2000
+      callgrind_control -z "$PPID_" > /dev/null 2>&1
+      hit "$BENCH_CALLGRIND"
+      callgrind_control -d "$PPID_" > /dev/null 2>&1
+      ir=$(callgrind_annotate "$OUT/callgrind-$name.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+      stop_proxy
+      rm -f "$OUT/callgrind-$name.out"
+      echo "$name $ir" >> "$OUT/callgrind.txt"
+      python3 -c "print(f'  {\"$name\":<13} {int(\"$ir\")/$BENCH_CALLGRIND:>9,.0f} instructions per request')" | tee -a "$OUT/callgrind-summary.txt"
+    done
+  else
+    echo "valgrind (apt-get install valgrind) or oha missing: skipping instruction counts"
+  fi
+fi
+
+# ---- memory: RSS under BENCH_RSS_SECS (default 60) of load from 1,000,000 distinct users
+RSS_SECS=${BENCH_RSS_SECS:-60}
+if [ "$RSS_SECS" -gt 0 ]; then
+  cat > "$OUT/million.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/v1/chat", {
+    ["Cookie"] = "_ga=GA1.2.1234567890.1700000000; locale=en-US; abgate_uid=m-" .. (n % 1000000) .. "; theme=dark",
+    ["Content-Type"] = "application/json" }, '{"prompt":"hello"}')
+end
+LUA
+  echo "== RSS of abgate under ${RSS_SECS}s of load, user ids rotating over 1,000,000"
+  if start_proxy abgate; then
+    rss() { awk '/VmRSS/ {print $2}' "/proc/$PPID_/status"; }
+    : > "$OUT/rss.txt"
+    taskset -c 0 wrk -t1 -c64 -d${RSS_SECS}s -s "$OUT/million.lua" "http://127.0.0.1:$PPORT/" > "$OUT/wrk-rss.txt" 2>&1 &
+    WRK=$!
+    for t in $(seq 5 5 "$RSS_SECS"); do
+      sleep 5
+      echo "$t $(rss)" >> "$OUT/rss.txt"
+    done
+    wait "$WRK"
+    reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-rss.txt")
+    stop_proxy
+    python3 - "$OUT/rss.txt" "${reqs:-0}" <<'PY' | tee "$OUT/rss-summary.txt"
+import sys
+pts = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+reqs = int(sys.argv[2])
+print("t (s):    " + " ".join(f"{t:>6}" for t, _ in pts))
+print("RSS (MB): " + " ".join(f"{r/1024:6.1f}" for _, r in pts))
+base = next((r for t, r in pts if t >= 10), pts[0][1])
+last = pts[-1][1]
+print(f"{reqs} requests, {min(reqs, 1000000)} distinct users; RSS at 10 s {base/1024:.1f} MB, "
+      f"at the end {last/1024:.1f} MB ({(last-base)/base*100:+.1f}%), peak {max(r for _, r in pts)/1024:.1f} MB")
+PY
+  fi
+fi
