@@ -75,22 +75,31 @@ fn status_of(session: &Session) -> u16 {
         .unwrap_or(0)
 }
 
-async fn respond(session: &mut Session, status: u16, body: Option<String>) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(2))?;
-    match body {
-        Some(b) => {
-            resp.insert_header("content-type", "application/json")?;
-            resp.insert_header("content-length", b.len().to_string())?;
-            session.write_response_header(Box::new(resp), false).await?;
-            session
-                .write_response_body(Some(Bytes::from(b)), true)
-                .await
+/// A local response (errors, the outcome endpoint). Returned as a boxed future so the
+/// hooks that can answer locally — on rare paths — do not carry its state in the future
+/// every request allocates.
+fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Option<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+    Box::pin(async move {
+        let mut resp = ResponseHeader::build(status, Some(2))?;
+        match body {
+            Some(b) => {
+                resp.insert_header("content-type", "application/json")?;
+                resp.insert_header("content-length", b.len().to_string())?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session
+                    .write_response_body(Some(Bytes::from(b)), true)
+                    .await
+            }
+            None => {
+                resp.insert_header("content-length", "0")?;
+                session.write_response_header(Box::new(resp), true).await
+            }
         }
-        None => {
-            resp.insert_header("content-length", "0")?;
-            session.write_response_header(Box::new(resp), true).await
-        }
-    }
+    })
 }
 
 fn json_error(msg: &str, item: Option<usize>) -> String {
@@ -333,10 +342,12 @@ pub fn parse_outcomes(
 
 #[async_trait]
 impl ProxyHttp for AbgateProxy {
-    type CTX = Ctx;
+    // Boxed: pingora keeps the context inside its per-request future and moves that
+    // future several times; a pointer moves cheaper than the whole context.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx {
             start: Instant::now(),
             snap: None,
             _inflight: None,
@@ -353,10 +364,10 @@ impl ProxyHttp for AbgateProxy {
             error: None,
             header_outcomes: Vec::new(),
             local: false,
-        }
+        })
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         self.app.inflight.fetch_add(1, Relaxed);
         ctx._inflight = Some(InflightGuard(self.app.clone()));
         let snap = self.app.snapshot.load_full();
@@ -375,7 +386,7 @@ impl ProxyHttp for AbgateProxy {
                 .await?;
                 return Ok(true);
             }
-            self.handle_outcome(&snap, session, ctx).await?;
+            Box::pin(self.handle_outcome(&snap, session, ctx)).await?;
             return Ok(true);
         }
 
@@ -460,7 +471,11 @@ impl ProxyHttp for AbgateProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         let snap = ctx
             .snap
             .as_ref()
@@ -476,7 +491,7 @@ impl ProxyHttp for AbgateProxy {
         &self,
         _session: &mut Session,
         req: &mut pingora::http::RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let Some(snap) = ctx.snap.as_ref() else {
             return Ok(());
@@ -520,7 +535,7 @@ impl ProxyHttp for AbgateProxy {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let Some(snap) = ctx.snap.as_ref() else {
             return Ok(());
@@ -546,7 +561,7 @@ impl ProxyHttp for AbgateProxy {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         for c in &ctx.set_cookies {
             resp.append_header("set-cookie", c.as_str())?;
@@ -580,7 +595,7 @@ impl ProxyHttp for AbgateProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         e: Box<Error>,
     ) -> Box<Error> {
         ctx.error = Some(if matches!(e.etype(), ErrorType::ConnectTimedout) {
@@ -596,7 +611,7 @@ impl ProxyHttp for AbgateProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
         if e.esource() == &ErrorSource::Upstream && ctx.error.is_none() {
@@ -611,7 +626,12 @@ impl ProxyHttp for AbgateProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         let code = match e.esource() {
             ErrorSource::Upstream => {
                 if ctx.error.is_none() {
@@ -671,7 +691,7 @@ impl ProxyHttp for AbgateProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         let Some(snap) = ctx.snap.take() else { return };
         if ctx.local {
             return;
