@@ -221,51 +221,17 @@ impl<'a> Scanner<'a> {
             b'"' => self.skip_str(),
             b'{' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b'}').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.skip_str()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.skip_value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.members(b'}', |s| {
+                    s.skip_str()?;
+                    s.ws();
+                    s.eat(b':')?;
+                    s.ws();
+                    s.skip_value(depth + 1)
+                })
             }
             b'[' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.members(b']', |s| s.skip_value(depth + 1))
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -297,23 +263,31 @@ impl<'a> Scanner<'a> {
     /// positioned on the value). `member` returns `None` to give up.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
+        self.members(b'}', |s| {
+            let key = s.str()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            member(s, key)
+        })
+    }
+
+    /// The members of an object or the items of an array, the opening bracket already
+    /// read: `each` reads one, then a `,` continues and `close` ends.
+    fn members(&mut self, close: u8, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.ws();
-        if self.eat(b'}').is_some() {
+        if self.eat(close).is_some() {
             return Some(());
         }
         loop {
-            let key = self.str()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            member(self, key)?;
+            each(self)?;
             self.ws();
             match self.peek()? {
                 b',' => {
                     self.i += 1;
                     self.ws();
                 }
-                b'}' => {
+                c if c == close => {
                     self.i += 1;
                     return Some(());
                 }
@@ -351,26 +325,11 @@ impl<'a> Scanner<'a> {
             return Some(());
         }
         self.eat(b'[')?;
-        self.ws();
         let list = out.insert(SmallVec::new());
-        if self.eat(b']').is_some() {
-            return Some(());
-        }
-        loop {
-            list.push(self.assignment()?);
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+        self.members(b']', |s| {
+            list.push(s.assignment()?);
+            Some(())
+        })
     }
 
     /// Fill `out` (fresh from [`Line::empty`]) in place: the line struct is large and
