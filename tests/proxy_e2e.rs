@@ -32,8 +32,20 @@ fn routes_each_unit_to_its_variant_backend_and_sticks() {
                 (expected == 1).then_some("v2")
             );
             per_backend[expected] += 1;
+            // every backend request carries a request id (the exposure's), 26 characters
+            let id = body["headers"]["x-request-id"].as_str().unwrap_or("");
+            assert_eq!(id.len(), 26, "{body}");
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
         }
     }
+    // A request id the client sent is kept.
+    let r = agent()
+        .get(&g.url("/v1/chat"))
+        .set("x-request-id", "client-req-1")
+        .call()
+        .unwrap();
+    let body: serde_json::Value = r.into_json().unwrap();
+    assert_eq!(body["headers"]["x-request-id"], "client-req-1");
     assert!(
         per_backend[0] > 150 && per_backend[1] > 150,
         "{per_backend:?}"
