@@ -177,6 +177,17 @@ fn unreachable_backend_is_a_clear_502_and_counted() {
 
 #[test]
 fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
+    sigterm_exposures(2);
+}
+
+/// `threads = 1` runs everything on a current-thread runtime (a different code path for
+/// serving, the admin API and the shutdown drain).
+#[test]
+fn sigterm_leaves_exactly_one_exposure_per_response_with_one_thread() {
+    sigterm_exposures(1);
+}
+
+fn sigterm_exposures(threads: usize) {
     let a = MockServer::builder().name("a").start().unwrap();
     let b = MockServer::builder()
         .name("b")
@@ -184,7 +195,10 @@ fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &two_backend_config(&a, &b, ""));
+    let config =
+        two_backend_config(&a, &b, "").replace("threads = 2", &format!("threads = {threads}"));
+    assert!(config.contains(&format!("threads = {threads}")));
+    let g = start(dir.path(), &config);
     let cfg = abgate::config::load_file(&g.config).unwrap();
     let exp = &cfg.layers[0].experiments[0];
     let n = 300;
