@@ -153,3 +153,34 @@ fn srm_chi_square_matches_scipy() {
         1e-9,
     );
 }
+
+#[test]
+fn constant_groups_give_the_limit_not_a_placeholder() {
+    // Every unit of control has 200, every unit of treatment 240 (the demo's `tokens`):
+    // scipy.stats.ttest_ind([200]*5, [240]*5, equal_var=False) gives t = -inf, p = 0.0.
+    let c = Summary::of(&[200.0; 5]);
+    let t = Summary::of(&[240.0; 5]);
+    let d = welch(&c, &t, 0.95);
+    assert_eq!(d.p_value, 0.0);
+    assert_eq!(d.abs_ci, (40.0, 40.0));
+    // the sequential p-value and the posterior agree: the difference is certain
+    assert_eq!(
+        msprt_p_value(d.abs_lift, d.var_diff, 10.0, 0.05, 5000.0),
+        0.0
+    );
+    let b = bayes_normal(d.abs_lift, d.var_diff, true);
+    assert_eq!(
+        (b.prob_better, b.loss_control, b.loss_treatment),
+        (1.0, 40.0, 0.0)
+    );
+    let b = bayes_normal(d.abs_lift, d.var_diff, false);
+    assert_eq!(
+        (b.prob_better, b.loss_control, b.loss_treatment),
+        (0.0, 0.0, 40.0)
+    );
+    // equal constants: no difference, nothing significant
+    let d = welch(&c, &c, 0.95);
+    assert_eq!((d.p_value, d.abs_ci), (1.0, (0.0, 0.0)));
+    assert_eq!(msprt_p_value(0.0, 0.0, 10.0, 0.05, 5000.0), 1.0);
+    assert_eq!(bayes_normal(0.0, 0.0, true).prob_better, 0.5);
+}

@@ -98,11 +98,22 @@ pub fn welch(c: &Summary, t: &Summary, confidence: f64) -> Difference {
     let diff = t.mean - c.mean;
     let (vc, vt) = (c.variance / c.n, t.variance / t.n);
     let var_diff = vc + vt;
-    if !(var_diff > 0.0) || c.n < 2.0 || t.n < 2.0 {
+    if c.n < 2.0 || t.n < 2.0 || var_diff.is_nan() {
         return Difference {
             abs_lift: diff,
             abs_ci: (f64::NAN, f64::NAN),
             p_value: 1.0,
+            var_diff,
+        };
+    }
+    if var_diff == 0.0 {
+        // Every unit of each group has the same value: the difference is known exactly
+        // (the limit of the test as the variance goes to 0; scipy's ttest_ind gives
+        // t = ±inf, p = 0 for different constants).
+        return Difference {
+            abs_lift: diff,
+            abs_ci: (diff, diff),
+            p_value: if diff == 0.0 { 1.0 } else { 0.0 },
             var_diff,
         };
     }
@@ -171,6 +182,10 @@ pub fn msprt_rho2(alpha: f64, tuning: f64) -> f64 {
 /// Always-valid p-value of a difference `delta` whose estimate has variance `v`, after
 /// `n` total observations: min(1, √(Nρ²+1) · exp(−ρ² N Δ² / (2 V (Nρ²+1)))).
 pub fn msprt_p_value(delta: f64, v: f64, n: f64, alpha: f64, tuning: f64) -> f64 {
+    if v == 0.0 && n > 0.0 {
+        // the limit as V → 0: certain evidence of a non-zero difference
+        return if delta == 0.0 { 1.0 } else { 0.0 };
+    }
     if !(v > 0.0) || n <= 0.0 {
         return 1.0;
     }
@@ -250,6 +265,21 @@ pub fn bayes_binomial(c: (f64, f64), t: (f64, f64), higher_is_better: bool) -> B
 /// Normal posterior of the difference (flat prior): d ~ N(diff, var_diff).
 pub fn bayes_normal(diff: f64, var_diff: f64, higher_is_better: bool) -> Bayes {
     let s = var_diff.sqrt();
+    let m = if higher_is_better { diff } else { -diff };
+    if s == 0.0 && m.is_finite() {
+        // a point posterior: the difference is m for certain
+        return Bayes {
+            prob_better: if m > 0.0 {
+                1.0
+            } else if m < 0.0 {
+                0.0
+            } else {
+                0.5
+            },
+            loss_control: m.max(0.0),
+            loss_treatment: (-m).max(0.0),
+        };
+    }
     if !(s > 0.0) {
         return Bayes {
             prob_better: 0.5,
@@ -257,7 +287,6 @@ pub fn bayes_normal(diff: f64, var_diff: f64, higher_is_better: bool) -> Bayes {
             loss_treatment: 0.0,
         };
     }
-    let m = if higher_is_better { diff } else { -diff };
     let z = m / s;
     // E[max(d, 0)] = s φ(z) + m Φ(z); E[max(−d, 0)] = s φ(z) − m Φ(−z)
     Bayes {
