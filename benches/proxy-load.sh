@@ -19,7 +19,8 @@
 #   shared VM);
 # - BENCH_RSS_SECS (default 60, 0 skips): abgate's RSS every 5 s under that long a load
 #   whose user ids rotate over 1,000,000 distinct values.
-# Environment: BENCH_CONFIGS (a subset, e.g. "pingora_pass abgate"), BENCH_SKIP_OHA=1,
+# Environment: BENCH_CONFIGS (a subset, e.g. "pingora_pass abgate"; `*_je` rows are
+# the jemalloc builds, only run when named), BENCH_SKIP_OHA=1,
 # BENCH_OUT (default target/bench-load). ROUNDS=0 runs only the optional phases.
 # Every load loop is bounded in time and targets 127.0.0.1 only.
 set -uo pipefail
@@ -44,6 +45,9 @@ echo "== building release binaries (mimalloc and system allocator)"
 cargo build --release -q --bin abgate --example passthrough
 case "${BENCH_CONFIGS:-_sys}" in
   *_sys*) CARGO_TARGET_DIR=target/sysalloc cargo build --release -q --no-default-features --bin abgate --example passthrough ;;
+esac
+case "${BENCH_CONFIGS:-}" in
+  *_je*) CARGO_TARGET_DIR=target/jemalloc cargo build --release -q --no-default-features --features jemalloc --bin abgate --example passthrough ;;
 esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -170,14 +174,16 @@ start_proxy() {
   local dir="$OUT/$name"
   rm -rf "$dir"; mkdir -p "$dir"
   case $name in
-    pingora_pass|pingora_pass_sys)
+    pingora_pass|pingora_pass_sys|pingora_pass_je)
       local bin=target/release/examples/passthrough
       [ "$name" = pingora_pass_sys ] && bin=target/sysalloc/release/examples/passthrough
+      [ "$name" = pingora_pass_je ] && bin=target/jemalloc/release/examples/passthrough
       taskset -c 1 ${PROXY_PREFIX:-} "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
       PPID_=$! ;;
-    abgate|abgate_sys|abgate_noevents|abgate_nometrics)
+    abgate|abgate_sys|abgate_je|abgate_noevents|abgate_nometrics)
       local bin=target/release/abgate
       [ "$name" = abgate_sys ] && bin=target/sysalloc/release/abgate
+      [ "$name" = abgate_je ] && bin=target/jemalloc/release/abgate
       APORT=$(free_port)
       local admin_extra="" events_extra=""
       [ "$name" = abgate_noevents ] && events_extra="enabled = false"
@@ -312,7 +318,9 @@ by = collections.defaultdict(dict)
 for name, rnd, rps, cpu, reqs, errs in rows:
     by[name][int(rnd)] = (float(rps), float(cpu), int(errs))
 def ref(name):
-    return "pingora_pass_sys" if name.endswith("_sys") else "pingora_pass"
+    if name.endswith("_sys"):
+        return "pingora_pass_sys"
+    return "pingora_pass_je" if name.endswith("_je") else "pingora_pass"
 print()
 print("| configuration | CPU µs/req (median) | ratio to pingora_pass (median, min–max) | ratio to default-allocator pingora_pass | req/s (median) | errors |")
 print("|---|---|---|---|---|---|")
