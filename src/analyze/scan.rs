@@ -335,55 +335,39 @@ impl<'a> Scanner<'a> {
     /// Fill `out` (fresh from [`Line::empty`]) in place: the line struct is large and
     /// moving it around cost more than reading some fields.
     fn line(mut self, out: &mut Line<'a>) -> Option<()> {
+        // The fields read, in the order of the bits of `seen` (a duplicate field is
+        // serde's to report).
+        const FIELDS: [&str; 8] = [
+            "type",
+            "ts",
+            "unit_id",
+            "assignments",
+            "metric",
+            "value",
+            "latency_ms",
+            "error",
+        ];
         let mut seen = 0u8;
-        // a duplicate field is serde's to report
-        let mut first = |bit: u8| {
-            let new = seen & bit == 0;
-            seen |= bit;
-            new.then_some(())
-        };
         self.ws();
-        self.object(|s, key| match key {
-            "type" => {
-                first(1)?;
-                out.ty = Cow::Borrowed(s.str()?);
-                Some(())
+        self.object(|s, key| {
+            let Some(f) = FIELDS.iter().position(|k| *k == key) else {
+                return s.skip_value(1);
+            };
+            if seen & (1 << f) != 0 {
+                return None;
             }
-            "ts" => {
-                first(2)?;
-                out.ts = s.opt_str()?;
-                Some(())
+            seen |= 1 << f;
+            match f {
+                0 => out.ty = Cow::Borrowed(s.str()?),
+                1 => out.ts = s.opt_str()?,
+                2 => out.unit_id = s.opt_str()?,
+                3 => s.assignments(&mut out.assignments)?,
+                4 => out.metric = s.opt_str()?,
+                5 => out.value = s.opt_number()?,
+                6 => out.latency_ms = s.opt_number()?,
+                _ => out.error = s.opt_str()?,
             }
-            "unit_id" => {
-                first(4)?;
-                out.unit_id = s.opt_str()?;
-                Some(())
-            }
-            "assignments" => {
-                first(8)?;
-                s.assignments(&mut out.assignments)
-            }
-            "metric" => {
-                first(16)?;
-                out.metric = s.opt_str()?;
-                Some(())
-            }
-            "value" => {
-                first(32)?;
-                out.value = s.opt_number()?;
-                Some(())
-            }
-            "latency_ms" => {
-                first(64)?;
-                out.latency_ms = s.opt_number()?;
-                Some(())
-            }
-            "error" => {
-                first(128)?;
-                out.error = s.opt_str()?;
-                Some(())
-            }
-            _ => s.skip_value(1),
+            Some(())
         })?;
         self.ws();
         // `type` is required

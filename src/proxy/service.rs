@@ -49,9 +49,8 @@ pub struct Ctx {
     user: Option<String>,
     session: Option<String>,
     request_unit: Option<String>,
-    // Rarely used parts are plain (empty, unallocated) Vecs: the context lives inside
-    // pingora's per-request future, which is moved a few times, so its size is paid for
-    // on every request.
+    // Rarely used parts are plain (empty, unallocated) Vecs rather than inline arrays:
+    // the context is allocated and initialised for every request.
     set_cookies: Vec<String>,
     assignments: Assignments,
     /// Served variant index per assignment.
