@@ -4,7 +4,9 @@
 //! real Cookie header, 10 layers, a 200-byte exposure.
 
 use abgate::assign::{self, identity, Assignments, RequestView, UnitIds};
-use abgate::events::{Event, EventWriter, Exposure, ExposureAssignment, RequestId};
+use abgate::events::{
+    AssignmentNames, Event, EventWriter, Exposure, ExposureAssignment, RequestId,
+};
 use abgate::guard::window::Window;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::path::Path;
@@ -50,10 +52,12 @@ fn exposure() -> Event {
         unit: "user",
         unit_id: Some("Dj2V8C5crrw3a7G6dHZD3Q".into()),
         assignments: smallvec::smallvec![ExposureAssignment {
-            layer: "model".into(),
-            experiment: "ranker_v2".into(),
-            variant: "treatment".into(),
-            served: "treatment".into(),
+            names: Arc::new(AssignmentNames::new(
+                "model".into(),
+                "ranker_v2".into(),
+                "treatment".into(),
+                "treatment".into()
+            )),
             unit: None,
             unit_id: None,
             forced: false,
@@ -73,8 +77,9 @@ fn benches(c: &mut Criterion) {
     headers.insert("x-platform", "ios".parse().unwrap());
     let cfg = ten_layer_config();
 
+    let uid_cookie = identity::CookieName::new("abgate_uid");
     c.bench_function("identity_from_cookie_header", |b| {
-        b.iter(|| identity::cookie(black_box(&headers), black_box("abgate_uid")))
+        b.iter(|| identity::cookie(black_box(&headers), black_box(&uid_cookie)))
     });
 
     c.bench_function("assign_10_layers", |b| {
@@ -104,7 +109,7 @@ fn benches(c: &mut Criterion) {
             headers: &headers,
         };
         b.iter(|| {
-            let user = match identity::cookie(black_box(&headers), "abgate_uid") {
+            let user = match identity::cookie(black_box(&headers), &uid_cookie) {
                 identity::Lookup::Found(u) => Some(u),
                 _ => None,
             };

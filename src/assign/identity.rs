@@ -79,20 +79,55 @@ fn cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
+/// A cookie name with its substring searcher built once, at config compile time:
+/// building a searcher costs more than one search in a realistic Cookie header.
+#[derive(Clone)]
+pub struct CookieName {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl CookieName {
+    /// Compile `name` (validated by the config compiler).
+    pub fn new(name: &str) -> Self {
+        Self {
+            finder: memchr::memmem::Finder::new(name.as_bytes()).into_owned(),
+        }
+    }
+
+    /// The name as written in the config.
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str` in `new`.
+        std::str::from_utf8(self.finder.needle()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for CookieName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CookieName").field(&self.as_str()).finish()
+    }
+}
+
+impl PartialEq for CookieName {
+    fn eq(&self, other: &Self) -> bool {
+        self.finder.needle() == other.finder.needle()
+    }
+}
+
 /// Look up cookie `name` across all `Cookie` headers.
 ///
 /// Hot path: called once per request. Allocation-free. A pair whose name matches but
 /// whose value is empty, too long, quoted badly or has characters outside RFC 6265's
 /// cookie-octets is `Invalid`; pairs of other cookies are never inspected beyond the name.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Lookup<'a> {
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &CookieName) -> Lookup<'a> {
     let mut result = Lookup::Absent;
-    let name = name.as_bytes();
+    let finder = &name.finder;
+    let name = finder.needle();
     for hv in headers.get_all(http::header::COOKIE) {
         let h = hv.as_bytes();
         // Find the name with a vectorized substring search instead of walking every
         // pair; an occurrence counts when it starts a pair (`name = value`).
         let mut from = 0;
-        while let Some(p) = memchr::memmem::find(&h[from..], name) {
+        while let Some(p) = finder.find(&h[from..]) {
             let at = from + p;
             from = at + 1;
             let before = h[..at].trim_ascii_end();
@@ -158,20 +193,32 @@ mod tests {
     #[test]
     fn cookie_found_among_others() {
         let h = with_cookie(b"_ga=GA1.2.3; abgate_uid=u-123; theme=dark");
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-123"));
-        assert_eq!(cookie(&h, "missing"), Lookup::Absent);
+        assert_eq!(
+            cookie(&h, &CookieName::new("abgate_uid")),
+            Lookup::Found("u-123")
+        );
+        assert_eq!(cookie(&h, &CookieName::new("missing")), Lookup::Absent);
         // a longer name that starts with ours is another cookie; spaces around `=` are ok
         let h = with_cookie(b"abgate_uidx=no; abgate_ui=no;abgate_uid =u-9 ");
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-9"));
         assert_eq!(
-            cookie(&with_cookie(b"abgate_uidx=no"), "abgate_uid"),
+            cookie(&h, &CookieName::new("abgate_uid")),
+            Lookup::Found("u-9")
+        );
+        assert_eq!(
+            cookie(
+                &with_cookie(b"abgate_uidx=no"),
+                &CookieName::new("abgate_uid")
+            ),
             Lookup::Absent
         );
         // the name inside another cookie's value is not the cookie
         let h = with_cookie(b"x=abgate_uid=evil; abgate_uid=u-1");
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("u-1"));
+        assert_eq!(
+            cookie(&h, &CookieName::new("abgate_uid")),
+            Lookup::Found("u-1")
+        );
         let h = with_cookie(b"x=abgate_uid=evil");
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Absent);
+        assert_eq!(cookie(&h, &CookieName::new("abgate_uid")), Lookup::Absent);
     }
 
     #[test]
@@ -181,7 +228,10 @@ mod tests {
             http::header::COOKIE,
             HeaderValue::from_static("abgate_uid=\"q1\""),
         );
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("q1"));
+        assert_eq!(
+            cookie(&h, &CookieName::new("abgate_uid")),
+            Lookup::Found("q1")
+        );
     }
 
     #[test]
@@ -194,15 +244,23 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.append(http::header::COOKIE, HeaderValue::from_bytes(raw).unwrap());
-            assert_eq!(cookie(&h, "abgate_uid"), Lookup::Invalid, "{:?}", raw);
+            assert_eq!(
+                cookie(&h, &CookieName::new("abgate_uid")),
+                Lookup::Invalid,
+                "{:?}",
+                raw
+            );
         }
         let long = format!("abgate_uid={}", "x".repeat(257));
         let mut h = HeaderMap::new();
         h.append(http::header::COOKIE, HeaderValue::from_str(&long).unwrap());
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Invalid);
+        assert_eq!(cookie(&h, &CookieName::new("abgate_uid")), Lookup::Invalid);
         // a pair without `=` is skipped, the valid one still found
         let h = with_cookie(b"garbage; abgate_uid=ok");
-        assert_eq!(cookie(&h, "abgate_uid"), Lookup::Found("ok"));
+        assert_eq!(
+            cookie(&h, &CookieName::new("abgate_uid")),
+            Lookup::Found("ok")
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use super::raw::*;
 use super::{parse_duration, Diagnostics};
 use crate::assign::hash::{seed_of, BUCKETS};
+use crate::assign::identity::CookieName;
+use crate::events::AssignmentNames;
 use http::{HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -79,9 +81,9 @@ pub struct IdentitySettings {
     /// Trusted header (lower-case), if any.
     pub header: Option<HeaderName>,
     /// Identity cookie name.
-    pub cookie: String,
+    pub cookie: CookieName,
     /// Session cookie name.
-    pub session_cookie: String,
+    pub session_cookie: CookieName,
     /// Mint ids when absent.
     pub mint: bool,
     /// Max-Age of the identity cookie.
@@ -211,7 +213,7 @@ pub struct Targeting {
     /// Header → values.
     pub header: Vec<(HeaderName, Vec<String>)>,
     /// Cookie → values.
-    pub cookie: Vec<(String, Vec<String>)>,
+    pub cookie: Vec<(CookieName, Vec<String>)>,
     /// Query parameter → values.
     pub query: Vec<(String, Vec<String>)>,
 }
@@ -258,6 +260,34 @@ pub struct Experiment {
     pub control: usize,
     /// Guardrails, if configured.
     pub guardrails: Option<Guardrails>,
+    /// Per variant, the exposure names when it is served itself and when control serves
+    /// its units (rollback, pause): made once here, cloned per request.
+    pub exposure_names: Vec<[Arc<AssignmentNames>; 2]>,
+}
+
+impl Experiment {
+    /// The exposure names of assigned `variant` served by `served`.
+    pub fn exposure_names(
+        &self,
+        layer: &Arc<str>,
+        variant: usize,
+        served: usize,
+    ) -> Arc<AssignmentNames> {
+        let pair = &self.exposure_names[variant];
+        if served == variant {
+            pair[0].clone()
+        } else if served == self.control {
+            pair[1].clone()
+        } else {
+            // Not made by the request path today; correct if it ever is.
+            Arc::new(AssignmentNames::new(
+                layer.clone(),
+                self.name.clone(),
+                self.variants[variant].name.clone(),
+                self.variants[served].name.clone(),
+            ))
+        }
+    }
 }
 
 /// A variant, compiled.
@@ -527,8 +557,8 @@ pub(super) fn compile(
     }
     let identity = IdentitySettings {
         header: ident_header,
-        cookie,
-        session_cookie,
+        cookie: CookieName::new(&cookie),
+        session_cookie: CookieName::new(&session_cookie),
         mint: raw.identity.mint.unwrap_or(true),
         max_age: dur(d, "identity.max_age", &raw.identity.max_age, "365d"),
         secure: raw.identity.secure.unwrap_or(false),
@@ -934,6 +964,17 @@ pub(super) fn compile(
                 .guardrails
                 .as_ref()
                 .map(|g| compile_guardrails(d, &format!("{epath}.guardrails"), g));
+            let names = |v: usize, served: usize| {
+                Arc::new(AssignmentNames::new(
+                    lname.clone(),
+                    ename.clone(),
+                    variants[v].name.clone(),
+                    variants[served].name.clone(),
+                ))
+            };
+            let exposure_names = (0..variants.len())
+                .map(|v| [names(v, v), names(v, control)])
+                .collect();
             experiments.push(Experiment {
                 seed: seed_of(e.salt.as_deref().unwrap_or(&ename)),
                 name: ename,
@@ -949,6 +990,7 @@ pub(super) fn compile(
                 thresholds,
                 control,
                 guardrails,
+                exposure_names,
             });
         }
         if routes {
@@ -1075,7 +1117,11 @@ fn compile_targeting(d: &mut Diagnostics, path: &str, t: Option<&RawTargeting>) 
         path_prefix,
         method,
         header,
-        cookie: map(&t.cookie),
+        cookie: t
+            .cookie
+            .iter()
+            .map(|(k, v)| (CookieName::new(k), v.clone().into_vec()))
+            .collect(),
         query: map(&t.query),
     }
 }

@@ -61,16 +61,10 @@ fn int(buf: &mut Vec<u8>, x: u64) {
     buf.extend_from_slice(b.format(x).as_bytes());
 }
 
-fn two(buf: &mut Vec<u8>, x: u64) {
-    buf.push(b'0' + (x / 10) as u8);
-    buf.push(b'0' + (x % 10) as u8);
-}
-
 /// `"2026-11-23T02:43:48.455471Z"` (RFC 3339, UTC, microseconds), quoted.
 pub fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let micros = d.subsec_micros() as u64;
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
     let sod = secs % 86_400;
@@ -84,28 +78,22 @@ pub fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
     let year = (if month <= 2 { y + 1 } else { y }) as u64;
-    buf.push(b'"');
-    two(buf, year / 100);
-    two(buf, year % 100);
-    buf.push(b'-');
-    two(buf, month);
-    buf.push(b'-');
-    two(buf, day);
-    buf.push(b'T');
-    two(buf, sod / 3600);
-    buf.push(b':');
-    two(buf, sod / 60 % 60);
-    buf.push(b':');
-    two(buf, sod % 60);
-    buf.push(b'.');
-    let mut m = [0u8; 6];
-    let mut v = micros;
-    for slot in m.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    buf.extend_from_slice(&m);
-    buf.extend_from_slice(b"Z\"");
+    // Filled on the stack and copied once: one capacity check instead of 29.
+    let mut out = *b"\"0000-00-00T00:00:00.000000Z\"";
+    let mut digits = |at: usize, width: usize, mut v: u64| {
+        for slot in out[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(1, 4, year);
+    digits(6, 2, month);
+    digits(9, 2, day);
+    digits(12, 2, sod / 3600);
+    digits(15, 2, sod / 60 % 60);
+    digits(18, 2, sod % 60);
+    digits(21, 6, d.subsec_micros() as u64);
+    buf.extend_from_slice(&out);
 }
 
 fn request_id(buf: &mut Vec<u8>, id: RequestId) {
@@ -136,14 +124,7 @@ pub fn exposure(buf: &mut Vec<u8>, e: &Exposure, hash: Option<&dyn Fn(&str) -> S
         if i > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(b"{\"layer\":");
-        string(buf, &a.layer);
-        buf.extend_from_slice(b",\"experiment\":");
-        string(buf, &a.experiment);
-        buf.extend_from_slice(b",\"variant\":");
-        string(buf, &a.variant);
-        buf.extend_from_slice(b",\"served\":");
-        string(buf, &a.served);
+        buf.extend_from_slice(a.names.json());
         if let Some(u) = &a.unit {
             buf.extend_from_slice(b",\"unit\":");
             string(buf, u);

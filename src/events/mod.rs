@@ -91,9 +91,11 @@ impl Serialize for RequestId {
     }
 }
 
-/// One experiment a request was exposed to.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExposureAssignment {
+/// The names of one (layer, experiment, assigned variant, served variant), with their
+/// JSON made once when the config is compiled: a request clones one `Arc` per
+/// experiment and the writer copies one slice instead of escaping four strings.
+#[derive(Debug, Serialize)]
+pub struct AssignmentNames {
     /// Layer name.
     pub layer: Arc<str>,
     /// Experiment name.
@@ -102,6 +104,44 @@ pub struct ExposureAssignment {
     pub variant: Arc<str>,
     /// Variant actually served (control after a rollback or pause).
     pub served: Arc<str>,
+    /// `{"layer":…,"experiment":…,"variant":…,"served":…` (no closing brace).
+    #[serde(skip)]
+    json: Box<[u8]>,
+}
+
+impl AssignmentNames {
+    /// Names and their encoding.
+    pub fn new(layer: Arc<str>, experiment: Arc<str>, variant: Arc<str>, served: Arc<str>) -> Self {
+        let mut json = Vec::with_capacity(64);
+        json.extend_from_slice(b"{\"layer\":");
+        encode::string(&mut json, &layer);
+        json.extend_from_slice(b",\"experiment\":");
+        encode::string(&mut json, &experiment);
+        json.extend_from_slice(b",\"variant\":");
+        encode::string(&mut json, &variant);
+        json.extend_from_slice(b",\"served\":");
+        encode::string(&mut json, &served);
+        Self {
+            layer,
+            experiment,
+            variant,
+            served,
+            json: json.into_boxed_slice(),
+        }
+    }
+
+    /// The pre-made JSON: an object's opening brace and its four name members.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// One experiment a request was exposed to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExposureAssignment {
+    /// Layer, experiment, assigned and served variant.
+    #[serde(flatten)]
+    pub names: Arc<AssignmentNames>,
     /// Unit of this experiment when it is not the top-level `unit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<Arc<str>>,
@@ -252,6 +292,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timestamps_match_humantime_across_centuries() {
+        // Every 3 days and 7,919 s plus a varying fraction, 1970 to about 2126: leap
+        // years, 2000 and 2100 (not leap), month ends and all six microsecond digits.
+        let mut buf = Vec::new();
+        for i in 0..19_000u64 {
+            let t = SystemTime::UNIX_EPOCH
+                + std::time::Duration::new(
+                    i * (3 * 86_400 + 7_919),
+                    ((i * 7_777_777) % 1_000_000_000) as u32,
+                );
+            buf.clear();
+            encode::timestamp(&mut buf, t);
+            let want = format!("\"{}\"", humantime::format_rfc3339_micros(t));
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), want, "at {t:?}");
+        }
+    }
+
+    #[test]
     fn fast_encoder_matches_serde_exactly() {
         use std::time::Duration;
         let base = Exposure {
@@ -261,19 +319,23 @@ mod tests {
             unit_id: Some("we\"ird\\id\u{1}é".into()),
             assignments: smallvec::smallvec![
                 ExposureAssignment {
-                    layer: "model".into(),
-                    experiment: "ranker_v2".into(),
-                    variant: "treatment".into(),
-                    served: "control".into(),
+                    names: Arc::new(AssignmentNames::new(
+                        "model".into(),
+                        "ranker_v2".into(),
+                        "treatment".into(),
+                        "control".into()
+                    )),
                     unit: Some("x-tenant".into()),
                     unit_id: Some("t-1".into()),
                     forced: true,
                 },
                 ExposureAssignment {
-                    layer: "p".into(),
-                    experiment: "e".into(),
-                    variant: "a".into(),
-                    served: "a".into(),
+                    names: Arc::new(AssignmentNames::new(
+                        "p".into(),
+                        "e".into(),
+                        "a".into(),
+                        "a".into()
+                    )),
                     unit: None,
                     unit_id: None,
                     forced: false,
@@ -345,10 +407,12 @@ mod tests {
             unit: "user",
             unit_id: Some("u-123".into()),
             assignments: smallvec::smallvec![ExposureAssignment {
-                layer: "model".into(),
-                experiment: "ranker_v2".into(),
-                variant: "treatment".into(),
-                served: "treatment".into(),
+                names: Arc::new(AssignmentNames::new(
+                    "model".into(),
+                    "ranker_v2".into(),
+                    "treatment".into(),
+                    "treatment".into()
+                )),
                 unit: None,
                 unit_id: None,
                 forced: false,

@@ -133,7 +133,7 @@ impl AbgateProxy {
         if user.is_none() && cfg.identity.mint {
             let id = identity::mint();
             ctx.set_cookies.push(identity::set_cookie(
-                &cfg.identity.cookie,
+                cfg.identity.cookie.as_str(),
                 &id,
                 Some(cfg.identity.max_age),
                 cfg.identity.secure,
@@ -151,7 +151,7 @@ impl AbgateProxy {
                     }
                     let id = identity::mint();
                     ctx.set_cookies.push(identity::set_cookie(
-                        &cfg.identity.session_cookie,
+                        cfg.identity.session_cookie.as_str(),
                         &id,
                         None,
                         cfg.identity.secure,
@@ -754,10 +754,11 @@ impl ProxyHttp for AbgateProxy {
                 continue;
             }
             assignments.push(ExposureAssignment {
-                layer: cfg.layers[a.layer as usize].name.clone(),
-                experiment: exp.name.clone(),
-                variant: exp.variants[a.variant as usize].name.clone(),
-                served: exp.variants[served as usize].name.clone(),
+                names: exp.exposure_names(
+                    &cfg.layers[a.layer as usize].name,
+                    a.variant as usize,
+                    served as usize,
+                ),
                 unit: unit_id.as_ref().map(|_| Arc::from(exp.unit.label())),
                 unit_id,
                 forced: a.forced,
