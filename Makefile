@@ -15,15 +15,15 @@ demo: deps
 	$(CARGO) run --release -- demo
 
 test: deps
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 	@# the integration tests built target/debug/abgate; reuse it
 	@for f in configs/*.toml; do ./target/debug/abgate check $$f || exit 1; done
 
 # Style gates of STYLE.md habit 14 (CI runs them after the tests).
 lint:
-	$(CARGO) fmt --check
+	$(CARGO) fmt --all --check
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
-	  $(CARGO) clippy --all-targets -- -D warnings; \
+	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
 	else echo "clippy is not installed (rustup component add clippy): lint skipped"; fi
 
 bench: deps

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 // The same allocator as the `abgate` binary.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: abgate_alloc::MiMalloc = abgate_alloc::MiMalloc;
 use std::io::Write as _;
 use std::time::Instant;
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: abgate_alloc::MiMalloc = abgate_alloc::MiMalloc;
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]

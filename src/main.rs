@@ -6,7 +6,7 @@ use clap::Parser;
 
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: abgate_alloc::MiMalloc = abgate_alloc::MiMalloc;
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
