@@ -185,3 +185,46 @@ fn missing_file_is_exit_1_with_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
 }
+
+/// Exposure names are made at config compile: each variant served itself, and served by
+/// control (rollback, pause); the pre-encoded JSON says the same as the names.
+#[test]
+fn exposure_names_are_made_per_variant_and_served_variant() {
+    let text = r#"
+[upstream.a]
+addrs = ["127.0.0.1:1"]
+[routing]
+default_upstream = "a"
+[[layer]]
+name = "model"
+  [[layer.experiment]]
+  name = "ranker"
+    [[layer.experiment.variant]]
+    name = "b"
+    weight = 1
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 1
+    [[layer.experiment.variant]]
+    name = "c\"q"
+    weight = 1
+"#;
+    let cfg = abgate::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+    let layer = &cfg.layers[0];
+    let exp = &layer.experiments[0];
+    assert_eq!(exp.control, 1);
+    let json = |v: usize, served: usize| {
+        let n = exp.exposure_names(&layer.name, v, served);
+        assert_eq!(&*n.variant, &*exp.variants[v].name);
+        assert_eq!(&*n.served, &*exp.variants[served].name);
+        let mut s = String::from_utf8(n.json().to_vec()).unwrap();
+        s.push('}');
+        serde_json::from_str::<serde_json::Value>(&s).unwrap()
+    };
+    let want = |variant: &str, served: &str| serde_json::json!({"layer": "model", "experiment": "ranker", "variant": variant, "served": served});
+    assert_eq!(json(0, 0), want("b", "b"));
+    assert_eq!(json(0, 1), want("b", "control"));
+    assert_eq!(json(2, 1), want("c\"q", "control"));
+    // any other pair (never made by the request path) is built on demand, still right
+    assert_eq!(json(0, 2), want("b", "c\"q"));
+}
