@@ -199,6 +199,7 @@ default_upstream = "a"
 name = "model"
   [[layer.experiment]]
   name = "ranker"
+  traffic = 1.0
     [[layer.experiment.variant]]
     name = "b"
     weight = 1
@@ -206,7 +207,7 @@ name = "model"
     name = "control"
     weight = 1
     [[layer.experiment.variant]]
-    name = "c\"q"
+    name = "c-2"
     weight = 1
 "#;
     let cfg = abgate::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
@@ -224,7 +225,7 @@ name = "model"
     let want = |variant: &str, served: &str| serde_json::json!({"layer": "model", "experiment": "ranker", "variant": variant, "served": served});
     assert_eq!(json(0, 0), want("b", "b"));
     assert_eq!(json(0, 1), want("b", "control"));
-    assert_eq!(json(2, 1), want("c\"q", "control"));
+    assert_eq!(json(2, 1), want("c-2", "control"));
     // any other pair (never made by the request path) is built on demand, still right
-    assert_eq!(json(0, 2), want("b", "c\"q"));
+    assert_eq!(json(0, 2), want("b", "c-2"));
 }
