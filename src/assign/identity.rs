@@ -107,12 +107,6 @@ impl std::fmt::Debug for CookieName {
     }
 }
 
-impl PartialEq for CookieName {
-    fn eq(&self, other: &Self) -> bool {
-        self.finder.needle() == other.finder.needle()
-    }
-}
-
 /// Look up cookie `name` across all `Cookie` headers.
 ///
 /// Hot path: called once per request. Allocation-free. A pair whose name matches but
