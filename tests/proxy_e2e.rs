@@ -597,3 +597,160 @@ fn logging_and_request_metrics_can_be_switched_off() {
     g.stop();
     assert!(events(&events_dir).is_empty());
 }
+
+/// One upstream (a [`RawBackend`] that records request heads byte for byte) and one
+/// experiment whose variants each add a header (written in mixed case in the config).
+/// `server_extra` goes into `[server]`.
+fn raw_backend_config(backend: &RawBackend, server_extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+threads = 1
+{server_extra}
+[admin]
+listen = "127.0.0.1:0"
+[identity]
+cookie = "abgate_uid"
+[events]
+dir = "{{DIR}}/events"
+[state]
+dir = "{{DIR}}/state"
+[upstream.model]
+addrs = ["{}"]
+[routing]
+default_upstream = "model"
+[[layer]]
+name = "model"
+  [[layer.experiment]]
+  name = "ranker_v2"
+  traffic = 1.0
+    [[layer.experiment.variant]]
+    name = "control"
+    weight = 1
+    headers = {{ "X-Model-Version" = "v1" }}
+    [[layer.experiment.variant]]
+    name = "treatment"
+    weight = 1
+    headers = {{ "X-Model-Version" = "v2" }}
+"#,
+        backend.addr
+    )
+}
+
+const MIXED_CASE_REQUEST: &[u8] = b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: model.local\r\nX-Client-Thing: kept\r\nCookie: abgate_uid=u-1\r\nX-Abgate-Force: ranker_v2=treatment\r\nX-Abgate-Token: test-token-123\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+
+#[test]
+fn backend_requests_carry_abgate_headers_with_lowercase_names_unless_case_is_preserved() {
+    for preserve in [false, true] {
+        let backend = RawBackend::start();
+        let dir = tempfile::tempdir().unwrap();
+        let extra = if preserve {
+            "preserve_header_case = true"
+        } else {
+            ""
+        };
+        let g = start(dir.path(), &raw_backend_config(&backend, extra));
+        let response = raw_request(&g.proxy, MIXED_CASE_REQUEST);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("ok"), "{response}");
+        let head = String::from_utf8(backend.next_head()).unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "POST /v1/chat?x=1 HTTP/1.1", "{head}");
+        let has = |line: &str| lines.contains(&line);
+        // abgate's own headers (the unit is forced into treatment); the force and token
+        // headers are not passed on.
+        assert!(
+            has("x-abgate-assignments: model.ranker_v2=treatment"),
+            "{head}"
+        );
+        assert!(has("x-model-version: v2"), "{head}");
+        let id = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("no x-request-id in {head}"));
+        assert_eq!(id.len(), 26, "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("x-abgate-force"),
+            "{head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("x-abgate-token"),
+            "{head}"
+        );
+        // The client's headers, in its case or lowercase.
+        if preserve {
+            assert!(has("X-Client-Thing: kept"), "{head}");
+            assert!(has("Cookie: abgate_uid=u-1"), "{head}");
+        } else {
+            assert!(has("x-client-thing: kept"), "{head}");
+            assert!(has("cookie: abgate_uid=u-1"), "{head}");
+        }
+        // pingora titles the standard names either way.
+        assert!(has("Host: model.local"), "{head}");
+        assert!(has("Content-Type: application/json"), "{head}");
+        assert!(has("Content-Length: 2"), "{head}");
+        assert!(g.stop().success());
+    }
+}
+
+#[test]
+fn request_targets_reach_the_backend_unchanged_whatever_the_header_case_setting() {
+    // Targets that a plain `http::request::Parts` cannot carry (absolute-form, bytes that
+    // are not UTF-8) go through pingora's case-preserving path, so they are forwarded
+    // exactly as with `preserve_header_case = true`.
+    let targets: [&[u8]; 3] = [
+        b"/v1/chat?q=a%20b",
+        b"http://model.local/v1/chat?q=1",
+        b"/v1/caf\xc3\xa9",
+    ];
+    let mut seen = Vec::new();
+    for preserve in [false, true] {
+        let backend = RawBackend::start();
+        let dir = tempfile::tempdir().unwrap();
+        let extra = if preserve {
+            "preserve_header_case = true"
+        } else {
+            ""
+        };
+        let g = start(dir.path(), &raw_backend_config(&backend, extra));
+        let mut lines = Vec::new();
+        for target in targets {
+            let mut req = b"GET ".to_vec();
+            req.extend_from_slice(target);
+            req.extend_from_slice(
+                b" HTTP/1.1\r\nHost: model.local\r\nCookie: abgate_uid=u-2\r\n\r\n",
+            );
+            let response = raw_request(&g.proxy, &req);
+            let shown = String::from_utf8_lossy(target);
+            assert!(response.starts_with("HTTP/1.1 200"), "{shown}: {response}");
+            let head = backend.next_head();
+            let first = head.split(|&b| b == b'\r').next().unwrap();
+            let first = String::from_utf8_lossy(first).into_owned();
+            // Whatever pingora makes of the target, the abgate headers are there.
+            let text = String::from_utf8_lossy(&head).to_string();
+            assert!(
+                text.contains("\r\nx-abgate-assignments: model.ranker_v2="),
+                "{text}"
+            );
+            assert!(text.contains("\r\nx-model-version: v"), "{text}");
+            lines.push(first);
+        }
+        assert_eq!(lines[0], "GET /v1/chat?q=a%20b HTTP/1.1");
+        seen.push(lines);
+        assert!(g.stop().success());
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "request lines differ between the two header modes"
+    );
+    for (line, target) in seen[0].iter().zip(targets) {
+        let mut want = b"GET ".to_vec();
+        want.extend_from_slice(target);
+        want.extend_from_slice(b" HTTP/1.1");
+        assert_eq!(
+            line,
+            &String::from_utf8_lossy(&want),
+            "the target is forwarded as received"
+        );
+    }
+}

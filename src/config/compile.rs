@@ -62,6 +62,9 @@ pub struct ServerSettings {
     pub debug_header: bool,
     /// Path of the outcome endpoint.
     pub outcome_path: String,
+    /// Send backend request header names in the client's case (through pingora's
+    /// case-preserving map) rather than lowercase.
+    pub preserve_header_case: bool,
 }
 
 /// `[admin]`, resolved.
@@ -299,11 +302,34 @@ pub struct Variant {
     pub weight: f64,
     /// Upstream index, if the variant routes.
     pub upstream: Option<usize>,
-    /// Headers added to the backend request: the name as written on the wire (lowercase,
-    /// validated), kept as `Bytes` so a request clones it without parsing or copying.
-    pub headers: Vec<(bytes::Bytes, HeaderValue)>,
+    /// Headers added to the backend request.
+    pub headers: Vec<AddedHeader>,
     /// `layer.experiment=variant`.
     pub label: Arc<str>,
+}
+
+/// A header abgate adds to backend requests, prepared so a request clones it without
+/// parsing or copying: the parsed name the header map is keyed by, the same name as wire
+/// bytes (what pingora's case-preserving map keeps) and the value.
+#[derive(Debug, Clone)]
+pub struct AddedHeader {
+    /// Name, lowercase.
+    pub name: HeaderName,
+    /// The name's bytes.
+    pub wire: bytes::Bytes,
+    /// Value.
+    pub value: HeaderValue,
+}
+
+impl AddedHeader {
+    /// A header whose name and value are known at compile time.
+    pub const fn from_static(name: &'static str, value: &'static str) -> Self {
+        AddedHeader {
+            name: HeaderName::from_static(name),
+            wire: bytes::Bytes::from_static(name.as_bytes()),
+            value: HeaderValue::from_static(value),
+        }
+    }
 }
 
 /// Guardrail action.
@@ -498,6 +524,7 @@ pub(super) fn compile(
         ),
         debug_header: raw.server.debug_header.unwrap_or(false),
         outcome_path,
+        preserve_header_case: raw.server.preserve_header_case.unwrap_or(false),
     };
 
     // [admin]
@@ -923,7 +950,11 @@ pub(super) fn compile(
                                 ),
                             );
                         }
-                        headers.push((bytes::Bytes::copy_from_slice(n.as_str().as_bytes()), v));
+                        headers.push(AddedHeader {
+                            wire: bytes::Bytes::copy_from_slice(n.as_str().as_bytes()),
+                            name: n,
+                            value: v,
+                        });
                     }
                 }
                 variants.push(Variant {

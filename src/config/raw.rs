@@ -53,6 +53,8 @@ pub struct RawServer {
     pub debug_header: Option<bool>,
     /// Path of the outcome endpoint on the main listener.
     pub outcome_path: Option<String>,
+    /// Keep the case of header names on backend requests as the client wrote them.
+    pub preserve_header_case: Option<bool>,
 }
 
 /// `[admin]`

@@ -7,14 +7,14 @@
 
 use super::{App, InflightGuard, Snapshot};
 use crate::assign::{self, identity, Assignments, RequestView, UnitIds};
-use crate::config::Unit;
+use crate::config::{AddedHeader, Unit};
 use crate::events::{
     ErrorKind, Event, Exposure, ExposureAssignment, Outcome, OutcomeSource, RequestId,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -31,7 +31,10 @@ pub const TOKEN_HEADER: &str = "x-abgate-token";
 // The same names, parsed once (looking a header up by `&str` parses the name each time).
 const FORCE_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
 const TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
-const REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
+// Headers abgate sets on backend requests (the value is a placeholder where it varies).
+const ASSIGNMENTS: AddedHeader = AddedHeader::from_static("x-abgate-assignments", "");
+const HOLDOUT: AddedHeader = AddedHeader::from_static("x-abgate-holdout", "1");
+const REQUEST_ID: AddedHeader = AddedHeader::from_static("x-request-id", "");
 /// Largest accepted outcome body.
 pub const OUTCOME_BODY_LIMIT: usize = 64 * 1024;
 
@@ -489,45 +492,47 @@ impl ProxyHttp for AbgateProxy {
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
-        req: &mut pingora::http::RequestHeader,
+        req: &mut RequestHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let Some(snap) = ctx.snap.as_ref() else {
             return Ok(());
         };
         let cfg = &snap.config;
-        // Header edits go through pingora's API (it keeps the original case of every name
-        // in a second map); a name given as `Bytes` is cloned, not copied.
-        for name in [&FORCE_NAME, &TOKEN_NAME] {
-            if req.headers.contains_key(name) {
-                req.remove_header(name);
+        let ctx = &**ctx;
+        edit_backend_headers(req, cfg.server.preserve_header_case, |h| {
+            for name in [&FORCE_NAME, &TOKEN_NAME] {
+                h.remove(name);
             }
-        }
-        if !ctx.assignments.is_empty() {
-            let mut value = String::with_capacity(64);
-            for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
-                let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
-                if !value.is_empty() {
-                    value.push(';');
+            if ctx.assignments.is_empty() {
+                h.remove(&ASSIGNMENTS.name);
+            } else {
+                let mut value = String::with_capacity(64);
+                for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
+                    let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                    if !value.is_empty() {
+                        value.push(';');
+                    }
+                    let variant = &exp.variants[served as usize];
+                    value.push_str(&variant.label);
+                    for added in &variant.headers {
+                        h.insert(added, added.value.clone())?;
+                    }
                 }
-                value.push_str(&exp.variants[served as usize].label);
-                for (k, v) in &exp.variants[served as usize].headers {
-                    req.insert_header(k.clone(), v.clone())?;
-                }
+                let value = HeaderValue::try_from(value)
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "assignments header"))?;
+                h.insert(&ASSIGNMENTS, value)?;
             }
-            req.insert_header(Bytes::from_static(b"x-abgate-assignments"), value)?;
-        } else {
-            req.remove_header("x-abgate-assignments");
-        }
-        if ctx.holdout {
-            req.insert_header("x-abgate-holdout", "1")?;
-        }
-        if !req.headers.contains_key(&REQUEST_ID_NAME) {
-            let id = HeaderValue::from_bytes(&ctx.request_id.to_bytes())
-                .map_err(|_| Error::explain(ErrorType::InternalError, "request id"))?;
-            req.insert_header(Bytes::from_static(b"x-request-id"), id)?;
-        }
-        Ok(())
+            if ctx.holdout {
+                h.insert(&HOLDOUT, HOLDOUT.value.clone())?;
+            }
+            if !h.contains(&REQUEST_ID.name) {
+                let id = HeaderValue::from_bytes(&ctx.request_id.to_bytes())
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "request id"))?;
+                h.insert(&REQUEST_ID, id)?;
+            }
+            Ok(())
+        })
     }
 
     async fn upstream_response_filter(
@@ -794,6 +799,86 @@ impl ProxyHttp for AbgateProxy {
             config_version: snap.version.clone(),
         })));
     }
+}
+
+/// Where the edits to a backend request go.
+///
+/// pingora's own header API keeps, next to the header map, a second map with each name in
+/// the case the client wrote it, and parses the name of every insert again (allocating for
+/// any name outside the standard set). `Plain` skips both: it edits the map directly with
+/// names parsed once, and the request then goes out with lowercase names (pingora titles
+/// the standard ones: `Host`, `Content-Type`, `Content-Length`…), as HAProxy and Envoy send
+/// HTTP/1.1 headers. Names are case-insensitive (RFC 9110 §5.1), so only a backend that
+/// wrongly depends on case needs `Cased` (`server.preserve_header_case = true`).
+enum BackendHeaders<'a> {
+    Plain(&'a mut http::HeaderMap),
+    Cased(&'a mut RequestHeader),
+}
+
+impl BackendHeaders<'_> {
+    fn contains(&self, name: &HeaderName) -> bool {
+        match self {
+            BackendHeaders::Plain(map) => map.contains_key(name),
+            BackendHeaders::Cased(req) => req.headers.contains_key(name),
+        }
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        match self {
+            BackendHeaders::Plain(map) => {
+                map.remove(name);
+            }
+            BackendHeaders::Cased(req) => {
+                if req.headers.contains_key(name) {
+                    req.remove_header(name);
+                }
+            }
+        }
+    }
+
+    /// Sets `header.name` to `value`, replacing any value the client sent.
+    fn insert(&mut self, header: &AddedHeader, value: HeaderValue) -> Result<()> {
+        match self {
+            BackendHeaders::Plain(map) => {
+                map.insert(header.name.clone(), value);
+                Ok(())
+            }
+            BackendHeaders::Cased(req) => req.insert_header(header.wire.clone(), value),
+        }
+    }
+}
+
+/// Runs `edit` on the backend request's headers: on the plain header map unless
+/// `preserve_case` is set or the request carries something a plain
+/// [`http::request::Parts`] cannot hold (a request-target that is not the URI's own
+/// rendering, e.g. absolute-form or not UTF-8), in which case pingora's API is used.
+fn edit_backend_headers(
+    req: &mut RequestHeader,
+    preserve_case: bool,
+    edit: impl FnOnce(&mut BackendHeaders) -> Result<()>,
+) -> Result<()> {
+    if preserve_case || !plain_parts_hold(req) {
+        return edit(&mut BackendHeaders::Cased(req));
+    }
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
+    let result = edit(&mut BackendHeaders::Plain(&mut parts.headers));
+    *req = RequestHeader::from(parts);
+    result
+}
+
+/// Whether converting `req` to [`http::request::Parts`] and back loses nothing that goes
+/// on the wire apart from the case of header names: the request-target must be exactly
+/// what the URI renders (what a header rebuilt from parts sends), and the HTTP/2
+/// end-of-stream flag must be at its default.
+fn plain_parts_hold(req: &RequestHeader) -> bool {
+    let uri = &req.uri;
+    let rendered = uri
+        .path_and_query()
+        .map(|p| p.as_str().as_bytes())
+        .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    req.raw_path_is_utf8() && req.raw_path() == rendered && req.send_end_stream() != Some(false)
 }
 
 fn classify(e: &Error) -> ErrorKind {

@@ -253,3 +253,103 @@ pub fn wait_metric(g: &Abgate, name: &str, parts: &[&str], expected: f64) -> Str
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A backend that records the bytes of each request head it receives, exactly as they
+/// arrived (the mock model server parses with hyper, which lowercases names), and answers
+/// `200 ok`. Keep-alive; one thread per connection; lives until the test process ends.
+pub struct RawBackend {
+    pub addr: String,
+    heads: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl RawBackend {
+    pub fn start() -> RawBackend {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, heads) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One request: the head, then a Content-Length body.
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head: Vec<u8> = buf.drain(..end).collect();
+                        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < len {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..len);
+                        let _ = tx.send(head);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawBackend { addr, heads }
+    }
+
+    /// The next request head received (bounded wait).
+    pub fn next_head(&self) -> Vec<u8> {
+        self.heads
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the backend received no request within 10 s")
+    }
+}
+
+/// Send `request` (raw bytes) to `addr` on a new connection and return the response head
+/// and body as text (the response must carry Content-Length).
+pub fn raw_request(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(i) = text.find("\r\n\r\n") {
+            let len = text[..i]
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if out.len() >= i + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
