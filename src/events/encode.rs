@@ -5,6 +5,7 @@
 //! million events per second. Rare records (guardrail decisions) go through serde.
 
 use super::{Exposure, Outcome, RequestId};
+use std::cell::Cell;
 use std::time::SystemTime;
 
 /// Bytes a JSON string cannot hold as they are.
@@ -63,8 +64,31 @@ fn int(buf: &mut Vec<u8>, x: u64) {
 
 /// `"2026-11-23T02:43:48.455471Z"` (RFC 3339, UTC, microseconds), quoted.
 pub fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        // The last second formatted on this thread and its `"YYYY-MM-DDTHH:MM:SS`: the
+        // writer formats thousands of timestamps per second, nearly all in the same second.
+        static LAST_SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let prefix = LAST_SECOND.with(|last| {
+        let (cached, prefix) = last.get();
+        if cached == secs {
+            return prefix;
+        }
+        let prefix = second_prefix(secs);
+        last.set((secs, prefix));
+        prefix
+    });
+    // Filled on the stack and copied once: one capacity check.
+    let mut out = *b"\"0000-00-00T00:00:00.000000Z\"";
+    out[..20].copy_from_slice(&prefix);
+    digits(&mut out[21..27], d.subsec_micros() as u64);
+    buf.extend_from_slice(&out);
+}
+
+/// `"YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch, with the opening quote.
+fn second_prefix(secs: u64) -> [u8; 20] {
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
     let sod = secs % 86_400;
@@ -78,22 +102,45 @@ pub fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
     let year = (if month <= 2 { y + 1 } else { y }) as u64;
-    // Filled on the stack and copied once: one capacity check instead of 29.
-    let mut out = *b"\"0000-00-00T00:00:00.000000Z\"";
-    let mut digits = |at: usize, width: usize, mut v: u64| {
-        for slot in out[at..at + width].iter_mut().rev() {
-            *slot = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    let mut out = *b"\"0000-00-00T00:00:00";
+    digits(&mut out[1..5], year);
+    digits(&mut out[6..8], month);
+    digits(&mut out[9..11], day);
+    digits(&mut out[12..14], sod / 3600);
+    digits(&mut out[15..17], sod / 60 % 60);
+    digits(&mut out[18..20], sod % 60);
+    out
+}
+
+/// Writes `v` in decimal into `slots`, zero-padded to their width.
+fn digits(slots: &mut [u8], mut v: u64) {
+    for slot in slots.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// A latency in milliseconds. The proxy records whole microseconds, and such a value is
+/// written from integers (`12.4`, `0.057`, `30000.0`), byte for byte what ryu writes for
+/// it (its shortest round-trip form: the value is the double nearest to a decimal with at
+/// most 3 fraction digits, and below 10^12 no shorter decimal lies as near); any other
+/// value goes through ryu.
+fn millis(buf: &mut Vec<u8>, x: f64) {
+    let us = (x * 1000.0).round();
+    if !((1.0..1e15).contains(&us) && us / 1000.0 == x) {
+        return float(buf, x);
+    }
+    let us = us as u64;
+    int(buf, us / 1000);
+    let mut frac = *b".000";
+    digits(&mut frac[1..], us % 1000);
+    let keep = match us % 1000 {
+        0 => 2,
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
     };
-    digits(1, 4, year);
-    digits(6, 2, month);
-    digits(9, 2, day);
-    digits(12, 2, sod / 3600);
-    digits(15, 2, sod / 60 % 60);
-    digits(18, 2, sod % 60);
-    digits(21, 6, d.subsec_micros() as u64);
-    buf.extend_from_slice(&out);
+    buf.extend_from_slice(&frac[..keep]);
 }
 
 fn request_id(buf: &mut Vec<u8>, id: RequestId) {
@@ -148,7 +195,7 @@ pub fn exposure(buf: &mut Vec<u8>, e: &Exposure, hash: Option<&dyn Fn(&str) -> S
     buf.extend_from_slice(b",\"status\":");
     int(buf, e.status as u64);
     buf.extend_from_slice(b",\"latency_ms\":");
-    float(buf, e.latency_ms);
+    millis(buf, e.latency_ms);
     buf.extend_from_slice(b",\"error\":");
     opt_string(buf, e.error.map(|k| k.as_str()));
     buf.extend_from_slice(b",\"config_version\":");
@@ -178,4 +225,87 @@ pub fn outcome(buf: &mut Vec<u8>, o: &Outcome, hash: Option<&dyn Fn(&str) -> Str
         },
     );
     buf.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn via_ryu(x: f64) -> String {
+        let mut buf = Vec::new();
+        float(&mut buf, x);
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn via_millis(x: f64) -> String {
+        let mut buf = Vec::new();
+        millis(&mut buf, x);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn millis_writes_what_ryu_writes() {
+        // Every microsecond value up to 200 ms, then 200,000 random ones (fixed seed) up to
+        // the integer path's bound, then values off the microsecond grid and special ones.
+        for us in 0..200_000u64 {
+            let x = us as f64 / 1000.0;
+            assert_eq!(via_millis(x), via_ryu(x), "{us} µs");
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200_000 {
+            let us: u64 = rng.random_range(1..1_000_000_000_000_000);
+            let x = us as f64 / 1000.0;
+            assert_eq!(via_millis(x), via_ryu(x), "{us} µs");
+        }
+        for x in [
+            0.0,
+            -0.0,
+            -1.5,
+            0.1 + 0.2,
+            0.0004,
+            12.4,
+            1234.5,
+            30_000.0,
+            999_999_999_999.999,
+            1e12,
+            1e15,
+            1e300,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert_eq!(via_millis(x), via_ryu(x), "{x}");
+        }
+        assert_eq!(via_millis(12.4), "12.4");
+        assert_eq!(via_millis(30_000.0), "30000.0");
+        assert_eq!(via_millis(0.057), "0.057");
+    }
+
+    #[test]
+    fn timestamps_within_and_across_seconds_match_humantime() {
+        // The date and time of day are cached per second: step through seconds forwards
+        // and back, at both ends of each second, on dates far apart.
+        let mut buf = Vec::new();
+        for base in [0u64, 951_782_399, 1_795_860_000, 4_102_444_799] {
+            for (ds, us) in [
+                (0, 0),
+                (0, 1),
+                (0, 999_999),
+                (1, 0),
+                (1, 500_000),
+                (0, 123_456),
+                (86_400, 7),
+                (0, 8),
+            ] {
+                let t = SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(base + ds)
+                    + std::time::Duration::from_micros(us);
+                buf.clear();
+                timestamp(&mut buf, t);
+                let want = format!("\"{}\"", humantime::format_rfc3339_micros(t));
+                assert_eq!(std::str::from_utf8(&buf).unwrap(), want, "at {t:?}");
+            }
+        }
+    }
 }

@@ -706,8 +706,10 @@ impl ProxyHttp for AbgateProxy {
             ctx.error = Some(ErrorKind::Upstream5xx);
         }
         let elapsed = ctx.start.elapsed();
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let latency_us = elapsed.as_micros() as u64;
+        // Whole microseconds: finer digits are timer noise, and the writer formats such a
+        // value from integers.
+        let latency_ms = latency_us as f64 / 1000.0;
         let m = &self.app.metrics;
         let class = crate::admin::metrics::status_class(status);
         // `[admin] request_metrics = false` skips the per-request families (benchmarks).
