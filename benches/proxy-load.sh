@@ -40,6 +40,9 @@ need nginx || { echo "installing nginx (backend)"; apt-get install -y -qq nginx 
 need nginx || { echo "nginx is required as the backend (apt-get install nginx)"; exit 1; }
 need haproxy || apt-get install -y -qq haproxy >/dev/null 2>&1 || true
 need taskset || { echo "taskset (util-linux) is required"; exit 1; }
+# scipy for the chi-square check of the split (optional: skipped with a message if missing)
+has_scipy() { python3 -c 'import scipy.stats' >/dev/null 2>&1; }
+has_scipy || { echo "installing scipy (split check)"; python3 -m pip install -q scipy >/dev/null 2>&1 || true; }
 
 echo "== building release binaries (mimalloc and system allocator)"
 cargo build --release -q --bin abgate --example passthrough
@@ -340,8 +343,9 @@ for name in by:
     fmt = lambda rs: f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})" if rs else "-"
     print(f"| {name} | {med_cpu:.1f} | {fmt(r1)} | {fmt(r2)} | {statistics.median(rps):.0f} | {errs} |")
 EOF
+has_scipy || echo "scipy missing (python3 -m pip install scipy): skipping the split check"
 for f in "$OUT"/abgate-experiments-*.json; do
-  [ -f "$f" ] || continue
+  [ -f "$f" ] && has_scipy || continue
   python3 -c "
 import json,sys
 d=json.load(open('$f'))

@@ -176,6 +176,68 @@ fn unreachable_backend_is_a_clear_502_and_counted() {
 }
 
 #[test]
+fn slow_backend_is_a_504_timeout_counted_and_logged() {
+    // Both backends answer after 1.6 s. model_a's read timeout is 1 s (a timeout of a
+    // second or more runs on tokio's timer), model_b's 300 ms (pingora's own timer).
+    let slow = Duration::from_millis(1600);
+    let a = MockServer::builder()
+        .name("a")
+        .latency(slow)
+        .start()
+        .unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .latency(slow)
+        .start()
+        .unwrap();
+    let cfg = two_backend_config(&a, &b, "").replacen(
+        "[upstream.model_b]",
+        "read_timeout = \"1s\"\n[upstream.model_b]\nread_timeout = \"300ms\"",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(dir.path(), &cfg);
+    let exp_cfg = abgate::config::load_file(&g.config).unwrap();
+    assert_eq!(exp_cfg.upstreams[0].read_timeout, Duration::from_secs(1));
+    assert_eq!(
+        exp_cfg.upstreams[1].read_timeout,
+        Duration::from_millis(300)
+    );
+    let exp = &exp_cfg.layers[0].experiments[0];
+    for (variant, upstream, bound) in [(0, "model_a", 1.0), (1, "model_b", 0.3)] {
+        let user = (0..100)
+            .map(|i| format!("u{i}"))
+            .find(|u| abgate::assign::variant_of(exp, u) == variant)
+            .unwrap();
+        let t = std::time::Instant::now();
+        let (status, body, _) = get_as(&g, "/v1/chat", &user);
+        let took = t.elapsed().as_secs_f64();
+        assert_eq!(status, 504, "{body}");
+        let msg = body["error"].as_str().unwrap_or("");
+        assert!(msg.contains(upstream) && msg.contains("timeout"), "{body}");
+        // Timed out, not answered: after the bound, well before the backend's 1.6 s.
+        assert!(took >= bound && took < 1.5, "{upstream}: {took} s");
+        wait_metric(
+            &g,
+            "abgate_upstream_errors_total",
+            &[&format!("upstream=\"{upstream}\""), "kind=\"timeout\""],
+            1.0,
+        );
+    }
+    assert!(g.stop().success());
+    let errors: Vec<String> = events(&dir.path().join("events"))
+        .iter()
+        .filter(|e| e["type"] == "exposure")
+        .map(|e| format!("{} {}", e["upstream"], e["error"]))
+        .collect();
+    assert_eq!(
+        errors,
+        ["\"model_a\" \"timeout\"", "\"model_b\" \"timeout\""],
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn sigterm_leaves_exactly_one_exposure_per_response_on_disk() {
     sigterm_exposures(2);
 }
