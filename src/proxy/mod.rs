@@ -116,7 +116,13 @@ impl App {
     /// Milliseconds since start (the windows' clock).
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `now_ms` at an instant already read.
+    #[inline]
+    pub fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Re-read the config file; apply it only if it validates. On failure the old

@@ -507,13 +507,19 @@ impl ProxyHttp for AbgateProxy {
             if ctx.assignments.is_empty() {
                 h.remove(&ASSIGNMENTS.name);
             } else {
-                let mut value = String::with_capacity(64);
-                for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
-                    let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                let served_variants = || {
+                    ctx.assignments.iter().zip(&ctx.served).map(|(a, &served)| {
+                        let layer = &cfg.layers[a.layer as usize];
+                        &layer.experiments[a.experiment as usize].variants[served as usize]
+                    })
+                };
+                // Sized exactly, so the header value takes the buffer over as it is.
+                let len = served_variants().map(|v| v.label.len() + 1).sum::<usize>() - 1;
+                let mut value = String::with_capacity(len);
+                for variant in served_variants() {
                     if !value.is_empty() {
                         value.push(';');
                     }
-                    let variant = &exp.variants[served as usize];
                     value.push_str(&variant.label);
                     for added in &variant.headers {
                         h.insert(added, added.value.clone())?;
@@ -705,7 +711,8 @@ impl ProxyHttp for AbgateProxy {
         if ctx.error.is_none() && (500..=599).contains(&status) {
             ctx.error = Some(ErrorKind::Upstream5xx);
         }
-        let elapsed = ctx.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(ctx.start);
         let latency_us = elapsed.as_micros() as u64;
         // Whole microseconds: finer digits are timer noise, and the writer formats such a
         // value from integers.
@@ -730,7 +737,7 @@ impl ProxyHttp for AbgateProxy {
                 snap.upstream_errors[ctx.upstream][i].inc();
             }
         }
-        let now_ms = self.app.now_ms();
+        let now_ms = self.app.ms_at(now);
         let is_err = ctx.error.is_some();
         let mut assignments = SmallVec::new();
         if ctx.assignments.is_empty() && metrics_on {
