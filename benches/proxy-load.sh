@@ -31,6 +31,8 @@ WARM=2
 OUT=${BENCH_OUT:-target/bench-load}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# The split check reads the experiment snapshots of this run only.
+rm -f "$OUT"/*-experiments-*.json
 export PATH="$HOME/.cargo/bin:$PATH"
 
 need() { command -v "$1" >/dev/null 2>&1; }
