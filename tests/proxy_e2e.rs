@@ -699,19 +699,27 @@ name = "model"
     )
 }
 
+/// abgate, preserving header case or not, in front of a [`RawBackend`].
+fn start_with_raw_backend(preserve: bool) -> (RawBackend, tempfile::TempDir, Abgate) {
+    let backend = RawBackend::start();
+    let dir = tempfile::tempdir().unwrap();
+    // `false` is the default: the key is left out.
+    let extra = if preserve {
+        "preserve_header_case = true"
+    } else {
+        ""
+    };
+    let g = start(dir.path(), &raw_backend_config(&backend, extra));
+    (backend, dir, g)
+}
+
+// Forces treatment with the admin token the test processes get (`common::TOKEN`).
 const MIXED_CASE_REQUEST: &[u8] = b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: model.local\r\nX-Client-Thing: kept\r\nCookie: abgate_uid=u-1\r\nX-Abgate-Force: ranker_v2=treatment\r\nX-Abgate-Token: test-token-123\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 
 #[test]
 fn backend_requests_carry_abgate_headers_with_lowercase_names_unless_case_is_preserved() {
     for preserve in [false, true] {
-        let backend = RawBackend::start();
-        let dir = tempfile::tempdir().unwrap();
-        let extra = if preserve {
-            "preserve_header_case = true"
-        } else {
-            ""
-        };
-        let g = start(dir.path(), &raw_backend_config(&backend, extra));
+        let (backend, _dir, g) = start_with_raw_backend(preserve);
         let response = raw_request(&g.proxy, MIXED_CASE_REQUEST);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("ok"), "{response}");
@@ -757,9 +765,9 @@ fn backend_requests_carry_abgate_headers_with_lowercase_names_unless_case_is_pre
 
 #[test]
 fn request_targets_reach_the_backend_unchanged_whatever_the_header_case_setting() {
-    // Targets that a plain `http::request::Parts` cannot carry (absolute-form, bytes that
-    // are not UTF-8) go through pingora's case-preserving path, so they are forwarded
-    // exactly as with `preserve_header_case = true`.
+    // Targets that a plain `http::request::Parts` cannot carry (absolute-form) go through
+    // pingora's case-preserving path, so they are forwarded exactly as with
+    // `preserve_header_case = true`. (pingora answers 400 to a target that is not UTF-8.)
     let targets: [&[u8]; 3] = [
         b"/v1/chat?q=a%20b",
         b"http://model.local/v1/chat?q=1",
@@ -767,14 +775,7 @@ fn request_targets_reach_the_backend_unchanged_whatever_the_header_case_setting(
     ];
     let mut seen = Vec::new();
     for preserve in [false, true] {
-        let backend = RawBackend::start();
-        let dir = tempfile::tempdir().unwrap();
-        let extra = if preserve {
-            "preserve_header_case = true"
-        } else {
-            ""
-        };
-        let g = start(dir.path(), &raw_backend_config(&backend, extra));
+        let (backend, _dir, g) = start_with_raw_backend(preserve);
         let mut lines = Vec::new();
         for target in targets {
             let mut req = b"GET ".to_vec();
