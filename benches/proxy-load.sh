@@ -13,6 +13,8 @@
 # measured window ÷ requests). Reported as ratios to pingora_pass of the same round:
 # median with min–max. Also req/s, and p50/p99 at two fixed rates (15% and 65% of the
 # passthrough's capacity) with oha when it is installed (`cargo install oha --locked`).
+# The split of distinct units per variant is checked against the weights by chi-square
+# (scipy, installed with pip when missing; skipped with a message if it cannot be).
 # Then (optional phases, after the table):
 # - BENCH_CALLGRIND=N: user-space instructions per request of pingora_pass and abgate
 #   under valgrind's callgrind over N requests (deterministic, unlike CPU time on a
