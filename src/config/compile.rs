@@ -302,34 +302,10 @@ pub struct Variant {
     pub weight: f64,
     /// Upstream index, if the variant routes.
     pub upstream: Option<usize>,
-    /// Headers added to the backend request.
-    pub headers: Vec<AddedHeader>,
+    /// Headers added to the backend request, name and value parsed once.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `layer.experiment=variant`.
     pub label: Arc<str>,
-}
-
-/// A header abgate adds to backend requests, prepared so a request clones it without
-/// parsing or copying: the parsed name the header map is keyed by, the same name as wire
-/// bytes (what pingora's case-preserving map keeps) and the value.
-#[derive(Debug, Clone)]
-pub struct AddedHeader {
-    /// Name, lowercase.
-    pub name: HeaderName,
-    /// The name's bytes.
-    pub wire: bytes::Bytes,
-    /// Value.
-    pub value: HeaderValue,
-}
-
-impl AddedHeader {
-    /// A header whose name and value are known at compile time.
-    pub const fn from_static(name: &'static str, value: &'static str) -> Self {
-        AddedHeader {
-            name: HeaderName::from_static(name),
-            wire: bytes::Bytes::from_static(name.as_bytes()),
-            value: HeaderValue::from_static(value),
-        }
-    }
 }
 
 /// Guardrail action.
@@ -950,11 +926,7 @@ pub(super) fn compile(
                                 ),
                             );
                         }
-                        headers.push(AddedHeader {
-                            wire: bytes::Bytes::copy_from_slice(n.as_str().as_bytes()),
-                            name: n,
-                            value: v,
-                        });
+                        headers.push((n, v));
                     }
                 }
                 variants.push(Variant {

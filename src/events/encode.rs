@@ -134,8 +134,8 @@ fn millis(buf: &mut Vec<u8>, x: f64) {
     int(buf, us / 1000);
     let mut frac = *b".000";
     digits(&mut frac[1..], us % 1000);
+    // `.0` for a whole number of milliseconds, else no trailing zeros.
     let keep = match us % 1000 {
-        0 => 2,
         f if f % 100 == 0 => 2,
         f if f % 10 == 0 => 3,
         _ => 4,

@@ -7,7 +7,7 @@
 
 use super::{App, InflightGuard, Snapshot};
 use crate::assign::{self, identity, Assignments, RequestView, UnitIds};
-use crate::config::{AddedHeader, Unit};
+use crate::config::{Config, Experiment, Unit, Variant};
 use crate::events::{
     ErrorKind, Event, Exposure, ExposureAssignment, Outcome, OutcomeSource, RequestId,
 };
@@ -31,10 +31,10 @@ pub const TOKEN_HEADER: &str = "x-abgate-token";
 // The same names, parsed once (looking a header up by `&str` parses the name each time).
 const FORCE_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
 const TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
-// Headers abgate sets on backend requests (the value is a placeholder where it varies).
-const ASSIGNMENTS: AddedHeader = AddedHeader::from_static("x-abgate-assignments", "");
-const HOLDOUT: AddedHeader = AddedHeader::from_static("x-abgate-holdout", "1");
-const REQUEST_ID: AddedHeader = AddedHeader::from_static("x-request-id", "");
+// Headers abgate sets on backend requests.
+const ASSIGNMENTS: HeaderName = HeaderName::from_static("x-abgate-assignments");
+const HOLDOUT: HeaderName = HeaderName::from_static("x-abgate-holdout");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Largest accepted outcome body.
 pub const OUTCOME_BODY_LIMIT: usize = 64 * 1024;
 
@@ -67,6 +67,23 @@ pub struct Ctx {
     error: Option<ErrorKind>,
     header_outcomes: Vec<(usize, f64)>,
     local: bool,
+}
+
+impl Ctx {
+    /// Each experiment the request is in, with the variant serving it (control for a
+    /// rolled-back or paused variant).
+    fn served<'a>(
+        &'a self,
+        cfg: &'a Config,
+    ) -> impl Iterator<Item = (&'a Experiment, &'a Variant)> {
+        self.assignments
+            .iter()
+            .zip(&self.served)
+            .map(|(a, &served)| {
+                let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                (exp, &exp.variants[served as usize])
+            })
+    }
 }
 
 fn status_of(session: &Session) -> u16 {
@@ -505,34 +522,32 @@ impl ProxyHttp for AbgateProxy {
                 h.remove(name);
             }
             if ctx.assignments.is_empty() {
-                h.remove(&ASSIGNMENTS.name);
+                h.remove(&ASSIGNMENTS);
             } else {
-                let served_variants = || {
-                    ctx.assignments.iter().zip(&ctx.served).map(|(a, &served)| {
-                        let layer = &cfg.layers[a.layer as usize];
-                        &layer.experiments[a.experiment as usize].variants[served as usize]
-                    })
-                };
                 // Sized exactly, so the header value takes the buffer over as it is.
-                let len = served_variants().map(|v| v.label.len() + 1).sum::<usize>() - 1;
-                let mut value = String::with_capacity(len);
-                for variant in served_variants() {
-                    if !value.is_empty() {
-                        value.push(';');
+                let len = ctx
+                    .served(cfg)
+                    .map(|(_, v)| v.label.len() + 1)
+                    .sum::<usize>()
+                    - 1;
+                let mut labels = String::with_capacity(len);
+                for (_, variant) in ctx.served(cfg) {
+                    if !labels.is_empty() {
+                        labels.push(';');
                     }
-                    value.push_str(&variant.label);
-                    for added in &variant.headers {
-                        h.insert(added, added.value.clone())?;
+                    labels.push_str(&variant.label);
+                    for (name, value) in &variant.headers {
+                        h.insert(name, value.clone())?;
                     }
                 }
-                let value = HeaderValue::try_from(value)
+                let value = HeaderValue::try_from(labels)
                     .map_err(|_| Error::explain(ErrorType::InternalError, "assignments header"))?;
                 h.insert(&ASSIGNMENTS, value)?;
             }
             if ctx.holdout {
-                h.insert(&HOLDOUT, HOLDOUT.value.clone())?;
+                h.insert(&HOLDOUT, HeaderValue::from_static("1"))?;
             }
-            if !h.contains(&REQUEST_ID.name) {
+            if !h.contains(&REQUEST_ID) {
                 let id = HeaderValue::from_bytes(&ctx.request_id.to_bytes())
                     .map_err(|_| Error::explain(ErrorType::InternalError, "request id"))?;
                 h.insert(&REQUEST_ID, id)?;
@@ -580,14 +595,13 @@ impl ProxyHttp for AbgateProxy {
             if snap.config.server.debug_header {
                 let cfg = &snap.config;
                 let mut v = String::new();
-                for (a, &served) in ctx.assignments.iter().zip(&ctx.served) {
-                    let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                for (exp, variant) in ctx.served(cfg) {
                     if !v.is_empty() {
                         v.push(';');
                     }
                     v.push_str(&exp.name);
                     v.push('=');
-                    v.push_str(&exp.variants[served as usize].name);
+                    v.push_str(&variant.name);
                 }
                 if ctx.holdout {
                     v = "holdout".into();
@@ -838,21 +852,20 @@ impl BackendHeaders<'_> {
                 map.remove(name);
             }
             BackendHeaders::Cased(req) => {
-                if req.headers.contains_key(name) {
-                    req.remove_header(name);
-                }
+                req.remove_header(name);
             }
         }
     }
 
-    /// Sets `header.name` to `value`, replacing any value the client sent.
-    fn insert(&mut self, header: &AddedHeader, value: HeaderValue) -> Result<()> {
+    /// Sets `name` to `value`, replacing any value the client sent.
+    fn insert(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
         match self {
             BackendHeaders::Plain(map) => {
-                map.insert(header.name.clone(), value);
+                map.insert(name.clone(), value);
                 Ok(())
             }
-            BackendHeaders::Cased(req) => req.insert_header(header.wire.clone(), value),
+            // pingora copies a custom name into its case map (this path is opt-in).
+            BackendHeaders::Cased(req) => req.insert_header(name.clone(), value),
         }
     }
 }

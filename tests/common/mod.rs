@@ -287,12 +287,7 @@ impl RawBackend {
                             }
                         };
                         let head: Vec<u8> = buf.drain(..end).collect();
-                        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
+                        let len = content_length(&head);
                         while buf.len() < len {
                             match conn.read(&mut chunk) {
                                 Ok(0) | Err(_) => return,
@@ -320,6 +315,16 @@ impl RawBackend {
     }
 }
 
+/// The Content-Length of a message head (0 when it has none).
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Send `request` (raw bytes) to `addr` on a new connection and return the response head
 /// and body as text (the response must carry Content-Length).
 pub fn raw_request(addr: &str, request: &[u8]) -> String {
@@ -335,18 +340,8 @@ pub fn raw_request(addr: &str, request: &[u8]) -> String {
             break;
         }
         out.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&out);
-        if let Some(i) = text.find("\r\n\r\n") {
-            let len = text[..i]
-                .to_ascii_lowercase()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            if out.len() >= i + 4 + len {
+        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            if out.len() >= i + 4 + content_length(&out[..i]) {
                 break;
             }
         }
