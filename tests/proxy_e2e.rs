@@ -764,6 +764,28 @@ fn backend_requests_carry_abgate_headers_with_lowercase_names_unless_case_is_pre
 }
 
 #[test]
+fn responses_come_back_as_the_backend_sent_them_and_accept_encoding_is_the_backends() {
+    // abgate runs no downstream modules (pingora's default adds its compression module,
+    // disabled): the client's Accept-Encoding goes to the backend, which decides, and the
+    // body comes back unchanged, without a Content-Encoding abgate made up.
+    let (backend, _dir, g) = start_with_raw_backend(false);
+    let response = raw_request(
+        &g.proxy,
+        b"GET /v1/models HTTP/1.1\r\nHost: model.local\r\nAccept-Encoding: gzip, br\r\nCookie: abgate_uid=u-2\r\n\r\n",
+    );
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(body, "ok", "{response}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-encoding"),
+        "{head}"
+    );
+    let sent = String::from_utf8(backend.next_head()).unwrap();
+    assert!(sent.contains("\r\naccept-encoding: gzip, br\r\n"), "{sent}");
+    assert!(g.stop().success());
+}
+
+#[test]
 fn request_targets_reach_the_backend_unchanged_whatever_the_header_case_setting() {
     // Targets that a plain `http::request::Parts` cannot carry (absolute-form) go through
     // pingora's case-preserving path, so they are forwarded exactly as with

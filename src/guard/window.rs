@@ -261,7 +261,7 @@ mod tests {
 }
 
 /// Approximate count of distinct units (HyperLogLog, 2^12 registers, ~1.6% standard
-/// error) in fixed memory, updated lock-free with `fetch_max`. Lets the admin API show
+/// error) in fixed memory, updated lock-free. Lets the admin API show
 /// units seen since start without keeping any per-unit state on the proxy.
 pub struct DistinctUnits {
     registers: Box<[AtomicU8]>,
@@ -280,14 +280,19 @@ impl Default for DistinctUnits {
 impl DistinctUnits {
     /// Record a unit id.
     ///
-    /// Hot path: one hash, one atomic `fetch_max`.
+    /// Hot path: one hash and one load; the atomic `fetch_max` (a locked compare-and-swap
+    /// loop on x86) only when the rank is higher than the register, which is rare once the
+    /// register has seen a few units (a rank above r has probability 2^-r).
     #[inline]
     pub fn record(&self, unit_id: &[u8]) {
         let h = xxhash_rust::xxh3::xxh3_64(unit_id);
         let idx = (h >> (64 - HLL_BITS)) as usize;
         let rest = (h << HLL_BITS) | (1 << (HLL_BITS - 1));
         let rank = rest.leading_zeros() as u8 + 1;
-        self.registers[idx].fetch_max(rank, Relaxed);
+        let register = &self.registers[idx];
+        if register.load(Relaxed) < rank {
+            register.fetch_max(rank, Relaxed);
+        }
     }
 
     /// The estimate (with the small-range correction).

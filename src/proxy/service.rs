@@ -365,6 +365,11 @@ impl ProxyHttp for AbgateProxy {
     // future several times; a pointer moves cheaper than the whole context.
     type CTX = Box<Ctx>;
 
+    /// No downstream modules. pingora's default adds its response compression module,
+    /// disabled, which still costs a context and three hook calls (each a boxed future) per
+    /// request; abgate never compresses (the backend's `Content-Encoding` passes through).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Box<Ctx> {
         Box::new(Ctx {
             start: Instant::now(),
