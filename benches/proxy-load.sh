@@ -10,9 +10,10 @@
 # (nginx `return 200`, one worker) on CPU 0. Requests are keep-alive POSTs with a
 # realistic Cookie header whose abgate_uid rotates over 1,000 users (wrk Lua script).
 # Primary figure: the proxy's CPU µs per request (utime+stime of the process over the
-# measured window ÷ requests). Reported as ratios to pingora_pass of the same round:
-# median with min–max. Also req/s, and p50/p99 at two fixed rates (15% and 65% of the
-# passthrough's capacity) with oha when it is installed (`cargo install oha --locked`).
+# measured window ÷ requests), also split into user and system time. Reported as ratios
+# to pingora_pass of the same round: median with min–max. Also req/s, and p50/p99 and
+# CPU µs per request at two fixed rates (15% and 65% of the passthrough's capacity) with
+# oha when it is installed (`cargo install oha --locked`).
 # The split of distinct units per variant is checked against the weights by chi-square
 # (scipy, installed with pip when missing; skipped with a message if it cannot be).
 # Then (optional phases, after the table):
@@ -59,7 +60,10 @@ esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# user and system ticks of a process (all its threads)
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# per_req_us T0 T1 REQS -> "total user sys" CPU µs per request between two cpu_ticks readings
+per_req_us() { python3 -c "u0,s0='$1'.split(); u1,s1='$2'.split(); k=1e6/$TCK/$3; u=(int(u1)-int(u0))*k; s=(int(s1)-int(s0))*k; print(f'{u+s:.3f} {u:.3f} {s:.3f}')"; }
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -255,24 +259,27 @@ run_one() {
   local name=$1 round=$2
   start_proxy "$name" || return 0
   taskset -c 0 wrk -t1 -c64 -d${WARM}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" >/dev/null 2>&1 || true
-  local t0=0; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_")
+  local t0="0 0"; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_")
   taskset -c 0 wrk -t1 -c64 -d${SECS}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
-  local t1=0; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_")
+  local t1="0 0"; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_")
   local reqs rps non2xx errs
   reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$round.txt")
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
   non2xx=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk-$name-$round.txt"); non2xx=${non2xx:-0}
   errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$OUT/wrk-$name-$round.txt"); errs=${errs:-0}
-  local cpu_us="nan"
+  local cpu="nan nan nan"
   if [ -n "$PPID_" ] && [ "${reqs:-0}" -gt 0 ]; then
-    cpu_us=$(python3 -c "print(($t1-$t0)/$TCK*1e6/$reqs)")
+    cpu=$(per_req_us "$t0" "$t1" "$reqs")
   fi
+  local cpu_us=${cpu%% *}
   if [ "$name" = abgate ] || [ "$name" = abgate_sys ]; then
     curl -s "http://127.0.0.1:$APORT/admin/experiments" > "$OUT/$name-experiments-$round.json" || true
   fi
   stop_proxy
-  echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs))" >> "$OUT/results.txt"
-  printf "  %-17s round %d: %10s req/s  %8s CPU µs/req  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" "$((non2xx + errs))"
+  # name round req/s cpu_us requests errors user_us sys_us
+  echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs)) ${cpu#* }" >> "$OUT/results.txt"
+  printf "  %-17s round %d: %10s req/s  %8s CPU µs/req (user %s, system %s)  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" \
+    "$(echo "$cpu" | cut -d' ' -f2)" "$(echo "$cpu" | cut -d' ' -f3)" "$((non2xx + errs))"
 }
 
 CONFIGS=(${BENCH_CONFIGS:-pingora_pass abgate pingora_pass_sys abgate_sys direct})
@@ -296,16 +303,25 @@ if need oha && [ -z "${BENCH_SKIP_OHA:-}" ]; then
     rate=$(python3 -c "print(int(float('$cap')*$pct/100))")
     for name in pingora_pass abgate; do
       start_proxy "$name" || continue
+      # The proxy's CPU over the same window: at a fixed rate both proxies see the same
+      # arrivals, so this compares cost per request without the feedback of saturation
+      # (a slower proxy leaves CPU 0 idle more often, and waking it costs the proxy more).
+      t0=$(cpu_ticks "$PPID_")
       taskset -c 0 oha -z "${SECS}s" -q "$rate" --latency-correction -c 32 --no-tui --output-format json \
         -m POST -H "Cookie: _ga=GA1.2.1; abgate_uid=bench-user-7; theme=dark" -d '{"prompt":"hello"}' \
         "http://127.0.0.1:$PPORT/v1/chat" > "$OUT/oha-$name-$pct.json" 2>/dev/null || true
+      t1=$(cpu_ticks "$PPID_")
       stop_proxy
-      python3 - "$OUT/oha-$name-$pct.json" "$name" "$pct" "$rate" <<'EOF' | tee -a "$OUT/latency.txt"
+      python3 - "$OUT/oha-$name-$pct.json" "$name" "$pct" "$rate" "$t0" "$t1" "$TCK" <<'EOF' | tee -a "$OUT/latency.txt"
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     p = d["latencyPercentiles"]
-    print(f"{sys.argv[2]} at {sys.argv[3]}% ({sys.argv[4]} req/s): p50 {p['p50']*1000:.3f} ms  p99 {p['p99']*1000:.3f} ms")
+    n = sum(d["statusCodeDistribution"].values())
+    (u0, s0), (u1, s1) = (map(int, t.split()) for t in sys.argv[5:7])
+    k = 1e6 / int(sys.argv[7]) / n
+    cpu = f"CPU {(u1 - u0 + s1 - s0) * k:.2f} µs/req (user {(u1 - u0) * k:.2f}, system {(s1 - s0) * k:.2f})"
+    print(f"{sys.argv[2]} at {sys.argv[3]}% ({sys.argv[4]} req/s): p50 {p['p50']*1000:.3f} ms  p99 {p['p99']*1000:.3f} ms  {cpu}")
 except Exception as e:
     print(f"{sys.argv[2]} at {sys.argv[3]}%: no result ({e})")
 EOF
@@ -322,15 +338,15 @@ python3 - "$OUT/results.txt" <<'EOF'
 import sys, statistics, collections
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 by = collections.defaultdict(dict)
-for name, rnd, rps, cpu, reqs, errs in rows:
-    by[name][int(rnd)] = (float(rps), float(cpu), int(errs))
+for name, rnd, rps, cpu, reqs, errs, user, sys_ in rows:
+    by[name][int(rnd)] = (float(rps), float(cpu), int(errs), float(user), float(sys_))
 def ref(name):
     if name.endswith("_sys"):
         return "pingora_pass_sys"
     return "pingora_pass_je" if name.endswith("_je") else "pingora_pass"
 print()
-print("| configuration | CPU µs/req (median) | ratio to pingora_pass (median, min–max) | ratio to default-allocator pingora_pass | req/s (median) | errors |")
-print("|---|---|---|---|---|---|")
+print("| configuration | CPU µs/req (median) | user / system µs/req (medians) | ratio to pingora_pass (median, min–max) | ratio to default-allocator pingora_pass | req/s (median) | errors |")
+print("|---|---|---|---|---|---|---|")
 for name in by:
     rounds = sorted(by[name])
     cpu = [by[name][r][1] for r in rounds]
@@ -343,9 +359,11 @@ for name in by:
                 out.append(by[name][r][1] / by[refname][r][1])
         return out
     med_cpu = statistics.median(cpu) if all(c == c for c in cpu) else float("nan")
+    med = lambda i: statistics.median(by[name][r][i] for r in rounds)
+    split = f"{med(3):.1f} / {med(4):.1f}" if med_cpu == med_cpu else "-"
     r1, r2 = ratios(ref(name)), ratios("pingora_pass_sys")
     fmt = lambda rs: f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})" if rs else "-"
-    print(f"| {name} | {med_cpu:.1f} | {fmt(r1)} | {fmt(r2)} | {statistics.median(rps):.0f} | {errs} |")
+    print(f"| {name} | {med_cpu:.1f} | {split} | {fmt(r1)} | {fmt(r2)} | {statistics.median(rps):.0f} | {errs} |")
 EOF
 has_scipy || echo "scipy missing (python3 -m pip install scipy): skipping the split check"
 for f in "$OUT"/abgate-experiments-*.json; do
