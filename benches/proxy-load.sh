@@ -267,19 +267,18 @@ run_one() {
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
   non2xx=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk-$name-$round.txt"); non2xx=${non2xx:-0}
   errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$OUT/wrk-$name-$round.txt"); errs=${errs:-0}
-  local cpu="nan nan nan"
+  local cpu_us=nan user_us=nan sys_us=nan
   if [ -n "$PPID_" ] && [ "${reqs:-0}" -gt 0 ]; then
-    cpu=$(per_req_us "$t0" "$t1" "$reqs")
+    read -r cpu_us user_us sys_us <<< "$(per_req_us "$t0" "$t1" "$reqs")"
   fi
-  local cpu_us=${cpu%% *}
   if [ "$name" = abgate ] || [ "$name" = abgate_sys ]; then
     curl -s "http://127.0.0.1:$APORT/admin/experiments" > "$OUT/$name-experiments-$round.json" || true
   fi
   stop_proxy
   # name round req/s cpu_us requests errors user_us sys_us
-  echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs)) ${cpu#* }" >> "$OUT/results.txt"
+  echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs)) $user_us $sys_us" >> "$OUT/results.txt"
   printf "  %-17s round %d: %10s req/s  %8s CPU µs/req (user %s, system %s)  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" \
-    "$(echo "$cpu" | cut -d' ' -f2)" "$(echo "$cpu" | cut -d' ' -f3)" "$((non2xx + errs))"
+    "$user_us" "$sys_us" "$((non2xx + errs))"
 }
 
 CONFIGS=(${BENCH_CONFIGS:-pingora_pass abgate pingora_pass_sys abgate_sys direct})
@@ -306,21 +305,23 @@ if need oha && [ -z "${BENCH_SKIP_OHA:-}" ]; then
       # The proxy's CPU over the same window: at a fixed rate both proxies see the same
       # arrivals, so this compares cost per request without the feedback of saturation
       # (a slower proxy leaves CPU 0 idle more often, and waking it costs the proxy more).
+      # A warm-up first, as for the wrk rounds, so start-up work is not counted.
+      taskset -c 0 oha -z "${WARM}s" -q "$rate" -c 32 --no-tui -m POST -H "Cookie: abgate_uid=bench-user-7" \
+        -d '{"prompt":"hello"}' "http://127.0.0.1:$PPORT/v1/chat" > /dev/null 2>&1 || true
       t0=$(cpu_ticks "$PPID_")
       taskset -c 0 oha -z "${SECS}s" -q "$rate" --latency-correction -c 32 --no-tui --output-format json \
         -m POST -H "Cookie: _ga=GA1.2.1; abgate_uid=bench-user-7; theme=dark" -d '{"prompt":"hello"}' \
         "http://127.0.0.1:$PPORT/v1/chat" > "$OUT/oha-$name-$pct.json" 2>/dev/null || true
       t1=$(cpu_ticks "$PPID_")
       stop_proxy
-      python3 - "$OUT/oha-$name-$pct.json" "$name" "$pct" "$rate" "$t0" "$t1" "$TCK" <<'EOF' | tee -a "$OUT/latency.txt"
+      n=$(python3 -c "import json; print(sum(json.load(open('$OUT/oha-$name-$pct.json'))['statusCodeDistribution'].values()))" 2>/dev/null || echo 0)
+      cpu="nan nan nan"; [ "$n" -gt 0 ] && cpu=$(per_req_us "$t0" "$t1" "$n")
+      python3 - "$OUT/oha-$name-$pct.json" "$name" "$pct" "$rate" $cpu <<'EOF' | tee -a "$OUT/latency.txt"
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     p = d["latencyPercentiles"]
-    n = sum(d["statusCodeDistribution"].values())
-    (u0, s0), (u1, s1) = (map(int, t.split()) for t in sys.argv[5:7])
-    k = 1e6 / int(sys.argv[7]) / n
-    cpu = f"CPU {(u1 - u0 + s1 - s0) * k:.2f} µs/req (user {(u1 - u0) * k:.2f}, system {(s1 - s0) * k:.2f})"
+    cpu = f"CPU {sys.argv[5]} µs/req (user {sys.argv[6]}, system {sys.argv[7]})"
     print(f"{sys.argv[2]} at {sys.argv[3]}% ({sys.argv[4]} req/s): p50 {p['p50']*1000:.3f} ms  p99 {p['p99']*1000:.3f} ms  {cpu}")
 except Exception as e:
     print(f"{sys.argv[2]} at {sys.argv[3]}%: no result ({e})")

@@ -366,8 +366,9 @@ impl ProxyHttp for AbgateProxy {
     type CTX = Box<Ctx>;
 
     /// No downstream modules. pingora's default adds its response compression module,
-    /// disabled, which still costs a context and three hook calls (each a boxed future) per
-    /// request; abgate never compresses (the backend's `Content-Encoding` passes through).
+    /// disabled, which still costs a module context and its hook calls (each a boxed
+    /// future) per request; abgate never compresses (the backend's `Content-Encoding`
+    /// passes through).
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Box<Ctx> {
