@@ -713,6 +713,63 @@ fn start_with_raw_backend(preserve: bool) -> (RawBackend, tempfile::TempDir, Abg
     (backend, dir, g)
 }
 
+#[test]
+fn the_backend_and_the_exposure_share_one_request_id() {
+    // (client's x-request-id values, whether abgate adopts the client's)
+    let long = "r".repeat(129);
+    let cases: [(&[&str], bool); 5] = [
+        (&["client-req-1"], true),
+        (&["3f2c1a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f"], true),
+        (&[], false),
+        (&["has a space"], false),
+        (&["first", "second"], false),
+    ];
+    let cases_long: [(&[&str], bool); 1] = [(&[long.as_str()], false)];
+    for preserve in [false, true] {
+        let (backend, _dir, g) = start_with_raw_backend(preserve);
+        let mut seen = Vec::new();
+        for (i, (ids, adopted)) in cases.iter().chain(&cases_long).enumerate() {
+            let mut req = format!(
+                "GET /v1/chat HTTP/1.1\r\nHost: model.local\r\nCookie: abgate_uid=rid-{i}\r\n"
+            );
+            for id in ids.iter() {
+                req.push_str(&format!("X-Request-Id: {id}\r\n"));
+            }
+            req.push_str("\r\n");
+            let response = raw_request(&g.proxy, req.as_bytes());
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            let head = String::from_utf8(backend.next_head()).unwrap();
+            let sent: Vec<&str> = head
+                .split("\r\n")
+                .filter_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+                        .map(|(_, v)| v.trim())
+                })
+                .collect();
+            assert_eq!(sent.len(), 1, "exactly one id reaches the backend: {head}");
+            if *adopted {
+                assert_eq!(sent[0], ids[0], "{head}");
+            } else {
+                // minted: a ULID replaces whatever unusable id the client sent
+                assert_eq!(sent[0].len(), 26, "{head}");
+                assert!(sent[0].bytes().all(|b| b.is_ascii_alphanumeric()), "{head}");
+            }
+            seen.push((format!("rid-{i}"), sent[0].to_string()));
+        }
+        let events_dir = g.dir.join("events");
+        assert!(g.stop().success());
+        let evs = events(&events_dir);
+        for (unit, id) in &seen {
+            let e = evs
+                .iter()
+                .find(|e| e["type"] == "exposure" && e["unit_id"] == unit.as_str())
+                .unwrap_or_else(|| panic!("no exposure of {unit}"));
+            assert_eq!(e["request_id"], id.as_str(), "{unit}, preserve={preserve}");
+        }
+    }
+}
+
 // Forces treatment with the admin token the test processes get (`common::TOKEN`).
 const MIXED_CASE_REQUEST: &[u8] = b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: model.local\r\nX-Client-Thing: kept\r\nCookie: abgate_uid=u-1\r\nX-Abgate-Force: ranker_v2=treatment\r\nX-Abgate-Token: test-token-123\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 

@@ -143,10 +143,15 @@ fn millis(buf: &mut Vec<u8>, x: f64) {
     buf.extend_from_slice(&frac[..keep]);
 }
 
-fn request_id(buf: &mut Vec<u8>, id: RequestId) {
-    buf.push(b'"');
-    buf.extend_from_slice(&id.to_bytes());
-    buf.push(b'"');
+fn request_id(buf: &mut Vec<u8>, id: &RequestId) {
+    match id {
+        RequestId::Ulid(u) => {
+            buf.push(b'"');
+            buf.extend_from_slice(&RequestId::ulid_bytes(*u));
+            buf.push(b'"');
+        }
+        RequestId::Client(s) => string(buf, s),
+    }
 }
 
 /// One exposure line (without the trailing newline); `hash` rewrites unit ids.
@@ -155,7 +160,7 @@ pub fn exposure(buf: &mut Vec<u8>, e: &Exposure, hash: Option<&dyn Fn(&str) -> S
     buf.extend_from_slice(b"{\"type\":\"exposure\",\"ts\":");
     timestamp(buf, e.ts);
     buf.extend_from_slice(b",\"request_id\":");
-    request_id(buf, e.request_id);
+    request_id(buf, &e.request_id);
     buf.extend_from_slice(b",\"unit\":");
     string(buf, e.unit);
     buf.extend_from_slice(b",\"unit_id\":");

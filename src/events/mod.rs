@@ -50,9 +50,20 @@ pub fn ser_ts<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
-/// A 128-bit request id, written as a ULID (time-ordered, 26 characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId(pub u128);
+/// A request's id: what the exposure records as `request_id` and what the backend
+/// receives as `x-request-id`, so backend logs and exposures join on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// Minted by abgate: 128 bits written as a ULID (time-ordered, 26 characters).
+    Ulid(u128),
+    /// The client's own `x-request-id`, forwarded unchanged (checked by
+    /// [`RequestId::from_client`]).
+    Client(Box<str>),
+}
+
+/// The longest client `x-request-id` abgate adopts (a UUID is 36 bytes, a W3C
+/// `traceparent` 55); a longer one is replaced by a minted id.
+pub const CLIENT_REQUEST_ID_MAX: usize = 128;
 
 impl RequestId {
     /// A new id: 48 bits of milliseconds since the epoch, 80 random bits.
@@ -62,26 +73,46 @@ impl RequestId {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let rnd: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
-        RequestId((ms << 80) | rnd)
+        RequestId::Ulid((ms << 80) | rnd)
     }
-}
 
-impl RequestId {
-    /// The 26 characters of the id (Crockford base32, like a ULID).
-    pub fn to_bytes(self) -> [u8; 26] {
+    /// The client's `x-request-id` value as the request's id, if it is usable: 1 to
+    /// [`CLIENT_REQUEST_ID_MAX`] bytes of visible ASCII (no spaces or control
+    /// characters), so it reads the same in every log that carries it.
+    pub fn from_client(value: &[u8]) -> Option<Self> {
+        let usable = !value.is_empty()
+            && value.len() <= CLIENT_REQUEST_ID_MAX
+            && value.iter().all(|b| b.is_ascii_graphic());
+        // Visible ASCII is UTF-8.
+        usable.then(|| RequestId::Client(String::from_utf8_lossy(value).into()))
+    }
+
+    /// The 26 characters of a minted id (Crockford base32, like a ULID).
+    pub fn ulid_bytes(ulid: u128) -> [u8; 26] {
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let mut buf = [0u8; 26];
         for (i, b) in buf.iter_mut().enumerate() {
             let shift = 125 - 5 * i as u32;
-            *b = ALPHABET[((self.0 >> shift) & 31) as usize];
+            *b = ALPHABET[((ulid >> shift) & 31) as usize];
         }
         buf
     }
 }
 
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::Ulid(0)
+    }
+}
+
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::str::from_utf8(&self.to_bytes()).unwrap_or("?"))
+        match self {
+            RequestId::Ulid(u) => {
+                f.write_str(std::str::from_utf8(&Self::ulid_bytes(*u)).unwrap_or("?"))
+            }
+            RequestId::Client(s) => f.write_str(s),
+        }
     }
 }
 
@@ -159,7 +190,7 @@ pub struct Exposure {
     /// When the response completed.
     #[serde(serialize_with = "ser_ts")]
     pub ts: SystemTime,
-    /// Request id (also sent to the backend as `x-request-id` when absent).
+    /// Request id: the `x-request-id` the backend received.
     pub request_id: RequestId,
     /// Unit of `unit_id` (`user`).
     pub unit: &'static str,
@@ -314,7 +345,7 @@ mod tests {
         use std::time::Duration;
         let base = Exposure {
             ts: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_860_000_000_007),
-            request_id: RequestId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            request_id: RequestId::Ulid(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             unit: "user",
             unit_id: Some("we\"ird\\id\u{1}é".into()),
             assignments: smallvec::smallvec![
@@ -353,6 +384,8 @@ mod tests {
         none.assignments.clear();
         none.error = None;
         none.latency_ms = 12.0;
+        // a client's request id, with the two visible characters JSON escapes
+        none.request_id = RequestId::from_client(br#"req-"7"\x"#).unwrap();
         // dates across years, leap days and the epoch
         for micros in [
             0u64,
@@ -386,6 +419,27 @@ mod tests {
     }
 
     #[test]
+    fn a_client_request_id_is_adopted_only_when_usable() {
+        let adopt = |v: &[u8]| RequestId::from_client(v).map(|id| id.to_string());
+        let uuid = "3f2c1a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f";
+        assert_eq!(adopt(uuid.as_bytes()).as_deref(), Some(uuid));
+        assert_eq!(adopt(b"client-req-1").as_deref(), Some("client-req-1"));
+        let longest = "a".repeat(CLIENT_REQUEST_ID_MAX);
+        assert_eq!(adopt(longest.as_bytes()), Some(longest.clone()));
+        // empty, too long, spaces, control characters, non-ASCII: abgate mints its own
+        for bad in [
+            &b""[..],
+            "a".repeat(CLIENT_REQUEST_ID_MAX + 1).as_bytes(),
+            b"a b",
+            b"a\tb",
+            b"id\x7f",
+            "r\u{e9}q".as_bytes(),
+        ] {
+            assert_eq!(adopt(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn request_id_is_a_26_char_ulid() {
         let id = RequestId::new(
             SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000),
@@ -403,7 +457,7 @@ mod tests {
     fn exposure_encodes_with_spec_fields() {
         let e = Event::Exposure(Box::new(Exposure {
             ts: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_795_860_000_123_456),
-            request_id: RequestId(0),
+            request_id: RequestId::Ulid(0),
             unit: "user",
             unit_id: Some("u-123".into()),
             assignments: smallvec::smallvec![ExposureAssignment {

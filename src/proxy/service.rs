@@ -385,7 +385,7 @@ impl ProxyHttp for AbgateProxy {
             unit_ids: Vec::new(),
             holdout: false,
             upstream: 0,
-            request_id: RequestId(0),
+            request_id: RequestId::default(),
             error: None,
             header_outcomes: Vec::new(),
             local: false,
@@ -397,7 +397,8 @@ impl ProxyHttp for AbgateProxy {
         ctx._inflight = Some(InflightGuard(self.app.clone()));
         let snap = self.app.snapshot.load_full();
         ctx.snap = Some(snap.clone());
-        ctx.request_id = RequestId::new(SystemTime::now());
+        ctx.request_id = client_request_id(&session.req_header().headers)
+            .unwrap_or_else(|| RequestId::new(SystemTime::now()));
         let cfg = snap.config.clone();
 
         if session.req_header().uri.path() == cfg.server.outcome_path {
@@ -553,8 +554,10 @@ impl ProxyHttp for AbgateProxy {
             if ctx.holdout {
                 h.insert(&HOLDOUT, HeaderValue::from_static("1"))?;
             }
-            if !h.contains(&REQUEST_ID) {
-                let id = HeaderValue::from_bytes(&ctx.request_id.to_bytes())
+            // A minted id replaces whatever unusable id the client sent, so the backend
+            // and the exposure always share one.
+            if let RequestId::Ulid(ulid) = ctx.request_id {
+                let id = HeaderValue::from_bytes(&RequestId::ulid_bytes(ulid))
                     .map_err(|_| Error::explain(ErrorType::InternalError, "request id"))?;
                 h.insert(&REQUEST_ID, id)?;
             }
@@ -816,7 +819,7 @@ impl ProxyHttp for AbgateProxy {
         }
         self.app.sink.send(Event::Exposure(Box::new(Exposure {
             ts,
-            request_id: ctx.request_id,
+            request_id: std::mem::take(&mut ctx.request_id),
             unit: "user",
             unit_id: ctx.user.take(),
             assignments,
@@ -845,13 +848,6 @@ enum BackendHeaders<'a> {
 }
 
 impl BackendHeaders<'_> {
-    fn contains(&self, name: &HeaderName) -> bool {
-        match self {
-            BackendHeaders::Plain(map) => map.contains_key(name),
-            BackendHeaders::Cased(req) => req.headers.contains_key(name),
-        }
-    }
-
     fn remove(&mut self, name: &HeaderName) {
         match self {
             BackendHeaders::Plain(map) => {
@@ -907,6 +903,16 @@ fn plain_parts_hold(req: &RequestHeader) -> bool {
         .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
     req.raw_path_is_utf8() && req.raw_path() == rendered && req.send_end_stream() != Some(false)
+}
+
+/// The client's `x-request-id` as the request's id when it sent exactly one usable value
+/// ([`RequestId::from_client`]); otherwise abgate mints one.
+fn client_request_id(headers: &http::HeaderMap) -> Option<RequestId> {
+    let mut values = headers.get_all(&REQUEST_ID).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => RequestId::from_client(v.as_bytes()),
+        _ => None,
+    }
 }
 
 fn classify(e: &Error) -> ErrorKind {
