@@ -896,3 +896,52 @@ fn request_targets_reach_the_backend_unchanged_whatever_the_header_case_setting(
         );
     }
 }
+
+#[test]
+fn a_client_that_goes_away_is_counted_but_not_logged_as_an_error() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (a, b, _dir, g) = two_backends("");
+    for m in [&a, &b] {
+        m.knobs.latency_us.store(300_000, Relaxed);
+    }
+    let n = 3;
+    for i in 0..n {
+        let mut s = std::net::TcpStream::connect(&g.proxy).unwrap();
+        let req = format!(
+            "GET /v1/chat HTTP/1.1\r\nHost: model.local\r\nCookie: abgate_uid=gone-{i}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        // Hang up once the backend has the request, before it answers.
+        wait_for(10, "the backend to receive the request", || {
+            (a.requests() + b.requests() > i).then_some(())
+        });
+        drop(s);
+    }
+    wait_metric(
+        &g,
+        "abgate_proxied_requests_total",
+        &["status_class=\"none\""],
+        n as f64,
+    );
+    // The backend is fine: nothing counts against it.
+    let m = g.metrics();
+    assert_eq!(
+        metric_sum(&m, "abgate_upstream_errors_total", &[]),
+        0.0,
+        "{m}"
+    );
+    let logs = g.logs();
+    assert!(!logs.contains("ERROR"), "{logs}");
+    let events_dir = g.dir.join("events");
+    assert!(g.stop().success());
+    let evs = events(&events_dir);
+    for i in 0..n {
+        let e = evs
+            .iter()
+            .find(|e| e["type"] == "exposure" && e["unit_id"] == format!("gone-{i}").as_str())
+            .unwrap_or_else(|| panic!("no exposure of gone-{i}"));
+        assert_eq!(e["status"], 0, "{e}");
+        assert_eq!(e["error"], serde_json::Value::Null, "{e}");
+    }
+}

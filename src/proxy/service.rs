@@ -659,6 +659,21 @@ impl ProxyHttp for AbgateProxy {
         e
     }
 
+    /// pingora logs every failed request at ERROR. A client that hangs up (a cancelled
+    /// generation, its own timeout) is routine in front of model servers and says
+    /// nothing about the backend: it is counted (`status_class="none"`), its exposure
+    /// has status 0 and no error, and it is logged at DEBUG only.
+    fn suppress_error_log(&self, session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
+        let gone = client_went_away(e);
+        if gone {
+            tracing::debug!(
+                "client went away: {e}, {}",
+                session.as_ref().request_summary()
+            );
+        }
+        gone
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -676,10 +691,8 @@ impl ProxyHttp for AbgateProxy {
                     502
                 }
             }
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                _ => 400,
-            },
+            ErrorSource::Downstream if client_went_away(e) => 0,
+            ErrorSource::Downstream => 400,
             _ => {
                 ctx.error = Some(ErrorKind::Proxy);
                 500
@@ -913,6 +926,15 @@ fn client_request_id(headers: &http::HeaderMap) -> Option<RequestId> {
         (Some(v), None) => RequestId::from_client(v.as_bytes()),
         _ => None,
     }
+}
+
+/// Whether `e` is the client closing or breaking its connection.
+fn client_went_away(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        )
 }
 
 fn classify(e: &Error) -> ErrorKind {
