@@ -295,9 +295,10 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-# ---- latency at two fixed rates with oha (optional)
-if need oha && [ -z "${BENCH_SKIP_OHA:-}" ]; then
-  cap=$(awk '$1=="pingora_pass" {print $3}' "$OUT/results.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# ---- latency at two fixed rates with oha (optional): rates are shares of the
+# passthrough's capacity measured in the rounds above
+cap=$(awk '$1=="pingora_pass" {print $3}' "$OUT/results.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+if need oha && [ -z "${BENCH_SKIP_OHA:-}" ] && [ -n "$cap" ]; then
   for pct in 15 65; do
     rate=$(python3 -c "print(int(float('$cap')*$pct/100))")
     for name in pingora_pass abgate; do
@@ -330,12 +331,14 @@ EOF
   done
 elif [ -n "${BENCH_SKIP_OHA:-}" ]; then
   echo "fixed-rate latency skipped (BENCH_SKIP_OHA)"
+elif [ -z "$cap" ]; then
+  echo "fixed-rate latency skipped: its rates come from pingora_pass's capacity in the rounds (ROUNDS ≥ 1, pingora_pass among BENCH_CONFIGS)"
 else
   echo "oha not installed: skipping fixed-rate latency (cargo install oha --locked)"
 fi
 
 # ---- summary: ratios to the same-allocator passthrough of the same round
-python3 - "$OUT/results.txt" <<'EOF'
+[ -s "$OUT/results.txt" ] && python3 - "$OUT/results.txt" <<'EOF'
 import sys, statistics, collections
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 by = collections.defaultdict(dict)
