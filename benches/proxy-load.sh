@@ -10,7 +10,8 @@
 # (nginx `return 200`, one worker) on CPU 0. Requests are keep-alive POSTs with a
 # realistic Cookie header whose abgate_uid rotates over 1,000 users (wrk Lua script).
 # Primary figure: the proxy's CPU µs per request (utime+stime of the process over the
-# measured window ÷ requests), also split into user and system time. Reported as ratios
+# measured window ÷ requests), also split into user and system time and, for each
+# proxy, by thread (abgate: its worker against its event writer). Reported as ratios
 # to pingora_pass of the same round: median with min–max. Also req/s, and p50/p99 and
 # CPU µs per request at two fixed rates (15% and 65% of the passthrough's capacity) with
 # oha when it is installed (`cargo install oha --locked`).
@@ -62,6 +63,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 TCK=$(getconf CLK_TCK)
 # user and system ticks of a process (all its threads)
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# user and system ticks of each thread: "tid name utime stime" lines (a name's spaces
+# become _; the fields after the parenthesized name are counted from its end)
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12, $13}')"
+  done
+}
 # per_req_us T0 T1 REQS -> "total user sys" CPU µs per request between two cpu_ticks readings
 per_req_us() { python3 -c "u0,s0='$1'.split(); u1,s1='$2'.split(); k=1e6/$TCK/$3; u=(int(u1)-int(u0))*k; s=(int(s1)-int(s0))*k; print(f'{u+s:.3f} {u:.3f} {s:.3f}')"; }
 
@@ -259,9 +268,9 @@ run_one() {
   local name=$1 round=$2
   start_proxy "$name" || return 0
   taskset -c 0 wrk -t1 -c64 -d${WARM}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" >/dev/null 2>&1 || true
-  local t0="0 0"; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_")
+  local t0="0 0" th0=""; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_") && th0=$(thread_ticks "$PPID_")
   taskset -c 0 wrk -t1 -c64 -d${SECS}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
-  local t1="0 0"; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_")
+  local t1="0 0" th1=""; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_") && th1=$(thread_ticks "$PPID_")
   local reqs rps non2xx errs
   reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$round.txt")
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
@@ -279,6 +288,25 @@ run_one() {
   echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs)) $user_us $sys_us" >> "$OUT/results.txt"
   printf "  %-17s round %d: %10s req/s  %8s CPU µs/req (user %s, system %s)  errors %s\n" "$name" "$round" "${rps:-0}" "$cpu_us" \
     "$user_us" "$sys_us" "$((non2xx + errs))"
+  # Where a proxy's CPU goes, by thread (name round thread user_us sys_us in threads.txt):
+  # for abgate, its worker against its event writer.
+  if [ -n "$th1" ] && [ "${reqs:-0}" -gt 0 ]; then
+    python3 - "$name" "$round" "$reqs" "$TCK" "$th0" "$th1" <<'PY' | tee -a "$OUT/threads.txt" | awk '{printf "      thread %-16s user %6.2f  system %6.2f µs/req\n", $3, $4, $5}'
+import sys, collections
+name, rnd, reqs, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+before = {l.split()[0]: l.split() for l in sys.argv[5].splitlines() if l.strip()}
+per = collections.defaultdict(lambda: [0.0, 0.0])
+for l in sys.argv[6].splitlines():
+    tid, comm, u, s = l.split()
+    b = before.get(tid, [tid, comm, "0", "0"])
+    k = 1e6 / tck / reqs
+    per[comm][0] += (int(u) - int(b[2])) * k
+    per[comm][1] += (int(s) - int(b[3])) * k
+for comm, (u, s) in sorted(per.items(), key=lambda kv: -sum(kv[1])):
+    if u + s >= 0.01:
+        print(f"{name} {rnd} {comm} {u:.3f} {s:.3f}")
+PY
+  fi
 }
 
 CONFIGS=(${BENCH_CONFIGS:-pingora_pass abgate pingora_pass_sys abgate_sys direct})
@@ -286,7 +314,7 @@ if [ -z "${BENCH_CONFIGS:-}" ]; then
   need nginx && CONFIGS+=(nginx_split)
   need haproxy && CONFIGS+=(haproxy_hash)
 fi
-: > "$OUT/results.txt"
+: > "$OUT/results.txt"; : > "$OUT/threads.txt"
 echo "== $ROUNDS rounds x ${SECS}s, configurations: ${CONFIGS[*]}"
 for r in $(seq 1 "$ROUNDS"); do
   n=${#CONFIGS[@]}
@@ -368,6 +396,17 @@ for name in by:
     r1, r2 = ratios(ref(name)), ratios("pingora_pass_sys")
     fmt = lambda rs: f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})" if rs else "-"
     print(f"| {name} | {med_cpu:.1f} | {split} | {fmt(r1)} | {fmt(r2)} | {statistics.median(rps):.0f} | {errs} |")
+EOF
+# ---- by thread: medians over the rounds
+[ -s "$OUT/threads.txt" ] && python3 - "$OUT/threads.txt" <<'EOF'
+import sys, statistics, collections
+by = collections.defaultdict(lambda: ([], []))
+for l in open(sys.argv[1]):
+    name, _, thread, u, s = l.split()
+    by[(name, thread)][0].append(float(u)); by[(name, thread)][1].append(float(s))
+print("CPU µs/request by thread (medians of user / system):")
+for (name, thread), (u, s) in sorted(by.items()):
+    print(f"  {name:<17} {thread:<16} {statistics.median(u):6.2f} / {statistics.median(s):6.2f}")
 EOF
 has_scipy || echo "scipy missing (python3 -m pip install scipy): skipping the split check"
 for f in "$OUT"/abgate-experiments-*.json; do
