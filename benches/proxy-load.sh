@@ -63,13 +63,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 TCK=$(getconf CLK_TCK)
 # user and system ticks of a process (all its threads)
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
-# user and system ticks of each thread: "tid name utime stime" lines (a name's spaces
-# become _; the fields after the parenthesized name are counted from its end)
+# user and system ticks per thread name: "name utime stime" lines, threads of one name
+# summed (a name's spaces become _; the fields after the parenthesized name are counted
+# from its end)
 thread_ticks() {
   local t
   for t in /proc/"$1"/task/*; do
-    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12, $13}')"
-  done
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12, $13}')"
+  done | awk '{u[$1] += $2; s[$1] += $3} END {for (n in u) print n, u[n], s[n]}'
 }
 # per_req_us T0 T1 REQS -> "total user sys" CPU µs per request between two cpu_ticks readings
 per_req_us() { python3 -c "u0,s0='$1'.split(); u1,s1='$2'.split(); k=1e6/$TCK/$3; u=(int(u1)-int(u0))*k; s=(int(s1)-int(s0))*k; print(f'{u+s:.3f} {u:.3f} {s:.3f}')"; }
@@ -291,21 +292,13 @@ run_one() {
   # Where a proxy's CPU goes, by thread (name round thread user_us sys_us in threads.txt):
   # for abgate, its worker against its event writer.
   if [ -n "$th1" ] && [ "${reqs:-0}" -gt 0 ]; then
-    python3 - "$name" "$round" "$reqs" "$TCK" "$th0" "$th1" <<'PY' | tee -a "$OUT/threads.txt" | awk '{printf "      thread %-16s user %6.2f  system %6.2f µs/req\n", $3, $4, $5}'
-import sys, collections
-name, rnd, reqs, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-before = {l.split()[0]: l.split() for l in sys.argv[5].splitlines() if l.strip()}
-per = collections.defaultdict(lambda: [0.0, 0.0])
-for l in sys.argv[6].splitlines():
-    tid, comm, u, s = l.split()
-    b = before.get(tid, [tid, comm, "0", "0"])
-    k = 1e6 / tck / reqs
-    per[comm][0] += (int(u) - int(b[2])) * k
-    per[comm][1] += (int(s) - int(b[3])) * k
-for comm, (u, s) in sorted(per.items(), key=lambda kv: -sum(kv[1])):
-    if u + s >= 0.01:
-        print(f"{name} {rnd} {comm} {u:.3f} {s:.3f}")
-PY
+    local comm u1 s1 before
+    while read -r comm u1 s1; do
+      before=$(awk -v n="$comm" '$1 == n {print $2, $3}' <<< "$th0")
+      read -r _ u s <<< "$(per_req_us "${before:-0 0}" "$u1 $s1" "$reqs")"
+      echo "$name $round $comm $u $s"
+    done <<< "$th1" | awk '$4 + $5 >= 0.01' | sort -k4,4gr | tee -a "$OUT/threads.txt" |
+      awk '{printf "      thread %-16s user %6.2f  system %6.2f µs/req\n", $3, $4, $5}'
   fi
 }
 

@@ -83,8 +83,10 @@ impl RequestId {
         let usable = !value.is_empty()
             && value.len() <= CLIENT_REQUEST_ID_MAX
             && value.iter().all(|b| b.is_ascii_graphic());
-        // Visible ASCII is UTF-8.
-        usable.then(|| RequestId::Client(String::from_utf8_lossy(value).into()))
+        usable
+            .then(|| std::str::from_utf8(value).ok())
+            .flatten()
+            .map(|s| RequestId::Client(s.into()))
     }
 
     /// The 26 characters of a minted id (Crockford base32, like a ULID).
