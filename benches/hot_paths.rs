@@ -154,7 +154,7 @@ fn benches(c: &mut Criterion) {
 
     // The metric updates a request in 3 experiments makes (SPEC §6 families, handles
     // pre-resolved at config load as in the proxy).
-    let metrics = abgate::admin::metrics::Metrics::new();
+    let metrics = abgate::metrics::Metrics::new();
     let handles: Vec<_> = (0..3)
         .map(|i| metrics.variant(&format!("exp{i}"), "treatment"))
         .collect();

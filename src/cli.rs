@@ -184,15 +184,17 @@ fn init_logs(filter: &str) {
 
 /// Run a parsed command; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
-    init_logs(&cli.log);
+    // The demo runs the proxy in process: its info lines would bury the demo's output.
+    let quiet_demo = matches!(cli.command, Command::Demo { .. }) && cli.log == "info";
+    init_logs(if quiet_demo { "warn" } else { &cli.log });
     match cli.command {
-        Command::Serve { config } => match crate::proxy::serve::serve(&config) {
+        Command::Serve { config } => match crate::server::serve(&config) {
             Ok(()) => 0,
-            Err(crate::proxy::serve::ServeError::Invalid(m)) => {
+            Err(crate::server::ServeError::Invalid(m)) => {
                 eprintln!("abgate serve: {m}");
                 1
             }
-            Err(crate::proxy::serve::ServeError::Runtime(m)) => {
+            Err(crate::server::ServeError::Runtime(m)) => {
                 eprintln!("abgate serve: {m}");
                 2
             }

@@ -1,15 +1,18 @@
-//! `abgate demo`: two mock model backends, the proxy (a real child process) on free
+//! `abgate demo`: two mock model backends, the proxy (in this process) on free
 //! loopback ports with the demo config, traffic from synthetic users, and a summary of
 //! the observed split next to the configured weights.
 
-use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader};
+use anyhow::{Context, Result};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Run the demo.
 pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
+    // The demo needs no admin mutations, but a server without a token warns about it;
+    // set one before any thread starts (so nothing reads the environment concurrently).
+    if std::env::var_os("ABGATE_ADMIN_TOKEN").is_none() {
+        std::env::set_var("ABGATE_ADMIN_TOKEN", "demo-token");
+    }
     let text = std::fs::read_to_string(config).with_context(|| {
         format!(
             "cannot read {} (run the demo from the repository root, or pass --config)",
@@ -47,26 +50,17 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
         "abgate demo: started {} mock backends; starting the proxy…",
         mocks.len()
     );
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(&run_cfg)
-        .env("ABGATE_ADMIN_TOKEN", "demo-token")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .context("cannot start `abgate serve`")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let (proxy, admin) = match parse_ready_line(&line) {
-        Some(x) => x,
-        None => {
-            let _ = child.kill();
-            bail!("the proxy did not start (it printed: {line:?})");
-        }
-    };
+    // The proxy runs in this process, on a runtime of its own (the traffic below is
+    // plain blocking HTTP from this thread).
+    let run_config = crate::config::load_file(&run_cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listeners = crate::server::Listeners::bind(&run_config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(run_config.server.threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the proxy's runtime")?;
+    let running = rt.block_on(crate::server::start(run_config, run_cfg.clone(), listeners))?;
+    let (proxy, admin) = (running.proxy_addrs[0], running.admin_addr);
 
     let total = users * per_user;
     let pb = indicatif::ProgressBar::new(total as u64);
@@ -158,12 +152,8 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
     for m in &mocks {
         println!("backend {:<10} received {} requests", m.addr, m.requests());
     }
-    // Stop the proxy cleanly and show where the events went.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    // Stop the proxy cleanly (every exposure on disk) and show where the events went.
+    rt.block_on(running.stop());
     let (events, _) = crate::events::reader::read_values(&dir.join("events")).unwrap_or_default();
     let exposures = events.iter().filter(|e| e["type"] == "exposure").count();
     let outcomes = events.iter().filter(|e| e["type"] == "outcome").count();

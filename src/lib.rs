@@ -3,16 +3,22 @@
 //! A reverse-proxy sidecar for online experiments on ML model endpoints.
 //!
 //! # Layout
+//! Dependencies run one way, from the bottom of this list up (`tests/architecture.rs`
+//! fails when a module imports one above it):
+//! - [`stats`], [`rfc3339`], [`mock`]: pure statistics, the timestamp format, the mock
+//!   model server (tests, benches and the demo use it).
 //! - [`config`]: the TOML model and its validation into an immutable compiled form.
 //! - [`assign`]: identity, hashing, layers, targeting — pure functions.
-//! - [`proxy`]: the pingora service that glues the others together on the request path.
-//! - [`events`]: exposure/outcome/guardrail records and their durable writer.
-//! - [`guard`]: sliding windows, the guardrail evaluator and rollback state.
-//! - [`stats`]: statistical tests, pure functions.
-//! - [`admin`]: the admin HTTP API and Prometheus metrics.
-//! - [`analyze`]: offline reports from event logs.
+//! - [`guard`]: guardrail windows, the decision rule, decisions and their store.
+//! - [`events`]: exposure, outcome and decision records and their durable writer.
+//! - [`metrics`]: every Prometheus metric, defined in one place.
+//! - [`analyze`]: offline (and live) reports from event logs.
+//! - [`runtime`]: the shared state of a running abgate and the current config generation;
+//!   hot reload; the one place decisions take effect.
+//! - [`proxy`], [`admin`], [`control`]: the pingora service on the request path, the
+//!   admin API, and the control loops beside it (guardrail checks).
+//! - [`server`]: wires them together around bound listeners (in process or `abgate serve`).
 //! - [`cli`], [`demo`]: the command line and the demo.
-//! - [`mock`]: the mock model server used by tests, benches and the demo.
 #![forbid(unsafe_code)]
 // `!(x > 0.0)` is written on purpose throughout: unlike `x <= 0.0` it is also true for NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -22,9 +28,14 @@ pub mod analyze;
 pub mod assign;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod events;
 pub mod guard;
+pub mod metrics;
 pub mod mock;
 pub mod proxy;
+pub mod rfc3339;
+pub mod runtime;
+pub mod server;
 pub mod stats;

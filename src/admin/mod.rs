@@ -15,10 +15,8 @@
 //! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
 //! compared in constant time): 401 without it, 405 on the wrong method.
 
-pub mod metrics;
-
-use crate::guard::Decision;
-use crate::proxy::{App, ReloadOutcome};
+use crate::guard::{Action, Decision};
+use crate::runtime::{App, ReloadOutcome};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -28,17 +26,32 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio::sync::watch;
 
 type Resp = Response<Full<Bytes>>;
 
+/// What the admin API holds of the runtime: it reads the snapshot, metrics and
+/// readiness, and asks the runtime to reload or to take a decision. It never touches the
+/// request path's state directly.
+#[derive(Clone)]
+pub struct AdminHandle {
+    app: Arc<App>,
+}
+
+impl AdminHandle {
+    /// The admin API's handle on `app`.
+    pub fn new(app: Arc<App>) -> AdminHandle {
+        AdminHandle { app }
+    }
+}
+
 /// Serve the admin API until shutdown.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    app: Arc<App>,
+    admin: AdminHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let app = admin.app;
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -192,68 +205,26 @@ fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
 
 fn mutate(app: &App, name: &str, action: &str) -> Resp {
     let snap = app.snapshot.load();
-    let Some((li, ei)) = snap.config.experiment(name) else {
+    let Some(exp) = snap.find(name) else {
         return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
     };
-    let exp = &snap.config.layers[li].experiments[ei];
-    let state = &snap.experiments[li][ei].state;
-    let decision = Decision {
-        ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-        action: if action == "rollback" {
-            "manual_rollback".into()
-        } else {
-            action.into()
-        },
-        guardrail: "manual".into(),
-        control: 0.0,
-        treatment: 0.0,
-        p_value: None,
-        n_control: 0,
-        n_treatment: 0,
+    let action = match action {
+        "rollback" => Action::ManualRollback,
+        "pause" => Action::Pause,
+        _ => Action::Resume,
     };
-    let res = match action {
-        "rollback" => (0..exp.variants.len())
-            .filter(|&i| i != exp.control)
-            .try_for_each(|i| {
-                app.metrics
-                    .rollbacks
-                    .with_label_values(&[&exp.name, &exp.variants[i].name, "manual"])
-                    .inc();
-                app.guard.rollback(state, i, decision.clone())
-            }),
-        "pause" => app.guard.set_paused(state, true),
-        _ => app.guard.resume(state, decision.clone()),
-    };
-    if let Err(e) = res {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-    }
-    for (i, v) in exp.variants.iter().enumerate() {
-        if i == exp.control {
+    for (i, v) in exp.config.variants.iter().enumerate() {
+        if i == exp.config.control {
             continue;
         }
-        app.sink.send(crate::events::Event::Guardrail(
-            crate::events::GuardrailEvent {
-                ts: SystemTime::now(),
-                experiment: exp.name.clone(),
-                variant: v.name.clone(),
-                action: match action {
-                    "rollback" => "manual_rollback",
-                    "pause" => "pause",
-                    _ => "resume",
-                },
-                guardrail: "manual",
-                control: 0.0,
-                treatment: 0.0,
-                p_value: None,
-                n_control: 0,
-                n_treatment: 0,
-            },
-        ));
+        let decision = Decision::manual(&exp.config.name, &v.name, action);
+        if let Err(e) = app.decide(exp, i, decision) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
     }
-    tracing::info!("admin: experiment {name}: {action}");
     json_resp(
         StatusCode::OK,
-        json!({"experiment": name, "state": state.state_word()}),
+        json!({"experiment": name, "state": exp.state().state_word()}),
     )
 }
 

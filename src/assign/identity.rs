@@ -4,21 +4,62 @@
 //! non-UTF-8) are treated as absent — never an error response — and reported to the
 //! caller so they can be counted (`abgate_identity_invalid_total{source}`).
 
+use crate::config::IdentitySettings;
 use base64::Engine;
 use http::HeaderMap;
 
 /// Longest accepted unit id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 
-/// Where an identity was found.
+/// Where a malformed identity value was found: the `source` label of
+/// `abgate_identity_invalid_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdSource {
+pub enum InvalidSource {
     /// The trusted header.
     Header,
     /// The identity cookie.
     Cookie,
-    /// Minted by abgate for this request.
-    Minted,
+    /// The session cookie.
+    Session,
+}
+
+impl InvalidSource {
+    /// The metric label word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidSource::Header => "header",
+            InvalidSource::Cookie => "cookie",
+            InvalidSource::Session => "session",
+        }
+    }
+}
+
+/// The user id of a request: the trusted header (`identity.header`) if it carries a
+/// valid value, else the identity cookie. Malformed values count as absent and are
+/// reported to `invalid`. Minting is the caller's choice.
+///
+/// Hot path: called once per request.
+#[inline]
+pub fn user_id<'a>(
+    settings: &IdentitySettings,
+    headers: &'a HeaderMap,
+    mut invalid: impl FnMut(InvalidSource),
+) -> Option<&'a str> {
+    if let Some(h) = &settings.header {
+        match header_value(headers, h) {
+            Lookup::Found(v) => return Some(v),
+            Lookup::Invalid => invalid(InvalidSource::Header),
+            Lookup::Absent => {}
+        }
+    }
+    match cookie(headers, &settings.cookie) {
+        Lookup::Found(v) => Some(v),
+        Lookup::Invalid => {
+            invalid(InvalidSource::Cookie);
+            None
+        }
+        Lookup::Absent => None,
+    }
 }
 
 /// Outcome of looking up one source.

@@ -2,12 +2,13 @@
 //! reader that the analysis uses. The durable writer lives in [`writer`].
 //!
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
-//! product contract (SPEC §3).
+//! product contract (docs/events.md).
 
 pub mod encode;
 pub mod reader;
 pub mod writer;
 
+use crate::guard::Decision;
 use serde::{Serialize, Serializer};
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -33,7 +34,28 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The word used in events and the `kind` metric label.
+    /// The kinds that are the upstream's failures (every kind but `proxy`), in the order
+    /// of their metric handles.
+    pub const UPSTREAM: [ErrorKind; 4] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::Upstream5xx,
+    ];
+
+    /// The `kind` label of `abgate_upstream_errors_total` (`5xx` where the event says
+    /// `upstream_5xx`); `None` for abgate's own failures, which no upstream caused.
+    pub fn upstream_label(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::Connect => Some("connect"),
+            ErrorKind::Timeout => Some("timeout"),
+            ErrorKind::Reset => Some("reset"),
+            ErrorKind::Upstream5xx => Some("5xx"),
+            ErrorKind::Proxy => None,
+        }
+    }
+
+    /// The word written in an exposure's `error` field.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
@@ -43,11 +65,6 @@ impl ErrorKind {
             ErrorKind::Proxy => "proxy",
         }
     }
-}
-
-/// Serialize a `SystemTime` as RFC 3339 UTC with microseconds.
-pub fn ser_ts<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
 /// A request's id: what the exposure records as `request_id` and what the backend
@@ -190,7 +207,7 @@ pub struct ExposureAssignment {
 #[derive(Debug, Clone, Serialize)]
 pub struct Exposure {
     /// When the response completed.
-    #[serde(serialize_with = "ser_ts")]
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub ts: SystemTime,
     /// Request id: the `x-request-id` the backend received.
     pub request_id: RequestId,
@@ -228,7 +245,7 @@ pub enum OutcomeSource {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// When it was received.
-    #[serde(serialize_with = "ser_ts")]
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub ts: SystemTime,
     /// The unit.
     pub unit_id: String,
@@ -240,32 +257,6 @@ pub struct Outcome {
     pub source: OutcomeSource,
 }
 
-/// A guardrail decision.
-#[derive(Debug, Clone, Serialize)]
-pub struct GuardrailEvent {
-    /// When it was decided.
-    #[serde(serialize_with = "ser_ts")]
-    pub ts: SystemTime,
-    /// Experiment.
-    pub experiment: Arc<str>,
-    /// Treatment variant judged.
-    pub variant: Arc<str>,
-    /// `rollback`, `alert`, `manual_rollback`, `resume`, `pause`.
-    pub action: &'static str,
-    /// `error_rate`, `latency_p99`, `latency_p50`, `breaker`, or `manual`.
-    pub guardrail: &'static str,
-    /// Control's statistic (error rate or latency ms).
-    pub control: f64,
-    /// Treatment's statistic.
-    pub treatment: f64,
-    /// Always-valid p-value where a test was run.
-    pub p_value: Option<f64>,
-    /// Control requests in the window.
-    pub n_control: u64,
-    /// Treatment requests in the window.
-    pub n_treatment: u64,
-}
-
 /// Anything the writer writes.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -273,8 +264,8 @@ pub enum Event {
     Exposure(Box<Exposure>),
     /// Outcome.
     Outcome(Outcome),
-    /// Guardrail decision.
-    Guardrail(GuardrailEvent),
+    /// A guardrail or operator decision.
+    Guardrail(Decision),
 }
 
 #[derive(Serialize)]
@@ -282,7 +273,7 @@ pub enum Event {
 enum Tagged<'a> {
     Exposure(&'a Exposure),
     Outcome(&'a Outcome),
-    Guardrail(&'a GuardrailEvent),
+    Guardrail(&'a Decision),
 }
 
 impl Event {

@@ -11,11 +11,10 @@
 //!   at least 10 samples above it; p50 with the same rule from `min_requests`), for
 //!   `consecutive` checks in a row.
 
+use super::decision::GuardrailKind;
 use super::window::WindowStats;
 use crate::config::Guardrails;
 
-/// The mSPRT tuning used by guardrails (GrowthBook's default).
-pub const TUNING: f64 = 5000.0;
 /// Requests needed before p99 is trusted.
 pub const P99_MIN_SAMPLES: u64 = 1000;
 
@@ -36,8 +35,8 @@ pub enum Verdict {
 /// The numbers behind a violation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {
-    /// `breaker`, `error_rate`, `latency_p99`, `latency_p50`.
-    pub guardrail: &'static str,
+    /// The rule that fired.
+    pub guardrail: GuardrailKind,
     /// Control statistic.
     pub control: f64,
     /// Treatment statistic.
@@ -60,7 +59,7 @@ pub fn evaluate(
     let (cn, ce) = recent_control;
     if tn >= 100 && te * 2 > tn && (cn < 100 || ce * 5 <= cn) {
         return Verdict::Violation(Violation {
-            guardrail: "breaker",
+            guardrail: GuardrailKind::Breaker,
             control: if cn > 0 { ce as f64 / cn as f64 } else { 0.0 },
             treatment: te as f64 / tn as f64,
             p_value: None,
@@ -77,11 +76,11 @@ pub fn evaluate(
             v,
             (control.n + treatment.n) as f64,
             g.alpha,
-            TUNING,
+            crate::stats::MSPRT_TUNING,
         );
         if p < g.alpha && pt - pc > max_inc {
             return Verdict::Violation(Violation {
-                guardrail: "error_rate",
+                guardrail: GuardrailKind::ErrorRate,
                 control: pc,
                 treatment: pt,
                 p_value: Some(p),
@@ -96,11 +95,11 @@ pub fn evaluate(
             (t > ratio * c && t - c > min_inc).then_some((c, t))
         };
         let p99 = if control.n >= P99_MIN_SAMPLES && treatment.n >= P99_MIN_SAMPLES {
-            check(0.99).map(|x| ("latency_p99", x))
+            check(0.99).map(|x| (GuardrailKind::LatencyP99, x))
         } else {
             None
         };
-        latency_strike = p99.or_else(|| check(0.5).map(|x| ("latency_p50", x)));
+        latency_strike = p99.or_else(|| check(0.5).map(|x| (GuardrailKind::LatencyP50, x)));
     }
     match latency_strike {
         Some((name, (c, t))) if strikes + 1 >= g.consecutive => Verdict::Violation(Violation {

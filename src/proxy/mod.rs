@@ -1,305 +1,313 @@
-//! The proxy: the pingora service ([`service`]) and the process around it ([`serve`]).
+//! The proxy: pingora's `ProxyHttp` hooks, each short, calling the module that owns the
+//! step: identify → assign → route → forward (backend headers) → record.
 //!
-//! This module is glue. [`App`] holds what lives for the whole process (metrics, event
-//! sink, guard state) and an `ArcSwap<Snapshot>`: everything derived from one config
-//! generation (compiled config, upstream pools, pre-resolved metric handles). A request
-//! loads the snapshot once and finishes on it, so a reload never changes a request midway.
+//! | file | step |
+//! |---|---|
+//! | [`context`] | the per-request context the hooks share |
+//! | [`identify`] | user, session and request units; minted ids |
+//! | [`route`] | served variants (rollback state) and the upstream |
+//! | [`backend`] | the backend request's headers |
+//! | [`outcome`] | the outcome endpoint |
+//! | [`failure`] | whose fault a failure is, and the status it gets |
+//! | [`respond`] | responses abgate writes itself |
+//! | [`record`] | metrics, guardrail windows and the exposure after the response |
+//!
+//! Per request this loads the config snapshot once, allocates the unit id, the
+//! `x-abgate-assignments` value and the exposure record, and touches only atomics shared
+//! with other requests. It never waits on the event writer or the control loops.
 
-pub mod serve;
-pub mod service;
-pub mod upstream;
+pub mod backend;
+mod context;
+mod failure;
+mod identify;
+pub mod outcome;
+mod record;
+mod respond;
+mod route;
 
-use crate::admin::metrics::{Metrics, VariantMetrics};
-use crate::config::{self, Config, ConfigError};
-use crate::events::EventSink;
-use crate::guard::{ExperimentState, Guard};
-use arc_swap::ArcSwap;
-use prometheus::IntCounter;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::sync::watch;
-use upstream::Pool;
+pub use context::Ctx;
 
-/// Runtime handles of one experiment in a snapshot.
-pub struct ExperimentRuntime {
-    /// Live state (rollbacks, windows), shared across reloads.
-    pub state: Arc<ExperimentState>,
-    /// Metric handles per variant.
-    pub metrics: Vec<VariantMetrics>,
+use crate::assign::{self, RequestView, UnitIds};
+use crate::events::RequestId;
+use crate::runtime::{App, InflightGuard, Snapshot};
+use async_trait::async_trait;
+use backend::{FORCE_NAME, TOKEN_NAME};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use respond::{json_error, respond};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The pingora service.
+pub struct AbgateProxy {
+    app: Arc<App>,
 }
 
-/// Everything derived from one config generation.
-pub struct Snapshot {
-    /// The compiled config.
-    pub config: Arc<Config>,
-    /// Pools by upstream index.
-    pub pools: Vec<Pool>,
-    /// `[layer][experiment]`.
-    pub experiments: Vec<Vec<ExperimentRuntime>>,
-    /// Handles for requests in no experiment.
-    pub none_metrics: VariantMetrics,
-    /// `abgate_upstream_errors_total` by pool and kind (connect, timeout, reset, 5xx).
-    pub upstream_errors: Vec<[IntCounter; 4]>,
-    /// `abgate_outcomes_total` by metric index.
-    pub outcome_counters: Vec<IntCounter>,
-    /// Config version as an `Arc` for events.
-    pub version: Arc<str>,
-    /// Admin token read when this generation was built.
-    pub token: Option<String>,
-    stop_health: watch::Sender<bool>,
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        let _ = self.stop_health.send(true);
-    }
-}
-
-/// Result of a reload attempt.
-#[derive(Debug)]
-pub enum ReloadOutcome {
-    /// A new config now serves.
-    Applied {
-        /// Its version.
-        version: String,
-    },
-    /// The file did not change.
-    Unchanged,
-}
-
-/// Process-wide state shared by the request path, admin API and background tasks.
-pub struct App {
-    /// The current config generation.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Event queue.
-    pub sink: EventSink,
-    /// Guard state store.
-    pub guard: Arc<Guard>,
-    /// The config file being served.
-    pub config_path: PathBuf,
-    /// Requests in flight.
-    pub inflight: AtomicI64,
-    /// Listeners bound and config loaded.
-    pub ready: AtomicBool,
-    /// Origin of the millisecond clock used by windows.
-    pub epoch: Instant,
-    reload_lock: Mutex<()>,
-}
-
-impl App {
-    /// Build the app around a validated config. Must run inside a tokio runtime.
-    pub fn new(
-        config: Config,
-        path: PathBuf,
-        sink: EventSink,
-        guard: Arc<Guard>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Arc<App>> {
-        let snap = build_snapshot(Arc::new(config), &guard, &metrics)?;
-        Ok(Arc::new(App {
-            snapshot: ArcSwap::from_pointee(snap),
-            metrics,
-            sink,
-            guard,
-            config_path: path,
-            inflight: AtomicI64::new(0),
-            ready: AtomicBool::new(false),
-            epoch: Instant::now(),
-            reload_lock: Mutex::new(()),
-        }))
+impl AbgateProxy {
+    /// A service over the shared runtime state.
+    pub fn new(app: Arc<App>) -> AbgateProxy {
+        AbgateProxy { app }
     }
 
-    /// Milliseconds since start (the windows' clock).
-    #[inline]
-    pub fn now_ms(&self) -> u64 {
-        self.ms_at(Instant::now())
-    }
-
-    /// `now_ms` at an instant already read.
-    #[inline]
-    pub fn ms_at(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch).as_millis() as u64
-    }
-
-    /// Re-read the config file; apply it only if it validates. On failure the old
-    /// config keeps serving; the error is logged and counted either way.
-    pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, ConfigError> {
-        let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = config::load_file(&self.config_path);
-        let cfg = match result {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                tracing::error!(
-                    "config reload ({trigger}) rejected; the previous config keeps serving:\n{e}"
-                );
-                return Err(e);
-            }
+    /// Apply a QA force (`x-abgate-force` with the admin token). `Err` carries the
+    /// refusal to send: 403 without a valid token, 400 for a bad force.
+    fn force(
+        snap: &Snapshot,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<(), (u16, String)> {
+        let Some(force) = req.headers.get(&FORCE_NAME) else {
+            return Ok(());
         };
-        let cur = self.snapshot.load();
-        if cfg.version == cur.config.version {
-            return Ok(ReloadOutcome::Unchanged);
+        let token = req.headers.get(&TOKEN_NAME).map(|t| t.as_bytes());
+        if !snap.token_ok(token.unwrap_or(b"")) {
+            let msg = "x-abgate-force needs a valid x-abgate-token (the admin token)";
+            return Err((403, json_error(msg, None)));
         }
-        warn_restart_only(&cur.config, &cfg);
-        let snap = match build_snapshot(Arc::new(cfg), &self.guard, &self.metrics) {
-            Ok(s) => s,
-            Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                tracing::error!("config reload ({trigger}) failed building upstream pools: {e}");
-                return Err(ConfigError {
-                    file: self.config_path.clone(),
-                    diagnostics: vec![config::Diagnostic {
-                        line: None,
-                        path: "upstream".into(),
-                        message: e.to_string(),
-                    }],
-                });
-            }
+        let spec = force.to_str().unwrap_or("");
+        assign::apply_forced(&snap.config, spec, &mut ctx.assignments)
+            .map_err(|msg| (400, json_error(&format!("x-abgate-force: {msg}"), None)))?;
+        ctx.holdout = false;
+        Ok(())
+    }
+}
+
+fn status_of(session: &Session) -> u16 {
+    session
+        .as_downstream()
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl ProxyHttp for AbgateProxy {
+    // Boxed: pingora keeps the context inside its per-request future and moves that
+    // future several times; a pointer moves cheaper than the whole context.
+    type CTX = Box<Ctx>;
+
+    /// No downstream modules. pingora's default adds its response compression module,
+    /// disabled, which still costs a module context and its hook calls (each a boxed
+    /// future) per request; abgate never compresses (the backend's `Content-Encoding`
+    /// passes through).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+        self.app.inflight.fetch_add(1, Relaxed);
+        ctx.inflight = Some(InflightGuard(self.app.clone()));
+        let snap = self.app.snapshot.load_full();
+        ctx.snap = Some(snap.clone());
+        ctx.request_id = backend::client_request_id(&session.req_header().headers)
+            .unwrap_or_else(|| RequestId::new(SystemTime::now()));
+        let cfg = &snap.config;
+        if session.req_header().uri.path() == cfg.server.outcome_path {
+            ctx.local = true;
+            outcome::handle(&self.app, &snap, session).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        identify::identify(&snap, &req.headers, &self.app.metrics, ctx);
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
         };
-        let version = snap.config.version.clone();
-        self.guard.retain(&snap.config);
-        self.metrics.set_config_version(&version);
-        self.snapshot.store(Arc::new(snap));
-        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-        tracing::info!("config reloaded ({trigger}): version {version}");
-        Ok(ReloadOutcome::Applied { version })
-    }
-}
-
-fn warn_restart_only(old: &Config, new: &Config) {
-    let mut changed = Vec::new();
-    if old.server.listen != new.server.listen {
-        changed.push("server.listen");
-    }
-    if old.server.threads != new.server.threads {
-        changed.push("server.threads");
-    }
-    if old.admin.listen != new.admin.listen {
-        changed.push("admin.listen");
-    }
-    if old.events.dir != new.events.dir
-        || old.events.queue != new.events.queue
-        || old.events.rotate_bytes != new.events.rotate_bytes
-        || old.events.flush_interval != new.events.flush_interval
-        || old.events.hash_unit_ids != new.events.hash_unit_ids
-    {
-        changed.push("events.*");
-    }
-    if old.state_dir != new.state_dir {
-        changed.push("state.dir");
-    }
-    if !changed.is_empty() {
-        tracing::warn!(
-            "config reload: {} changed; these apply only after a restart (the running values stay)",
-            changed.join(", ")
-        );
-    }
-}
-
-/// Build a snapshot: pools (with health checks), experiment states and metric handles.
-pub fn build_snapshot(
-    config: Arc<Config>,
-    guard: &Guard,
-    metrics: &Metrics,
-) -> std::io::Result<Snapshot> {
-    let (stop_health, stop_rx) = watch::channel(false);
-    let mut pools = Vec::with_capacity(config.upstreams.len());
-    for spec in &config.upstreams {
-        let p = Pool::new(spec)?;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            p.spawn_health_checks(stop_rx.clone());
+        let ids = UnitIds {
+            user: ctx.user.as_deref(),
+            session: ctx.session.as_deref(),
+            request: ctx.request_unit.as_deref(),
+        };
+        ctx.holdout = assign::assign(cfg, &ids, &view, &mut ctx.assignments);
+        if let Err((status, body)) = Self::force(&snap, req, ctx) {
+            ctx.local = true;
+            respond(session, status, Some(body), &[]).await?;
+            return Ok(true);
         }
-        pools.push(p);
+        route::route(&snap, &view, ctx);
+        Ok(false)
     }
-    let experiments = config
-        .layers
-        .iter()
-        .map(|l| {
-            l.experiments
-                .iter()
-                .map(|e| ExperimentRuntime {
-                    state: guard.experiment_state(e),
-                    metrics: e
-                        .variants
-                        .iter()
-                        .map(|v| metrics.variant(&e.name, &v.name))
-                        .collect(),
-                })
-                .collect()
-        })
-        .collect();
-    // Export every guardrail series (at 0) from the start, so dashboards and alerts see
-    // the metric before anything happens.
-    for e in config.layers.iter().flat_map(|l| l.experiments.iter()) {
-        metrics.srm_p_value.with_label_values(&[&e.name]).set(1.0);
-        if e.guardrails.is_none() {
-            continue;
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
+        let snap = ctx
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
+        let pool = &snap.pools[ctx.upstream];
+        let mut peer = HttpPeer::new(pool.select(), false, String::new());
+        peer.options.connection_timeout = Some(pool.spec.connect_timeout);
+        peer.options.read_timeout = Some(pool.spec.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        match ctx.snap.as_ref() {
+            Some(snap) => backend::edit(req, &snap.config, ctx),
+            None => Ok(()),
         }
-        for (vi, v) in e.variants.iter().enumerate() {
-            if vi == e.control {
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        for (i, m) in snap.config.metrics.iter().enumerate() {
+            let Some(h) = &m.from_response_header else {
                 continue;
-            }
-            for g in ["error_rate", "latency_p99", "latency_p50", "breaker"] {
-                metrics
-                    .guardrail_violation
-                    .with_label_values(&[&e.name, &v.name, g]);
-                metrics.rollbacks.with_label_values(&[&e.name, &v.name, g]);
+            };
+            let value = resp
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<f64>().ok());
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                ctx.header_outcomes.push((i, v));
             }
         }
+        Ok(())
     }
-    let upstream_errors = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            ["connect", "timeout", "reset", "5xx"]
-                .map(|k| metrics.upstream_errors.with_label_values(&[&u.name, k]))
-        })
-        .collect();
-    let outcome_counters = config
-        .metrics
-        .iter()
-        .map(|m| metrics.outcomes.with_label_values(&[&m.name]))
-        .collect();
-    metrics.set_config_version(&config.version);
-    Ok(Snapshot {
-        version: Arc::from(config.version.as_str()),
-        token: config.admin_token(),
-        none_metrics: metrics.variant("none", "none"),
-        pools,
-        experiments,
-        upstream_errors,
-        outcome_counters,
-        config,
-        stop_health,
-    })
-}
 
-impl Snapshot {
-    /// Constant-time check of a presented admin token.
-    pub fn token_ok(&self, presented: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        match &self.token {
-            Some(t) => t.len() == presented.len() && bool::from(t.as_bytes().ct_eq(presented)),
-            None => false,
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        for c in &ctx.set_cookies {
+            resp.append_header("set-cookie", c.as_str())?;
+        }
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        if snap.config.server.debug_header {
+            resp.insert_header("x-abgate-variant", debug_header(&snap.config, ctx))?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Box<Ctx>,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.error = Some(failure::connect_failure(&e));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Box<Ctx>,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream && ctx.error.is_none() {
+            ctx.error = Some(failure::classify(&e));
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// pingora logs every failed request at ERROR. A client that hangs up (a cancelled
+    /// generation, its own timeout) is routine in front of model servers and says
+    /// nothing about the backend: it is counted (`status_class="none"`), its exposure
+    /// has status 0 and no error, and it is logged at DEBUG only.
+    fn suppress_error_log(&self, session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
+        let gone = failure::client_went_away(e);
+        if gone {
+            tracing::debug!(
+                "client went away: {e}, {}",
+                session.as_ref().request_summary()
+            );
+        }
+        gone
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
+        let code = failure::status_for(e, &mut ctx.error);
+        if code > 0 {
+            let upstream = ctx
+                .snap
+                .as_ref()
+                .map(|s| s.pools[ctx.upstream].spec.name.to_string())
+                .unwrap_or_default();
+            let what = ctx.error.map(|k| k.as_str()).unwrap_or("bad request");
+            let body = json_error(
+                &format!("abgate: upstream `{upstream}` failed ({what})"),
+                None,
+            );
+            if respond(session, code, Some(body), &ctx.set_cookies)
+                .await
+                .is_err()
+            {
+                let _ = session.respond_error(code).await;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
+        let Some(snap) = ctx.snap.take() else { return };
+        if !ctx.local {
+            record::record(&self.app, &snap, status_of(session), ctx);
         }
     }
 }
 
-/// Count a request in flight for the duration of the guard.
-pub struct InflightGuard(pub Arc<App>);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Relaxed);
+/// `x-abgate-variant`: `exp=variant;…` of the served variants, `holdout`, or `none`.
+fn debug_header(cfg: &crate::config::Config, ctx: &Ctx) -> String {
+    if ctx.holdout {
+        return "holdout".into();
     }
+    let mut v = String::new();
+    for (exp, variant) in ctx.served(cfg) {
+        if !v.is_empty() {
+            v.push(';');
+        }
+        v.push_str(&exp.name);
+        v.push('=');
+        v.push_str(&variant.name);
+    }
+    if v.is_empty() {
+        v = "none".into();
+    }
+    v
 }

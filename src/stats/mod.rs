@@ -173,6 +173,11 @@ pub fn relative_lift(
     (rel, (rel - h, rel + h))
 }
 
+/// The default tuning of the mixture SPRT (GrowthBook's default): the sample size at
+/// which the mixing distribution is tuned. Guardrails, `abgate analyze` and the live
+/// report all use it unless `--tuning` says otherwise.
+pub const MSPRT_TUNING: f64 = 5000.0;
+
 /// ρ² of the mixture SPRT (GrowthBook's asymptotic form): (−2 ln α + ln(−2 ln α + 1)) / tuning.
 pub fn msprt_rho2(alpha: f64, tuning: f64) -> f64 {
     let l = -2.0 * alpha.ln();

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod inprocess;
+
 pub use abgate::mock::MockServer;
+#[allow(unused_imports)]
+pub use inprocess::{start_in_process, InProcess};
 
 pub const TOKEN: &str = "test-token-123";
 

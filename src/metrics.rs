@@ -5,6 +5,7 @@
 //! data. The request path does not look labels up: [`VariantMetrics`] handles are
 //! resolved when a config is compiled, so a request costs a few atomic increments.
 
+use crate::events::{ErrorKind, WriterStats};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -231,6 +232,14 @@ impl Metrics {
         }
     }
 
+    /// Pre-resolved `abgate_upstream_errors_total` handles of one upstream.
+    pub fn upstream_errors(&self, upstream: &str) -> UpstreamErrors {
+        UpstreamErrors(ErrorKind::UPSTREAM.map(|k| {
+            self.upstream_errors
+                .with_label_values(&[upstream, k.upstream_label().unwrap_or("proxy")])
+        }))
+    }
+
     /// Record the config version now serving.
     pub fn set_config_version(&self, version: &str) {
         self.build_info.reset();
@@ -240,7 +249,7 @@ impl Metrics {
     }
 
     /// Render the text exposition (format 0.0.4), refreshing scrape-time values first.
-    pub fn render(&self, writer: &crate::events::WriterStats) -> (String, Vec<u8>) {
+    pub fn render(&self, writer: &WriterStats) -> (String, Vec<u8>) {
         self.uptime.set(self.started.elapsed().as_secs() as i64);
         let set = |c: IntCounter, v: u64| {
             let cur = c.get();
@@ -265,6 +274,23 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = enc.encode(&self.registry.gather(), &mut buf);
         (enc.format_type().to_string(), buf)
+    }
+}
+
+/// Pre-resolved `abgate_upstream_errors_total{upstream,kind}` handles of one upstream,
+/// one per [`ErrorKind::UPSTREAM`] kind.
+#[derive(Clone)]
+pub struct UpstreamErrors([IntCounter; 4]);
+
+impl UpstreamErrors {
+    /// Count a failure of `kind`; abgate's own failures (`proxy`) are not the upstream's.
+    ///
+    /// Hot path: called once per failed request.
+    #[inline]
+    pub fn count(&self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::UPSTREAM.iter().position(|&k| k == kind) {
+            self.0[i].inc();
+        }
     }
 }
 

@@ -1,0 +1,94 @@
+//! The per-request context: what the hooks of one request share, from the request
+//! filter to the logging hook.
+
+use crate::assign::Assignments;
+use crate::config::{Config, Experiment, Variant};
+use crate::events::{ErrorKind, RequestId};
+use crate::runtime::{InflightGuard, Snapshot};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state.
+pub struct Ctx {
+    /// When the request head was read.
+    pub start: Instant,
+    /// The config generation this request runs on (loaded once).
+    pub snap: Option<Arc<Snapshot>>,
+    /// Counts the request in flight until the context drops (after logging).
+    pub inflight: Option<InflightGuard>,
+    /// The user id (identity header, cookie, or minted).
+    pub user: Option<String>,
+    /// The session id, when a session-unit experiment exists.
+    pub session: Option<String>,
+    /// This request's random unit, when a request-unit experiment exists.
+    pub request_unit: Option<String>,
+    // Rarely used parts are plain (empty, unallocated) Vecs rather than inline arrays:
+    // the context is allocated and initialised for every request.
+    /// `Set-Cookie` values for minted ids.
+    pub set_cookies: Vec<String>,
+    /// Assigned variants, one per experiment the request is in.
+    pub assignments: Assignments,
+    /// Served variant index per assignment.
+    pub served: SmallVec<[u16; 8]>,
+    /// Unit ids of header/session/request-unit experiments, per assignment (shorter, or
+    /// empty, when the rest are user-unit experiments).
+    pub unit_ids: Vec<Option<String>>,
+    /// In the global holdout.
+    pub holdout: bool,
+    /// Index of the upstream pool that serves the request.
+    pub upstream: usize,
+    /// The request's id (the client's usable `x-request-id`, or minted).
+    pub request_id: RequestId,
+    /// Why the request failed, if it did.
+    pub error: Option<ErrorKind>,
+    /// Outcomes read off the backend's response headers: (metric index, value).
+    pub header_outcomes: Vec<(usize, f64)>,
+    /// Answered by abgate itself (outcome endpoint, refusals): no exposure.
+    pub local: bool,
+}
+
+impl Ctx {
+    /// A fresh context.
+    pub fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snap: None,
+            inflight: None,
+            user: None,
+            session: None,
+            request_unit: None,
+            set_cookies: Vec::new(),
+            assignments: Assignments::new(),
+            served: SmallVec::new(),
+            unit_ids: Vec::new(),
+            holdout: false,
+            upstream: 0,
+            request_id: RequestId::default(),
+            error: None,
+            header_outcomes: Vec::new(),
+            local: false,
+        }
+    }
+
+    /// Each experiment the request is in, with the variant serving it (control for a
+    /// rolled-back or paused variant).
+    pub fn served<'a>(
+        &'a self,
+        cfg: &'a Config,
+    ) -> impl Iterator<Item = (&'a Experiment, &'a Variant)> {
+        self.assignments
+            .iter()
+            .zip(&self.served)
+            .map(|(a, &served)| {
+                let exp = &cfg.layers[a.layer as usize].experiments[a.experiment as usize];
+                (exp, &exp.variants[served as usize])
+            })
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Ctx {
+        Ctx::new()
+    }
+}

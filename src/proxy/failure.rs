@@ -1,0 +1,60 @@
+//! Failure classification: whose fault a failed request is (the backend's, the
+//! client's, or abgate's), the `error` kind its exposure records, and the status the
+//! client gets (502, 504 on timeout, 400 for a bad request, nothing for a client that
+//! went away).
+
+use crate::events::ErrorKind;
+use pingora::{Error, ErrorSource, ErrorType};
+
+/// Whether `e` is the client closing or breaking its connection.
+pub fn client_went_away(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        )
+}
+
+/// The error kind of a backend failure.
+pub fn classify(e: &Error) -> ErrorKind {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ErrorKind::Timeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            ErrorKind::Connect
+        }
+        ErrorType::HTTPStatus(c) if *c >= 500 => ErrorKind::Upstream5xx,
+        _ => ErrorKind::Reset,
+    }
+}
+
+/// The error kind of a failure to connect.
+pub fn connect_failure(e: &Error) -> ErrorKind {
+    if matches!(e.etype(), ErrorType::ConnectTimedout) {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connect
+    }
+}
+
+/// The status to answer a failed request with, recording the error kind in `error`
+/// (0: the client is gone, answer nothing).
+pub fn status_for(e: &Error, error: &mut Option<ErrorKind>) -> u16 {
+    match e.esource() {
+        ErrorSource::Upstream => {
+            let kind = *error.get_or_insert_with(|| classify(e));
+            if kind == ErrorKind::Timeout {
+                504
+            } else {
+                502
+            }
+        }
+        ErrorSource::Downstream if client_went_away(e) => 0,
+        ErrorSource::Downstream => 400,
+        _ => {
+            *error = Some(ErrorKind::Proxy);
+            500
+        }
+    }
+}
