@@ -19,7 +19,7 @@ test: deps
 	@# the integration tests built target/debug/abgate; reuse it
 	@for f in configs/*.toml; do ./target/debug/abgate check $$f || exit 1; done
 
-# Style gates of STYLE.md habit 14 (CI runs them after the tests).
+# Style gates: formatting and clippy warnings (CI runs them after the tests; see docs/development.md).
 lint:
 	$(CARGO) fmt --all --check
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \

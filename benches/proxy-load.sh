@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run: bash benches/proxy-load.sh [ROUNDS] [SECONDS]
 #
-# The proxy load benchmark of ../shared/BENCH.md: abgate against a bare pingora
-# passthrough (examples/passthrough.rs), the backend directly, and — when installed —
-# nginx split_clients and haproxy cookie hashing, interleaved over ROUNDS (default 3)
-# rounds of SECONDS (default 10) measured after a 2 s warm-up.
+# The proxy load benchmark (method, current figures: docs/performance.md): abgate
+# against a bare pingora passthrough (examples/passthrough.rs), the backend directly,
+# and — when installed — nginx split_clients and haproxy cookie hashing, interleaved
+# over ROUNDS (default 3) rounds of SECONDS (default 10) measured after a 2 s warm-up.
 #
 # Layout: the proxy under test alone on CPU 1 (one worker thread); wrk and the backend
 # (nginx `return 200`, one worker) on CPU 0. Requests are keep-alive POSTs with a
