@@ -8,41 +8,43 @@ use abgate::events::{
     AssignmentNames, Event, EventWriter, Exposure, ExposureAssignment, RequestId,
 };
 use abgate::guard::window::Window;
+use config::{ExperimentSpec, LayerSpec, TestConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+// The tests' config builder (self-contained, so a bench can include it).
+#[allow(dead_code)]
+#[path = "../tests/common/config.rs"]
+mod config;
 
 const COOKIE: &str = "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; session_pref=dark; \
 locale=en-US; consent=analytics%3Dtrue%26ads%3Dfalse; csrftoken=Zm9vYmFyYmF6cXV4cXV1eHF1dXgxMjM0NTY3ODkw; \
 abgate_uid=Dj2V8C5crrw3a7G6dHZD3Q; _fbp=fb.1.1700000000000.1234567890; recent=a%2Cb%2Cc";
 
+/// Ten layers of two experiments on half the traffic each, with 2 to 4 variants that add
+/// a header; layer 0 routes `/v1/` requests between upstreams `a` and `b`.
 fn ten_layer_config() -> abgate::config::Config {
-    let mut s = String::from("[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[upstream.b]\naddrs = [\"127.0.0.1:2\"]\n[routing]\ndefault_upstream = \"a\"\n");
+    let mut config = TestConfig::bare()
+        .upstream("a", &["127.0.0.1:1"])
+        .upstream("b", &["127.0.0.1:2"]);
     for l in 0..10 {
-        s.push_str(&format!("[[layer]]\nname = \"layer{l}\"\n"));
+        let mut layer = LayerSpec::new(&format!("layer{l}"));
         for e in 0..2 {
-            s.push_str(&format!(
-                "[[layer.experiment]]\nname = \"exp{l}_{e}\"\ntraffic = 0.5\n"
-            ));
+            let mut exp = ExperimentSpec::new(&format!("exp{l}_{e}"), 0.5);
             if l == 0 {
-                s.push_str("targeting = { path_prefix = \"/v1/\" }\n");
+                exp = exp.targeting("path_prefix = \"/v1/\"");
             }
             for v in 0..(2 + (l % 3)) {
-                let up = if l == 0 {
-                    if v == 0 {
-                        "upstream = \"a\"\n"
-                    } else {
-                        "upstream = \"b\"\n"
-                    }
-                } else {
-                    ""
-                };
-                s.push_str(&format!("[[layer.experiment.variant]]\nname = \"v{v}\"\nweight = 1\n{up}headers = {{ \"x-v\" = \"{v}\" }}\n"));
+                let upstream = (l == 0).then_some(if v == 0 { "a" } else { "b" });
+                let value = v.to_string();
+                exp = exp.variant_with(&format!("v{v}"), 1.0, upstream, &[("x-v", &value)]);
             }
+            layer = layer.experiment(exp);
         }
+        config = config.layer(layer);
     }
-    abgate::config::parse_str(&s, Path::new("bench.toml")).expect("bench config")
+    config.parse()
 }
 
 /// What the request path clones from the compiled config (made once, as there).

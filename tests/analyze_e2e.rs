@@ -1,57 +1,29 @@
 //! `abgate analyze` and `abgate power` as real processes on synthetic event logs with a
 //! known effect, a known null and a known sample ratio mismatch.
 
+mod common;
+
+use common::{ExperimentSpec, TestConfig};
 use std::fmt::Write as _;
 use std::process::Command;
 
-const CONFIG: &str = r#"[upstream.a]
-addrs = ["127.0.0.1:1"]
-[routing]
-default_upstream = "a"
-[[metric]]
-name = "conversion"
-kind = "binomial"
-[[metric]]
-name = "revenue"
-kind = "continuous"
-[[layer]]
-name = "l1"
-  [[layer.experiment]]
-  name = "effect"
-  traffic = 1.0
-  primary_metric = "conversion"
-  metrics = ["revenue"]
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    [[layer.experiment.variant]]
-    name = "treatment"
-    weight = 1
-[[layer]]
-name = "l2"
-  [[layer.experiment]]
-  name = "null"
-  traffic = 1.0
-  primary_metric = "conversion"
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    [[layer.experiment.variant]]
-    name = "treatment"
-    weight = 1
-[[layer]]
-name = "l3"
-  [[layer.experiment]]
-  name = "srm"
-  traffic = 1.0
-  primary_metric = "conversion"
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    [[layer.experiment.variant]]
-    name = "treatment"
-    weight = 1
-"#;
+/// Three layers of one 50/50 experiment each, `effect`, `null` and `srm`, all on the
+/// primary metric `conversion` (`effect` also on `revenue`); no routing.
+fn config() -> TestConfig {
+    let ab = |name: &str| {
+        ExperimentSpec::new(name, 1.0)
+            .primary_metric("conversion")
+            .variant("control", 1.0)
+            .variant("treatment", 1.0)
+    };
+    TestConfig::bare()
+        .upstream("a", &["127.0.0.1:1"])
+        .metric("conversion", "binomial")
+        .metric("revenue", "continuous")
+        .experiment("l1", ab("effect").metrics(&["revenue"]))
+        .experiment("l2", ab("null"))
+        .experiment("l3", ab("srm"))
+}
 
 struct Rng(u64);
 impl Rng {
@@ -89,7 +61,7 @@ fn outcome(out: &mut String, ts: &str, unit: &str, metric: &str, value: f64) {
 /// Writes the synthetic log; returns (dir, outcomes-before-exposure unit).
 fn synthetic() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("abgate.toml"), CONFIG).unwrap();
+    config().write(dir.path());
     let mut rng = Rng(42);
     let mut s = String::new();
     // An outcome before any exposure of unit "early": must be ignored.
@@ -363,7 +335,7 @@ fn cuped_reduces_variance_with_a_correlated_covariate() {
 #[test]
 fn events_that_match_nothing_are_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("abgate.toml"), CONFIG).unwrap();
+    config().write(dir.path());
     std::fs::write(dir.path().join("events-1.jsonl"), "{\"type\":\"exposure\",\"unit_id\":\"u\",\"assignments\":[{\"layer\":\"x\",\"experiment\":\"other\",\"variant\":\"a\",\"served\":\"a\"}]}\n").unwrap();
     let (code, _, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 1);

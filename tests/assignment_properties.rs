@@ -2,33 +2,29 @@
 //! without a network: frozen golden vectors, stickiness under traffic growth, minimal
 //! movement under weight changes, shares matching weights, independent layers.
 
+mod common;
+
 use abgate::assign::{self, hash, Assignments, RequestView, UnitIds};
-use abgate::config::{parse_str, Config};
+use abgate::config::Config;
 use abgate::stats::{chi2_sf, chi_square_gof};
-use std::path::Path;
+use common::{ExperimentSpec, LayerSpec, TestConfig};
 
-fn cfg(text: &str) -> Config {
-    parse_str(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
-}
-
+/// Layer `layer<i>` holds the experiments of `layer_exps[i]`: (name, traffic, weights of
+/// variants `v0`, `v1`, …); one upstream, no routing.
 fn exp_config(layer_exps: &[&[(&str, f64, &[f64])]]) -> Config {
-    let mut s = String::from(
-        "[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[routing]\ndefault_upstream = \"a\"\n",
-    );
+    let mut config = TestConfig::bare().upstream("a", &["127.0.0.1:1"]);
     for (li, exps) in layer_exps.iter().enumerate() {
-        s.push_str(&format!("[[layer]]\nname = \"layer{li}\"\n"));
+        let mut layer = LayerSpec::new(&format!("layer{li}"));
         for (name, traffic, weights) in exps.iter() {
-            s.push_str(&format!(
-                "[[layer.experiment]]\nname = \"{name}\"\ntraffic = {traffic}\n"
-            ));
+            let mut e = ExperimentSpec::new(name, *traffic);
             for (vi, w) in weights.iter().enumerate() {
-                s.push_str(&format!(
-                    "[[layer.experiment.variant]]\nname = \"v{vi}\"\nweight = {w}\n"
-                ));
+                e = e.variant(&format!("v{vi}"), *w);
             }
+            layer = layer.experiment(e);
         }
+        config = config.layer(layer);
     }
-    cfg(&s)
+    config.parse()
 }
 
 fn assign_unit(c: &Config, id: &str) -> Assignments {
@@ -208,8 +204,16 @@ fn experiments_in_a_layer_are_exclusive_and_sized_by_traffic() {
 
 #[test]
 fn holdout_units_get_no_experiment() {
-    let base = "[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n[routing]\ndefault_upstream = \"a\"\n[holdout]\ntraffic = 0.05\nsalt = \"h\"\n[[layer]]\nname = \"l\"\n[[layer.experiment]]\nname = \"e\"\ntraffic = 1.0\n[[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n[[layer.experiment.variant]]\nname = \"t\"\nweight = 1\n";
-    let c = cfg(base);
+    let c = TestConfig::bare()
+        .upstream("a", &["127.0.0.1:1"])
+        .holdout(0.05, "h")
+        .experiment(
+            "l",
+            ExperimentSpec::new("e", 1.0)
+                .variant("control", 1.0)
+                .variant("t", 1.0),
+        )
+        .parse();
     let us = units(100_000);
     let held = us.iter().filter(|u| assign_unit(&c, u).is_empty()).count();
     let p = chi_square_gof(&[held as u64, (us.len() - held) as u64], &[0.05, 0.95]);

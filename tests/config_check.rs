@@ -1,6 +1,9 @@
 //! `abgate check`: every shipped config is valid; a bad config gets every error at once,
 //! each with file, line, key path and what would be valid; exit codes per SPEC §7.
 
+mod common;
+
+use common::{ExperimentSpec, TestConfig};
 use std::process::Command;
 
 fn check(text: &str) -> (i32, String) {
@@ -129,50 +132,30 @@ fn syntax_errors_are_located() {
 
 #[test]
 fn overlapping_routing_layers_are_rejected() {
-    let text = r#"[upstream.a]
-addrs = ["127.0.0.1:1"]
-[upstream.b]
-addrs = ["127.0.0.1:2"]
-[routing]
-default_upstream = "a"
-[[layer]]
-name = "one"
-  [[layer.experiment]]
-  name = "x"
-  traffic = 1.0
-  targeting = { path_prefix = "/v1/" }
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    upstream = "a"
-    [[layer.experiment.variant]]
-    name = "t"
-    weight = 1
-    upstream = "b"
-[[layer]]
-name = "two"
-  [[layer.experiment]]
-  name = "y"
-  traffic = 1.0
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    upstream = "a"
-    [[layer.experiment.variant]]
-    name = "t"
-    weight = 1
-    upstream = "b"
-"#;
-    let (code, out) = check(text);
+    // Layer `one` routes requests under /v1/; layer `two` every request, or with
+    // `two_prefix` only those under it.
+    let config = |two_prefix: Option<&str>| {
+        let routed = |name: &str| {
+            ExperimentSpec::new(name, 1.0)
+                .variant_with("control", 1.0, Some("a"), &[])
+                .variant_with("t", 1.0, Some("b"), &[])
+        };
+        let y = match two_prefix {
+            Some(p) => routed("y").targeting(&format!("path_prefix = \"{p}\"")),
+            None => routed("y"),
+        };
+        TestConfig::bare()
+            .upstream("a", &["127.0.0.1:1"])
+            .upstream("b", &["127.0.0.1:2"])
+            .experiment("one", routed("x").targeting("path_prefix = \"/v1/\""))
+            .experiment("two", y)
+            .toml()
+    };
+    let (code, out) = check(&config(None));
     assert_eq!(code, 1);
     assert!(out.contains("could both route the same request"), "{out}");
     // Disjoint prefixes are fine.
-    let ok = text.replacen(
-        "  name = \"y\"\n  traffic = 1.0\n",
-        "  name = \"y\"\n  traffic = 1.0\n  targeting = { path_prefix = \"/v2/\" }\n",
-        1,
-    );
-    let (code, out) = check(&ok);
+    let (code, out) = check(&config(Some("/v2/")));
     assert_eq!(code, 0, "{out}");
 }
 
@@ -190,27 +173,16 @@ fn missing_file_is_exit_1_with_message() {
 /// control (rollback, pause); the pre-encoded JSON says the same as the names.
 #[test]
 fn exposure_names_are_made_per_variant_and_served_variant() {
-    let text = r#"
-[upstream.a]
-addrs = ["127.0.0.1:1"]
-[routing]
-default_upstream = "a"
-[[layer]]
-name = "model"
-  [[layer.experiment]]
-  name = "ranker"
-  traffic = 1.0
-    [[layer.experiment.variant]]
-    name = "b"
-    weight = 1
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    [[layer.experiment.variant]]
-    name = "c-2"
-    weight = 1
-"#;
-    let cfg = abgate::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+    let cfg = TestConfig::bare()
+        .upstream("a", &["127.0.0.1:1"])
+        .experiment(
+            "model",
+            ExperimentSpec::new("ranker", 1.0)
+                .variant("b", 1.0)
+                .variant("control", 1.0)
+                .variant("c-2", 1.0),
+        )
+        .parse();
     let layer = &cfg.layers[0];
     let exp = &layer.experiments[0];
     assert_eq!(exp.control, 1);

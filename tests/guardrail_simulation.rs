@@ -4,10 +4,12 @@
 //!
 //! Figures printed with `--nocapture` are the ones quoted in the README.
 
-use abgate::config::{GuardAction, Guardrails};
+mod common;
+
+use abgate::config::Guardrails;
 use abgate::guard::evaluator::{evaluate, Verdict};
 use abgate::guard::window::Window;
-use std::time::Duration;
+use common::{ExperimentSpec, TestConfig};
 
 struct Rng(u64);
 impl Rng {
@@ -19,17 +21,28 @@ impl Rng {
     }
 }
 
+/// The guardrails a config with these thresholds gets: 300 requests, checked every
+/// second over 5 minutes, alpha 0.01, 3 consecutive latency strikes, rollback.
 fn guardrails(max_increase: f64, latency: Option<(f64, f64)>) -> Guardrails {
-    Guardrails {
-        min_requests: 300,
-        check_interval: Duration::from_secs(1),
-        window: Duration::from_secs(300),
-        alpha: 0.01,
-        error_max_increase: Some(max_increase),
-        latency,
-        consecutive: 3,
-        action: GuardAction::Rollback,
+    let mut table = format!(
+        r#"min_requests = 300, check_interval = "1s", window = "5m", alpha = 0.01, error_rate = {{ max_increase = {max_increase} }}, consecutive = 3, action = "rollback""#
+    );
+    if let Some((max_ratio, min_increase_ms)) = latency {
+        table += &format!(
+            ", latency_p99 = {{ max_ratio = {max_ratio}, min_increase_ms = {min_increase_ms} }}"
+        );
     }
+    let config = TestConfig::bare()
+        .upstream("a", &["127.0.0.1:1"])
+        .experiment(
+            "l",
+            ExperimentSpec::new("e", 1.0)
+                .guardrails(&table)
+                .variant("control", 1.0)
+                .variant("treatment", 1.0),
+        )
+        .parse();
+    config.layers[0].experiments[0].guardrails.clone().unwrap()
 }
 
 /// Traffic of one variant in one second.

@@ -38,10 +38,17 @@ fn exported(metrics: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The two-backend setup, with guardrails on `ranker_v2`.
 fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
-    two_backends(
-        r#"  guardrails = { min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 } }"#,
-    )
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_backend(dir.path(), a.addr, b.addr).guardrails(
+        "ranker_v2",
+        r#"min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }"#,
+    );
+    let g = start(dir.path(), &config.toml());
+    (a, b, dir, g)
 }
 
 #[test]

@@ -128,15 +128,15 @@ fn malformed_identities_are_absent_counted_and_never_5xx() {
 #[test]
 fn unreachable_backend_is_a_clear_502_and_counted() {
     let a = MockServer::builder().name("a").start().unwrap();
-    let b = MockServer::builder().name("b").start().unwrap();
-    let mut cfg = two_backend_config(&a, &b, "");
     // model_b points at a port nobody listens on
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    cfg = cfg.replace(&b.addr.to_string(), &dead_addr.to_string());
     let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &cfg);
+    let g = start(
+        dir.path(),
+        &two_backend(dir.path(), a.addr, dead_addr).toml(),
+    );
     let exp_cfg = abgate::config::load_file(&g.config).unwrap();
     let exp = &exp_cfg.layers[0].experiments[0];
     let treated: Vec<String> = (0..100)
@@ -190,13 +190,11 @@ fn slow_backend_is_a_504_timeout_counted_and_logged() {
         .latency(slow)
         .start()
         .unwrap();
-    let cfg = two_backend_config(&a, &b, "").replacen(
-        "[upstream.model_b]",
-        "read_timeout = \"1s\"\n[upstream.model_b]\nread_timeout = \"300ms\"",
-        1,
-    );
     let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &cfg);
+    let cfg = two_backend(dir.path(), a.addr, b.addr)
+        .set("upstream.model_a", "read_timeout = \"1s\"")
+        .set("upstream.model_b", "read_timeout = \"300ms\"");
+    let g = start(dir.path(), &cfg.toml());
     let exp_cfg = abgate::config::load_file(&g.config).unwrap();
     assert_eq!(exp_cfg.upstreams[0].read_timeout, Duration::from_secs(1));
     assert_eq!(
@@ -257,8 +255,9 @@ fn sigterm_exposures(threads: usize) {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        two_backend_config(&a, &b, "").replace("threads = 2", &format!("threads = {threads}"));
+    let config = two_backend(dir.path(), a.addr, b.addr)
+        .server(&format!("threads = {threads}"))
+        .toml();
     assert!(config.contains(&format!("threads = {threads}")));
     let g = start(dir.path(), &config);
     let cfg = abgate::config::load_file(&g.config).unwrap();
@@ -381,18 +380,14 @@ fn bad_reload_keeps_the_old_config_serving() {
     let a = MockServer::builder().name("a").start().unwrap();
     let b = MockServer::builder().name("b").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = two_backend_config(&a, &b, "");
-    let g = start(dir.path(), &text);
+    let config = two_backend(dir.path(), a.addr, b.addr);
+    let g = start(dir.path(), &config.toml());
     let (s, before, _) = get_as(&g, "/v1/chat", "reload-user");
     assert_eq!(s, 200);
     // Break the file: the watcher rejects it, old config keeps serving.
     std::fs::write(
         &g.config,
-        text.replace(
-            "weight = 50\n    upstream = \"model_b\"",
-            "weight = -5\n    upstream = \"model_b\"",
-        )
-        .replace("{DIR}", &dir.path().display().to_string()),
+        config.clone().weights("ranker_v2", &[50.0, -5.0]).toml(),
     )
     .unwrap();
     wait_for(10, "a rejected reload", || {
@@ -412,12 +407,7 @@ fn bad_reload_keeps_the_old_config_serving() {
     let r = agent().get(&g.admin_url("/admin/reload")).call();
     assert!(matches!(r, Err(ureq::Error::Status(405, _))));
     // A valid change (100% treatment) applies.
-    let all_b = text
-        .replace(
-            "weight = 50\n    upstream = \"model_a\"",
-            "weight = 0.0001\n    upstream = \"model_a\"",
-        )
-        .replace("{DIR}", &dir.path().display().to_string());
+    let all_b = config.weights("ranker_v2", &[0.0001, 50.0]).toml();
     std::fs::write(&g.config, &all_b).unwrap();
     let r = agent()
         .post(&g.admin_url("/admin/reload"))
@@ -472,8 +462,11 @@ fn guardrail_rolls_back_a_failing_variant_and_the_decision_survives_restart() {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let extra = r#"  guardrails = { min_requests = 100, check_interval = "100ms", window = "1m", alpha = 0.01, error_rate = { max_increase = 0.02 }, action = "rollback" }"#;
-    let g = start(dir.path(), &two_backend_config(&a, &b, extra));
+    let config = two_backend(dir.path(), a.addr, b.addr).guardrails(
+        "ranker_v2",
+        r#"min_requests = 100, check_interval = "100ms", window = "1m", alpha = 0.01, error_rate = { max_increase = 0.02 }, action = "rollback""#,
+    );
+    let g = start(dir.path(), &config.toml());
     let cfg = abgate::config::load_file(&g.config).unwrap();
     let exp = &cfg.layers[0].experiments[0];
     let users: Vec<String> = (0..400).map(|i| format!("g{i}")).collect();
@@ -634,16 +627,10 @@ fn logging_and_request_metrics_can_be_switched_off() {
     let a = MockServer::builder().name("a").start().unwrap();
     let b = MockServer::builder().name("b").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = two_backend_config(&a, &b, "")
-        .replace(
-            "flush_interval = \"50ms\"",
-            "flush_interval = \"50ms\"\nenabled = false",
-        )
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nrequest_metrics = false",
-        );
-    let g = start(dir.path(), &cfg);
+    let cfg = two_backend(dir.path(), a.addr, b.addr)
+        .events("enabled = false")
+        .admin("request_metrics = false");
+    let g = start(dir.path(), &cfg.toml());
     for i in 0..20 {
         let (s, _, _) = get_as(&g, "/v1/chat", &format!("off{i}"));
         assert_eq!(s, 200);
@@ -661,55 +648,37 @@ fn logging_and_request_metrics_can_be_switched_off() {
 }
 
 /// One upstream (a [`RawBackend`] that records request heads byte for byte) and one
-/// experiment whose variants each add a header (written in mixed case in the config).
-/// `server_extra` goes into `[server]`.
-fn raw_backend_config(backend: &RawBackend, server_extra: &str) -> String {
-    format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-threads = 1
-{server_extra}
-[admin]
-listen = "127.0.0.1:0"
-[identity]
-cookie = "abgate_uid"
-[events]
-dir = "{{DIR}}/events"
-[state]
-dir = "{{DIR}}/state"
-[upstream.model]
-addrs = ["{}"]
-[routing]
-default_upstream = "model"
-[[layer]]
-name = "model"
-  [[layer.experiment]]
-  name = "ranker_v2"
-  traffic = 1.0
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 1
-    headers = {{ "X-Model-Version" = "v1" }}
-    [[layer.experiment.variant]]
-    name = "treatment"
-    weight = 1
-    headers = {{ "X-Model-Version" = "v2" }}
-"#,
-        backend.addr
-    )
+/// experiment whose variants each add a header (written in mixed case in the config);
+/// one thread, identity from the cookie only. `preserve` sets `preserve_header_case`
+/// (`false` is the default: the key is left out).
+fn raw_backend_config(dir: &std::path::Path, backend: &RawBackend, preserve: bool) -> TestConfig {
+    let config = TestConfig::new(dir)
+        .server("threads = 1")
+        // abgate's defaults for these two, as this config has always had
+        .unset("server", "shutdown_timeout")
+        .unset("events", "flush_interval")
+        .identity("cookie = \"abgate_uid\"")
+        .upstream("model", &[&backend.addr])
+        .layer(
+            LayerSpec::new("model").experiment(
+                ExperimentSpec::new("ranker_v2", 1.0)
+                    .variant_with("control", 1.0, None, &[("X-Model-Version", "v1")])
+                    .variant_with("treatment", 1.0, None, &[("X-Model-Version", "v2")]),
+            ),
+        );
+    if preserve {
+        config.server("preserve_header_case = true")
+    } else {
+        config
+    }
 }
 
 /// abgate, preserving header case or not, in front of a [`RawBackend`].
 fn start_with_raw_backend(preserve: bool) -> (RawBackend, tempfile::TempDir, Abgate) {
     let backend = RawBackend::start();
     let dir = tempfile::tempdir().unwrap();
-    // `false` is the default: the key is left out.
-    let extra = if preserve {
-        "preserve_header_case = true"
-    } else {
-        ""
-    };
-    let g = start(dir.path(), &raw_backend_config(&backend, extra));
+    let config = raw_backend_config(dir.path(), &backend, preserve);
+    let g = start(dir.path(), &config.toml());
     (backend, dir, g)
 }
 

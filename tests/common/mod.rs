@@ -13,6 +13,11 @@ pub use abgate::mock::MockServer;
 #[allow(unused_imports)]
 pub use inprocess::{start_in_process, InProcess};
 
+pub mod config;
+// Each test binary compiles this module and uses some of it (as `dead_code` above).
+#[allow(unused_imports)]
+pub use config::{two_backend, ExperimentSpec, LayerSpec, TestConfig, DIR_PLACEHOLDER};
+
 pub const TOKEN: &str = "test-token-123";
 
 /// A running `abgate serve` process.
@@ -27,7 +32,7 @@ pub struct Abgate {
 
 /// Write `config` (with `{DIR}` replaced by a temp dir) and start abgate on it.
 pub fn start(dir: &Path, config: &str) -> Abgate {
-    let text = config.replace("{DIR}", &dir.display().to_string());
+    let text = config.replace(DIR_PLACEHOLDER, &dir.display().to_string());
     let path = dir.join("abgate.toml");
     std::fs::write(&path, text).unwrap();
     start_file(dir, &path)
@@ -180,57 +185,12 @@ pub fn events(dir: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// A two-upstream config with one routing experiment (50/50) and `extra` appended.
+/// The text of [`two_backend`] on `a` and `b` with `experiment_extra` lines added to
+/// experiment `ranker_v2`; its paths are `{DIR}`, filled in by [`start`].
 pub fn two_backend_config(a: &MockServer, b: &MockServer, experiment_extra: &str) -> String {
-    format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-threads = 2
-debug_header = true
-shutdown_timeout = "5s"
-[admin]
-listen = "127.0.0.1:0"
-[identity]
-header = "x-user-id"
-cookie = "abgate_uid"
-[events]
-dir = "{{DIR}}/events"
-flush_interval = "50ms"
-[state]
-dir = "{{DIR}}/state"
-[upstream.model_a]
-addrs = ["{}"]
-[upstream.model_b]
-addrs = ["{}"]
-connect_timeout = "500ms"
-[routing]
-default_upstream = "model_a"
-[[metric]]
-name = "conversion"
-kind = "binomial"
-[[metric]]
-name = "tokens"
-kind = "continuous"
-from_response_header = "x-tokens-generated"
-[[layer]]
-name = "model"
-  [[layer.experiment]]
-  name = "ranker_v2"
-  traffic = 1.0
-  primary_metric = "conversion"
-{experiment_extra}
-    [[layer.experiment.variant]]
-    name = "control"
-    weight = 50
-    upstream = "model_a"
-    [[layer.experiment.variant]]
-    name = "treatment"
-    weight = 50
-    upstream = "model_b"
-    headers = {{ "x-model-version" = "v2" }}
-"#,
-        a.addr, b.addr
-    )
+    two_backend(DIR_PLACEHOLDER, a.addr, b.addr)
+        .experiment_line("ranker_v2", experiment_extra)
+        .toml()
 }
 
 /// Two mock backends (`a`, `b`) and abgate in front of them with `two_backend_config`.
