@@ -154,7 +154,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // The metric updates a request in 3 experiments makes (SPEC §6 families, handles
+    // The metric updates a request in 3 experiments makes (the families of docs/operations.md, handles
     // pre-resolved at config load as in the proxy).
     let metrics = abgate::metrics::Metrics::new();
     let handles: Vec<_> = (0..3)

@@ -1,4 +1,4 @@
-//! Properties of assignment that the spec promises (SPEC §1), shown on synthetic units
+//! Properties of assignment that docs/hashing.md promises, shown on synthetic units
 //! without a network: frozen golden vectors, stickiness under traffic growth, minimal
 //! movement under weight changes, shares matching weights, independent layers.
 

@@ -1,5 +1,5 @@
 //! `abgate check`: every shipped config is valid; a bad config gets every error at once,
-//! each with file, line, key path and what would be valid; exit codes per SPEC §7.
+//! each with file, line, key path and what would be valid; exit codes as docs/operations.md gives them.
 
 mod common;
 

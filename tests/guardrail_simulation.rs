@@ -2,7 +2,7 @@
 //! the real windows (`guard::window::Window`) fed request by request, the real rule
 //! (`guard::evaluator::evaluate`) checked every interval.
 //!
-//! Figures printed with `--nocapture` are the ones quoted in the README.
+//! Figures printed with `--nocapture` are the ones quoted in docs/guardrails.md.
 
 mod common;
 

@@ -11,7 +11,8 @@
 //! Rejecting the top 1,616 hash values makes every bucket own exactly the same number
 //! of hash values, so the mapping has no modulo bias at all (a rehash happens with
 //! probability 1616 / 2^64, i.e. never in practice, but the rule is defined). This
-//! mapping is part of the product contract: the golden vectors in the tests freeze it,
+//! mapping is part of the product contract (docs/hashing.md): the golden vectors in the
+//! tests freeze it,
 //! so a unit keeps its variant across restarts, instances and upgrades.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};

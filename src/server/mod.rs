@@ -263,7 +263,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     // pingora's own timers (its "fast timeout": 10 ms ticks, a clock thread, a lock and
     // a tree insert per timed read) are kept for sub-second timeouts; the backend
     // connect and read timeouts of a second or more use tokio's timer wheel, which
-    // costs fewer instructions per request (docs/performance.md).
+    // costs fewer instructions per request (docs/decisions.md).
     pingora::prelude::fast_timeout::set_fast_timeout_to_tokio_threshold(Some(Duration::ZERO));
 
     rt.block_on(async {
@@ -279,7 +279,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
 
 /// One worker thread: a current-thread runtime, so the proxy, the admin API and the
 /// control loops share one thread without the multi-thread scheduler's bookkeeping and
-/// cross-thread wake-ups (docs/performance.md). More: a multi-thread runtime with that
+/// cross-thread wake-ups (docs/decisions.md). More: a multi-thread runtime with that
 /// many workers.
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ServeError> {
     if threads == 1 {

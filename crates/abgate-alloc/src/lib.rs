@@ -7,7 +7,7 @@
 //! sends everything else through an over-allocating generic path that also marks the page
 //! as holding interior pointers. A proxied request makes ~90 allocations, ~16 of them on
 //! that path (pingora's buffers and boxed futures are larger than 1 KiB). Measured under
-//! callgrind (README "Performance"): see the figures there. The same change is proposed
+//! callgrind (docs/performance.md): see the figures there. The same change is proposed
 //! upstream (purpleprotocol/mimalloc_rust pull request 170).
 //!
 //! The rule is C's `malloc` guarantee, which mimalloc keeps: a block is aligned to
