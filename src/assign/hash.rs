@@ -12,8 +12,7 @@
 //! of hash values, so the mapping has no modulo bias at all (a rehash happens with
 //! probability 1616 / 2^64, i.e. never in practice, but the rule is defined). This
 //! mapping is part of the product contract (docs/hashing.md): the golden vectors in the
-//! tests freeze it,
-//! so a unit keeps its variant across restarts, instances and upgrades.
+//! tests freeze it, so a unit keeps its variant across restarts, instances and upgrades.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
