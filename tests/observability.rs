@@ -69,7 +69,10 @@ fn dashboard_and_alerts_reference_only_exported_metrics() {
         "abgate_config_reloads_total",
         "abgate_identity_invalid_total",
     ] {
-        assert!(have.contains(spec), "documented metric {spec} (docs/operations.md) is not exported");
+        assert!(
+            have.contains(spec),
+            "documented metric {spec} (docs/operations.md) is not exported"
+        );
     }
     let dash_text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

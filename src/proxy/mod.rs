@@ -103,6 +103,9 @@ impl ProxyHttp for AbgateProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         self.app.inflight.fetch_add(1, Relaxed);
         ctx.inflight = Some(InflightGuard(self.app.clone()));
+        if self.app.draining.load(Relaxed) {
+            session.set_keepalive(None);
+        }
         let snap = self.app.snapshot.load_full();
         ctx.snap = Some(snap.clone());
         ctx.request_id = backend::client_request_id(&session.req_header().headers)
@@ -191,10 +194,15 @@ impl ProxyHttp for AbgateProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        // A request that was in flight when shutdown began: its response closes the
+        // connection (pingora then says `Connection: close`).
+        if self.app.draining.load(Relaxed) {
+            session.set_keepalive(None);
+        }
         for c in &ctx.set_cookies {
             resp.append_header("set-cookie", c.as_str())?;
         }
@@ -261,6 +269,10 @@ impl ProxyHttp for AbgateProxy {
     ) -> FailToProxy {
         let code = failure::status_for(e, &mut ctx.error);
         if code > 0 {
+            // The connection is not reused after a failed request (the request body may
+            // be half read): say so, so the client does not send its next request into
+            // a connection about to close.
+            session.set_keepalive(None);
             let upstream = ctx
                 .snap
                 .as_ref()

@@ -51,6 +51,9 @@ pub struct App {
     pub inflight: AtomicI64,
     /// Listeners bound and config loaded.
     pub ready: AtomicBool,
+    /// Graceful shutdown has begun: every response from now on says `Connection: close`
+    /// so keep-alive clients reconnect elsewhere instead of losing their next request.
+    pub draining: AtomicBool,
     /// Origin of the millisecond clock used by windows.
     pub epoch: Instant,
     pub(super) reload_lock: Mutex<()>,
@@ -74,6 +77,7 @@ impl App {
             config_path: path,
             inflight: AtomicI64::new(0),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             epoch: Instant::now(),
             reload_lock: Mutex::new(()),
         }))

@@ -210,6 +210,7 @@ impl Running {
     pub async fn stop(self) -> Stopped {
         let app = self.app;
         app.ready.store(false, Relaxed);
+        app.draining.store(true, Relaxed);
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.proxy_task).await;
         let deadline = Instant::now() + app.snapshot.load().config.server.shutdown_timeout;

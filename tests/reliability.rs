@@ -1,0 +1,116 @@
+//! Connection handling under faults and shutdown (issue: reliability). Each test drives
+//! real processes over raw keep-alive sockets, as a client library would.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Read one complete response (Content-Length framed) from `s`; `None` if the
+/// connection closed before a whole response arrived.
+fn read_response(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= i + 4 + len {
+                return Some(String::from_utf8_lossy(&buf[..i + 4 + len]).into_owned());
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn connection_header(resp: &str) -> Option<String> {
+    resp.to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("connection:").map(|v| v.trim().to_string()))
+}
+
+#[test]
+fn a_502_says_connection_close_because_the_connection_is_not_reused() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let a = MockServer::builder().name("a").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(
+        dir.path(),
+        &two_backend(dir.path(), a.addr, dead_addr).toml(),
+    );
+    let cfg = abgate::config::load_file(&g.config).unwrap();
+    let exp = &cfg.layers[0].experiments[0];
+    let user = (0..100)
+        .map(|i| format!("u{i}"))
+        .find(|u| abgate::assign::variant_of(exp, u) == 1)
+        .unwrap();
+    let mut s = TcpStream::connect(&g.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET /v1/chat HTTP/1.1\r\nHost: x\r\nCookie: abgate_uid={user}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let resp = read_response(&mut s).expect("a complete 502");
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    assert_eq!(connection_header(&resp).as_deref(), Some("close"), "{resp}");
+}
+
+#[test]
+fn sigterm_answers_every_in_flight_request_on_keep_alive_connections_with_close() {
+    let slow = MockServer::builder()
+        .name("slow")
+        .latency(Duration::from_millis(600))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(
+        dir.path(),
+        &two_backend(dir.path(), slow.addr, slow.addr).toml(),
+    );
+    // 16 keep-alive connections, each first used once (so it is a reused connection),
+    // then each with a request in flight when SIGTERM arrives. Requests go out on all
+    // connections before any answer is read.
+    let req =
+        |i: usize| format!("GET /v1/chat HTTP/1.1\r\nHost: x\r\nCookie: abgate_uid=k{i}\r\n\r\n");
+    let mut conns: Vec<TcpStream> = (0..16)
+        .map(|i| {
+            let mut s = TcpStream::connect(&g.proxy).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            s.write_all(req(i).as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut conns {
+        let first = read_response(s).expect("first response");
+        assert_eq!(
+            connection_header(&first).as_deref(),
+            Some("keep-alive"),
+            "{first}"
+        );
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(req(i).as_bytes()).unwrap();
+    }
+    // All 32 requests have reached the slow backend: the last 16 are in flight.
+    wait_for(10, "16 requests in flight", || {
+        (slow.requests() == 32).then_some(())
+    });
+    signal(&g.child, "TERM");
+    let mut answered = 0;
+    for s in &mut conns {
+        let resp = read_response(s).expect("every in-flight request gets its response");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert_eq!(connection_header(&resp).as_deref(), Some("close"), "{resp}");
+        answered += 1;
+    }
+    assert_eq!(answered, 16);
+    assert!(g.stop().success());
+}
