@@ -107,7 +107,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
         /// mSPRT tuning parameter of the always-valid p-value.
-        #[arg(long, default_value_t = 5000.0)]
+        #[arg(long, default_value_t = crate::stats::MSPRT_TUNING)]
         tuning: f64,
     },
     /// Sample size per variant and duration for a two-sided test.
@@ -457,7 +457,10 @@ fn analyze_cmd(
         anyhow::bail!("--confidence {confidence} must be between 0.5 and 1 (e.g. 0.95)");
     }
     if !(tuning > 0.0) {
-        anyhow::bail!("--tuning must be positive (default 5000)");
+        anyhow::bail!(
+            "--tuning must be positive (default {})",
+            crate::stats::MSPRT_TUNING
+        );
     }
     let cfg = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut opts = crate::analyze::Options {

@@ -282,7 +282,7 @@ fn experiments_json(app: &App) -> serde_json::Value {
                 "unit": exp.unit.label(),
                 "control": exp.variants[exp.control].name,
                 "guardrails": exp.guardrails.is_some(),
-                "srm_p_value": crate::stats::chi_square_gof(&exposures, &weights),
+                "srm_p_value": crate::stats::srm_p_value(&exposures, &weights),
                 "variants": variants,
             }));
         }
@@ -291,77 +291,34 @@ fn experiments_json(app: &App) -> serde_json::Value {
 }
 
 fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
-    use crate::analyze::{compare, Options};
-    use crate::config::MetricKind;
-    use crate::stats::Summary;
+    use crate::analyze::live::{self, LiveInput, LiveVariant};
     let snap = app.snapshot.load();
     let (li, ei) = snap.config.experiment(name)?;
     let exp = &snap.config.layers[li].experiments[ei];
     let variants = variant_live(app, li, ei);
     let now = app.now_ms();
     let rt = &snap.experiments[li][ei];
-    let opts = Options::default();
-    let c = rt.state.variants[exp.control].window.stats(now);
-    let cname = &exp.variants[exp.control].name;
-    let errors = |w: &crate::guard::window::WindowStats| {
-        let n = w.n as f64;
-        let p = w.error_rate();
-        Summary {
-            n,
-            mean: p,
-            variance: if n > 1.0 {
-                p * (1.0 - p) * n / (n - 1.0)
-            } else {
-                0.0
-            },
-        }
-    };
-    let mut comparisons = Vec::new();
-    for (vi, v) in rt.state.variants.iter().enumerate() {
-        if vi == exp.control {
-            continue;
-        }
-        let t = v.window.stats(now);
-        if c.n > 1 && t.n > 1 {
-            comparisons.push(compare(
-                "latency_ms",
-                MetricKind::Continuous,
-                false,
-                &v.name,
-                cname,
-                c.latency_summary(),
-                t.latency_summary(),
-                &opts,
-                None,
-                false,
-                true,
-            ));
-            comparisons.push(compare(
-                "error_rate",
-                MetricKind::Binomial,
-                false,
-                &v.name,
-                cname,
-                errors(&c),
-                errors(&t),
-                &opts,
-                None,
-                false,
-                true,
-            ));
-        }
-    }
-    let ps: Vec<f64> = comparisons.iter().map(|c| c.p_value).collect();
-    let (holm, bh) = (
-        crate::stats::holm(&ps),
-        crate::stats::benjamini_hochberg(&ps),
-    );
-    for (i, cmp) in comparisons.iter_mut().enumerate() {
-        cmp.p_value_holm = holm[i];
-        cmp.p_value_bh = bh[i];
-    }
-    let exposures: Vec<u64> = rt.metrics.iter().map(|m| m.exposures.get()).collect();
-    let weights: Vec<f64> = exp.variants.iter().map(|v| v.weight).collect();
+    let live_variants: Vec<LiveVariant> = exp
+        .variants
+        .iter()
+        .zip(&rt.state.variants)
+        .zip(&rt.metrics)
+        .map(|((v, st), m)| {
+            let w = st.window.stats(now);
+            LiveVariant {
+                name: &v.name,
+                weight: v.weight,
+                exposures: m.exposures.get(),
+                requests: w.n,
+                errors: w.errors,
+                latency: w.latency_summary(),
+            }
+        })
+        .collect();
+    let live = live::report(&LiveInput {
+        variants: &live_variants,
+        control: exp.control,
+    });
     let outcomes: serde_json::Map<String, serde_json::Value> = snap
         .config
         .metrics
@@ -373,9 +330,9 @@ fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
         "experiment": name,
         "layer": snap.config.layers[li].name,
         "source": "live: request-level metrics over the guardrail window (latency from its histogram, 12.5% resolution); unit-level outcome metrics need `abgate analyze` on the event log",
-        "srm_p_value": crate::stats::chi_square_gof(&exposures, &weights),
+        "srm_p_value": live.srm_p_value,
         "variants": variants,
-        "comparisons": comparisons,
+        "comparisons": live.comparisons,
         "outcomes_received": outcomes,
     }))
 }

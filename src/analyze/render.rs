@@ -1,5 +1,5 @@
-//! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON of
-//! SPEC §4, and one self-contained HTML file (inline SVG, no external assets).
+//! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON
+//! described in `docs/analysis.md`, and one self-contained HTML file (inline SVG, no external assets).
 
 use super::{Comparison, ExperimentReport, Report};
 use std::fmt::Write;
@@ -30,7 +30,7 @@ fn p(x: f64) -> String {
     }
 }
 
-/// The JSON report (SPEC §4 schema; extra fields may be added, these stay).
+/// The JSON report (the schema of `docs/analysis.md`; extra fields may be added, these stay).
 pub fn json(r: &Report) -> String {
     let v = serde_json::json!({
         "experiments": r.experiments,

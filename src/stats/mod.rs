@@ -1,7 +1,7 @@
 //! Statistics as pure functions: no I/O, no clock. Used live (guardrails, admin) and
 //! offline (`abgate analyze`). Distributions come from `statrs`.
 //!
-//! Conventions (SPEC §4): variances are sample variances (n − 1); p-values are two-sided;
+//! Conventions (the statistics are described in `docs/analysis.md`): variances are sample variances (n − 1); p-values are two-sided;
 //! the binomial p-value is the pooled two-proportion z-test (equal to chi-square without
 //! continuity correction) and its CI the unpooled Wald interval; the continuous p-value
 //! and CI are Welch's; relative lifts use the delta method; the sequential p-value and
@@ -9,6 +9,12 @@
 
 use statrs::distribution::{ChiSquared, Continuous, ContinuousCDF, Normal, StudentsT};
 use statrs::function::beta::ln_beta;
+
+/// The mixing-variance tuning of the mSPRT, GrowthBook's default: the total number of
+/// observations at which the confidence sequence is tightest; the mixing variance ρ² is
+/// derived from it by [`msprt_rho2`]. The default of `abgate analyze --tuning` and the
+/// value of the live report.
+pub const MSPRT_TUNING: f64 = 5000.0;
 
 /// Standard normal CDF.
 pub fn norm_cdf(x: f64) -> f64 {
@@ -77,6 +83,21 @@ impl Summary {
             0.0
         };
         Summary { n, mean, variance }
+    }
+
+    /// Of `n` 0/1 observations of which `successes` are 1: mean = successes / n (0 when
+    /// n = 0) and the sample variance p(1 − p)·n/(n − 1) (0 when n ≤ 1).
+    pub fn binomial(n: f64, successes: f64) -> Summary {
+        let p = if n > 0.0 { successes / n } else { 0.0 };
+        Summary {
+            n,
+            mean: p,
+            variance: if n > 1.0 {
+                p * (1.0 - p) * n / (n - 1.0)
+            } else {
+                0.0
+            },
+        }
     }
 }
 
@@ -369,6 +390,15 @@ pub fn chi_square_gof(observed: &[u64], weights: &[f64]) -> f64 {
     chi2_sf(stat, (observed.len() - 1) as f64)
 }
 
+/// Sample ratio mismatch check: the chi-square goodness-of-fit p-value of the observed
+/// units (or exposures) per variant, `counts`, against the configured `weights` (same
+/// order; weights need not sum to 1). 1 when there is nothing to test (no observations,
+/// fewer than two variants, no positive weight). A small value means the split is not
+/// the configured one and lifts should not be read.
+pub fn srm_p_value(counts: &[u64], weights: &[f64]) -> f64 {
+    chi_square_gof(counts, weights)
+}
+
 /// Survival function of the chi-square distribution.
 pub fn chi2_sf(x: f64, df: f64) -> f64 {
     match ChiSquared::new(df) {
@@ -468,7 +498,7 @@ mod tests {
     #[test]
     fn msprt_matches_hand_computation() {
         // Reference values computed once in Python 3.11 (math module only) from the
-        // formula of SPEC §4, independently of this code:
+        // formula in docs/analysis.md, independently of this code:
         //   l = -2*ln(0.05); rho2 = (l + ln(l+1)) / 5000          -> 0.001587230920347513
         //   n=2000, d=0.02, v=1e-4: nr = n*rho2+1
         //   p = sqrt(nr) * exp(-rho2*n*d*d / (2*v*nr))            -> 0.44646083307915096
@@ -481,6 +511,17 @@ mod tests {
         // p crosses alpha exactly at the CS half-width
         let w = msprt_half_width(1e-4, 2000.0, 0.05, 5000.0);
         close(msprt_p_value(w, 1e-4, 2000.0, 0.05, 5000.0), 0.05, 1e-9);
+    }
+
+    #[test]
+    fn binomial_summary_is_the_summary_of_zeros_and_ones() {
+        let b = Summary::binomial(4.0, 1.0);
+        let v = Summary::of(&[1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(b.n, v.n);
+        close(b.mean, v.mean, 1e-15);
+        close(b.variance, v.variance, 1e-15);
+        assert_eq!(Summary::binomial(0.0, 0.0), Summary::default());
+        assert_eq!(Summary::binomial(1.0, 1.0).variance, 0.0);
     }
 
     #[test]

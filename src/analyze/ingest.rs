@@ -1,0 +1,206 @@
+//! The single pass over the event files: every line is parsed ([`super::scan`]) and
+//! folded into the aggregates of its experiments ([`ExpAcc`]); unreadable lines and
+//! unknown experiments are counted and reported as warnings once the pass is over.
+//!
+//! Files are read in name (= time) order and lines in file order, so an outcome counts
+//! only for the experiments its unit was already exposed to when it is read. Nothing is
+//! allocated per line beyond what [`ExpAcc`] documents (and the first sighting of a unit
+//! or of an unknown experiment).
+
+use super::aggregate::{ExpAcc, UnitExperiments, UnitMap};
+use super::{scan, AnalyzeError, ReadStats};
+use crate::config::Config;
+use crate::events::reader::for_each_line_bytes;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Unreadable lines quoted in warnings, per kind (invalid, torn); the rest are counted.
+const QUOTED_BAD_LINES: usize = 20;
+
+/// What the pass produced.
+pub(super) struct Ingested {
+    /// Per experiment, in the order of the `exps` given to [`ingest`].
+    pub accs: Vec<ExpAcc>,
+    /// Every unit seen, with its records.
+    pub units: UnitMap,
+    /// What was read.
+    pub read: ReadStats,
+}
+
+/// The state of the pass while lines are read.
+struct Pass<'c> {
+    // Names are looked up by a linear scan: configs have a handful of experiments,
+    // variants and metrics, and comparing a few short strings beats hashing one.
+    exp_names: Vec<&'c str>,
+    metric_names: Vec<&'c str>,
+    out: Ingested,
+    unknown_experiments: BTreeMap<String, u64>,
+    bad_lines: Vec<String>,
+}
+
+/// Read `files` once into per-experiment aggregates for the experiments `exps` (layer
+/// index, experiment index) of `cfg`. `progress` is called every million lines;
+/// warnings (unreadable lines, unknown experiments) go to `warn` after the pass.
+pub(super) fn ingest(
+    cfg: &Config,
+    exps: &[(usize, usize)],
+    files: &[PathBuf],
+    mut progress: impl FnMut(u64),
+    mut warn: impl FnMut(String),
+) -> Result<Ingested, AnalyzeError> {
+    let mut pass = Pass::new(cfg, exps, files.len());
+    let (mut torn, mut torn_n): (Vec<String>, u64) = (Vec::new(), 0);
+    for_each_line_bytes(
+        files,
+        |file, n, text| {
+            let read = &mut pass.out.read;
+            read.lines += 1;
+            if read.lines.is_multiple_of(1_000_000) {
+                progress(read.lines);
+            }
+            pass.line(file, n, text);
+        },
+        |file, n, why| {
+            torn_n += 1;
+            if torn.len() < QUOTED_BAD_LINES {
+                torn.push(format!("{}:{n}: {why}", file.display()));
+            }
+        },
+    )
+    .map_err(|e| AnalyzeError::Io(e.to_string()))?;
+    // torn lines were never handed to the pass: count them as read and skipped
+    pass.out.read.skipped += torn_n;
+    pass.out.read.lines += torn_n;
+    pass.bad_lines.extend(torn);
+    pass.finish(&mut warn)
+}
+
+impl<'c> Pass<'c> {
+    fn new(cfg: &'c Config, exps: &[(usize, usize)], files: usize) -> Pass<'c> {
+        let exp_names: Vec<&str> = exps
+            .iter()
+            .map(|&(li, ei)| &*cfg.layers[li].experiments[ei].name)
+            .collect();
+        let metric_names: Vec<&str> = cfg.metrics.iter().map(|m| &*m.name).collect();
+        let accs = exps
+            .iter()
+            .map(|&(li, ei)| ExpAcc::new(&cfg.layers[li].experiments[ei], &metric_names))
+            .collect();
+        Pass {
+            exp_names,
+            metric_names,
+            out: Ingested {
+                accs,
+                units: UnitMap::default(),
+                read: ReadStats {
+                    files,
+                    ..Default::default()
+                },
+            },
+            unknown_experiments: BTreeMap::new(),
+            bad_lines: Vec::new(),
+        }
+    }
+
+    /// One complete line (`n`-th of `file`).
+    fn line(&mut self, file: &Path, n: usize, text: &[u8]) {
+        let mut line = scan::Line::empty();
+        if let Err(e) = scan::parse(text, &mut line) {
+            self.out.read.skipped += 1;
+            if self.bad_lines.len() < QUOTED_BAD_LINES {
+                self.bad_lines.push(format!(
+                    "{}:{n}: not an event ({e}): skipped",
+                    file.display()
+                ));
+            }
+            return;
+        }
+        match &*line.ty {
+            "exposure" => self.exposure(&line),
+            "outcome" => self.outcome(&line),
+            _ => {}
+        }
+    }
+
+    /// An exposure: a request for every experiment it assigns (forced assignments are
+    /// not exposures), and the first exposure of each unit to each experiment.
+    fn exposure(&mut self, line: &scan::Line<'_>) {
+        self.out.read.exposures += 1;
+        let Some(assignments) = &line.assignments else {
+            return;
+        };
+        // the unit's entry, kept while consecutive assignments share the unit
+        let mut cur: Option<(&str, &mut UnitExperiments)> = None;
+        for a in assignments {
+            if a.forced {
+                continue;
+            }
+            let Some(ei) = self.exp_names.iter().position(|n| *n == &*a.experiment) else {
+                *self
+                    .unknown_experiments
+                    .entry(a.experiment.to_string())
+                    .or_default() += 1;
+                continue;
+            };
+            let acc = &mut self.out.accs[ei];
+            let Some(vi) = acc.variant_index(&a.variant) else {
+                continue;
+            };
+            acc.count_request(vi, line.latency_ms, line.error.is_some());
+            let Some(uid) = a.unit_id.as_deref().or(line.unit_id.as_deref()) else {
+                continue;
+            };
+            if cur.as_ref().is_none_or(|(u, _)| *u != uid) {
+                cur = Some((uid, self.out.units.entry_ref(uid).or_default()));
+            }
+            let Some((_, list)) = cur.as_mut() else {
+                continue;
+            };
+            acc.expose(list, ei, vi, line.ts.as_deref());
+        }
+    }
+
+    /// An outcome: added to every experiment its unit is already in.
+    fn outcome(&mut self, line: &scan::Line<'_>) {
+        self.out.read.outcomes += 1;
+        let (Some(uid), Some(metric), Some(value)) = (&line.unit_id, &line.metric, line.value)
+        else {
+            return;
+        };
+        let Some(mi) = self.metric_names.iter().position(|n| *n == &**metric) else {
+            return;
+        };
+        let Some(list) = self.out.units.get(&**uid) else {
+            return;
+        };
+        for &(ei, ri) in list {
+            self.out.accs[ei as usize].add_outcome(ri as usize, mi, value);
+        }
+    }
+
+    /// Report what was skipped, and fail when no line matched the config.
+    fn finish(self, warn: &mut impl FnMut(String)) -> Result<Ingested, AnalyzeError> {
+        let read = &self.out.read;
+        for w in self.bad_lines {
+            warn(w);
+        }
+        if read.skipped > QUOTED_BAD_LINES as u64 {
+            warn(format!(
+                "… {} unreadable lines skipped in all",
+                read.skipped
+            ));
+        }
+        for (name, n) in &self.unknown_experiments {
+            warn(format!(
+                "{n} exposures name experiment `{name}`, which the config does not define: ignored"
+            ));
+        }
+        if self.out.accs.iter().all(|a| a.records() == 0) {
+            return Err(AnalyzeError::NoMatch(format!(
+                "none of the {} lines ({} exposures) matches an experiment of the config; check that --config is the config that produced these events",
+                read.lines, read.exposures
+            )));
+        }
+        Ok(self.out)
+    }
+}
