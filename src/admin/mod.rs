@@ -15,20 +15,21 @@
 //! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
 //! compared in constant time): 401 without it, 405 on the wrong method.
 
-use crate::guard::{Action, Decision};
-use crate::runtime::{App, ReloadOutcome};
+mod mutate;
+mod respond;
+mod views;
+
+use crate::runtime::App;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use respond::{error, json_resp, text, Resp};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::watch;
-
-type Resp = Response<Full<Bytes>>;
 
 /// What the admin API holds of the runtime: it reads the snapshot, metrics and
 /// readiness, and asks the runtime to reload or to take a decision. It never touches the
@@ -67,7 +68,7 @@ pub async fn run(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&app, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(route(&app, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -76,27 +77,7 @@ pub async fn run(
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    Response::builder()
-        .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(Full::new(body.into()))
-        .expect("static response parts are valid")
-}
-
-fn json_resp(status: StatusCode, v: serde_json::Value) -> Resp {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(v.to_string())))
-        .expect("static response parts are valid")
-}
-
-fn error(status: StatusCode, msg: &str) -> Resp {
-    json_resp(status, json!({ "error": msg }))
-}
-
-async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -122,10 +103,14 @@ async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
                 .expect("valid response")
         }
         ["admin", "experiments"] if get_only(&method) => {
-            json_resp(StatusCode::OK, experiments_json(app))
+            let a = app.clone();
+            match tokio::task::spawn_blocking(move || views::experiments_json(&a)).await {
+                Ok(v) => json_resp(StatusCode::OK, v),
+                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "admin task failed"),
+            }
         }
         ["admin", "experiments", name, "report"] if get_only(&method) => {
-            match report_json(app, name) {
+            match views::report_json(app, name) {
                 Some(v) => json_resp(StatusCode::OK, v),
                 None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
             }
@@ -133,31 +118,16 @@ async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         ["admin", "experiments", name, action @ ("rollback" | "resume" | "pause")]
             if method == Method::POST =>
         {
-            if let Some(r) = check_token(app, &req) {
+            if let Some(r) = mutate::check_token(app, &req) {
                 return r;
             }
-            mutate(app, name, action)
+            mutate::experiment(app, name, action).await
         }
         ["admin", "reload"] if method == Method::POST => {
-            if let Some(r) = check_token(app, &req) {
+            if let Some(r) = mutate::check_token(app, &req) {
                 return r;
             }
-            let a = app.clone();
-            match tokio::task::spawn_blocking(move || a.reload("POST /admin/reload")).await {
-                Ok(Ok(ReloadOutcome::Applied { version })) => json_resp(
-                    StatusCode::OK,
-                    json!({"result": "applied", "version": version}),
-                ),
-                Ok(Ok(ReloadOutcome::Unchanged)) => json_resp(
-                    StatusCode::OK,
-                    json!({"result": "unchanged", "version": app.snapshot.load().config.version}),
-                ),
-                Ok(Err(e)) => json_resp(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({"result": "rejected", "error": e.to_string(), "serving": app.snapshot.load().config.version}),
-                ),
-                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
-            }
+            mutate::reload(app).await
         }
         ["healthz"]
         | ["readyz"]
@@ -175,164 +145,4 @@ async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
             "unknown endpoint; see /admin/experiments, /metrics, /healthz, /readyz",
         ),
     }
-}
-
-fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
-    let snap = app.snapshot.load();
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if snap.token.is_none() {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            &format!(
-                "no admin token configured: set ${} and restart",
-                snap.config.admin.token_env
-            ),
-        ));
-    }
-    if !snap.token_ok(presented.as_bytes()) {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer <token>",
-        ));
-    }
-    None
-}
-
-fn mutate(app: &App, name: &str, action: &str) -> Resp {
-    let snap = app.snapshot.load();
-    let Some(exp) = snap.find(name) else {
-        return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
-    };
-    let action = match action {
-        "rollback" => Action::ManualRollback,
-        "pause" => Action::Pause,
-        _ => Action::Resume,
-    };
-    for (i, v) in exp.config.variants.iter().enumerate() {
-        if i == exp.config.control {
-            continue;
-        }
-        let decision = Decision::manual(&exp.config.name, &v.name, action);
-        if let Err(e) = app.decide(exp, i, decision) {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-        }
-    }
-    json_resp(
-        StatusCode::OK,
-        json!({"experiment": name, "state": exp.state().state_word()}),
-    )
-}
-
-fn variant_live(app: &App, li: usize, ei: usize) -> Vec<serde_json::Value> {
-    let snap = app.snapshot.load();
-    let exp = &snap.config.layers[li].experiments[ei];
-    let rt = &snap.experiments[li][ei];
-    let now = app.now_ms();
-    exp.variants
-        .iter()
-        .enumerate()
-        .map(|(vi, v)| {
-            let st = &rt.state.variants[vi];
-            let w = st.window.stats(now);
-            let m = &rt.metrics[vi];
-            let requests: u64 = m.requests.iter().map(|c| c.get()).sum();
-            json!({
-                "name": v.name,
-                "weight": v.weight,
-                "control": vi == exp.control,
-                "upstream": v.upstream.map(|u| snap.config.upstreams[u].name.to_string()),
-                "exposures": m.exposures.get(),
-                "units": st.units.estimate().round(),
-                "requests_served": requests,
-                "window": {
-                    "requests": w.n,
-                    "errors": w.errors,
-                    "error_rate": w.error_rate(),
-                    "p50_ms": w.quantile_ms(0.5),
-                    "p99_ms": w.quantile_ms(0.99),
-                },
-                "rolled_back": st.rolled_back.load(Relaxed),
-                "guardrail_status": st.status(),
-                "last_decision": *st.last_decision.lock().unwrap_or_else(|p| p.into_inner()),
-            })
-        })
-        .collect()
-}
-
-fn experiments_json(app: &App) -> serde_json::Value {
-    let snap = app.snapshot.load();
-    let mut list = Vec::new();
-    for (li, layer) in snap.config.layers.iter().enumerate() {
-        for (ei, exp) in layer.experiments.iter().enumerate() {
-            let rt = &snap.experiments[li][ei];
-            let variants = variant_live(app, li, ei);
-            let exposures: Vec<u64> = rt.metrics.iter().map(|m| m.exposures.get()).collect();
-            let weights: Vec<f64> = exp.variants.iter().map(|v| v.weight).collect();
-            list.push(json!({
-                "name": exp.name,
-                "layer": layer.name,
-                "state": rt.state.state_word(),
-                "traffic": exp.traffic,
-                "buckets": [exp.start, exp.end],
-                "unit": exp.unit.label(),
-                "control": exp.variants[exp.control].name,
-                "guardrails": exp.guardrails.is_some(),
-                "srm_p_value": crate::stats::srm_p_value(&exposures, &weights),
-                "variants": variants,
-            }));
-        }
-    }
-    json!({ "config_version": snap.config.version, "experiments": list })
-}
-
-fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
-    use crate::analyze::live::{self, LiveInput, LiveVariant};
-    let snap = app.snapshot.load();
-    let (li, ei) = snap.config.experiment(name)?;
-    let exp = &snap.config.layers[li].experiments[ei];
-    let variants = variant_live(app, li, ei);
-    let now = app.now_ms();
-    let rt = &snap.experiments[li][ei];
-    let live_variants: Vec<LiveVariant> = exp
-        .variants
-        .iter()
-        .zip(&rt.state.variants)
-        .zip(&rt.metrics)
-        .map(|((v, st), m)| {
-            let w = st.window.stats(now);
-            LiveVariant {
-                name: &v.name,
-                weight: v.weight,
-                exposures: m.exposures.get(),
-                requests: w.n,
-                errors: w.errors,
-                latency: w.latency_summary(),
-            }
-        })
-        .collect();
-    let live = live::report(&LiveInput {
-        variants: &live_variants,
-        control: exp.control,
-    });
-    let outcomes: serde_json::Map<String, serde_json::Value> = snap
-        .config
-        .metrics
-        .iter()
-        .zip(&snap.outcome_counters)
-        .map(|(m, c)| (m.name.to_string(), json!(c.get())))
-        .collect();
-    Some(json!({
-        "experiment": name,
-        "layer": snap.config.layers[li].name,
-        "source": "live: request-level metrics over the guardrail window (latency from its histogram, 12.5% resolution); unit-level outcome metrics need `abgate analyze` on the event log",
-        "srm_p_value": live.srm_p_value,
-        "variants": variants,
-        "comparisons": live.comparisons,
-        "outcomes_received": outcomes,
-    }))
 }

@@ -21,6 +21,6 @@ pub fn update(app: &App, snap: &Snapshot) {
         app.metrics
             .srm_p_value
             .with_label_values(&[&exp.config.name])
-            .set(crate::stats::chi_square_gof(&exposures, &weights));
+            .set(crate::stats::srm_p_value(&exposures, &weights));
     }
 }

@@ -13,7 +13,7 @@ use statrs::function::beta::ln_beta;
 /// The mixing-variance tuning of the mSPRT, GrowthBook's default: the total number of
 /// observations at which the confidence sequence is tightest; the mixing variance ρ² is
 /// derived from it by [`msprt_rho2`]. The default of `abgate analyze --tuning` and the
-/// value of the live report.
+/// value of the live report and of the guardrails.
 pub const MSPRT_TUNING: f64 = 5000.0;
 
 /// Standard normal CDF.
@@ -193,11 +193,6 @@ pub fn relative_lift(
     let h = z * var.sqrt();
     (rel, (rel - h, rel + h))
 }
-
-/// The default tuning of the mixture SPRT (GrowthBook's default): the sample size at
-/// which the mixing distribution is tuned. Guardrails, `abgate analyze` and the live
-/// report all use it unless `--tuning` says otherwise.
-pub const MSPRT_TUNING: f64 = 5000.0;
 
 /// ρ² of the mixture SPRT (GrowthBook's asymptotic form): (−2 ln α + ln(−2 ln α + 1)) / tuning.
 pub fn msprt_rho2(alpha: f64, tuning: f64) -> f64 {

@@ -1,0 +1,91 @@
+//! The admin API's mutations — rollback, pause, resume, reload — behind the token
+//! (`Authorization: Bearer <token>`, compared in constant time). The work (a decision's
+//! fsyncs, re-reading and compiling a config) runs on the blocking pool, never on the
+//! threads that proxy requests.
+
+use super::respond::{error, json_resp, Resp};
+use crate::guard::{Action, Decision};
+use crate::runtime::{App, ReloadOutcome};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::sync::Arc;
+
+pub fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
+    let snap = app.snapshot.load();
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if snap.token.is_none() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "no admin token configured: set ${} and restart",
+                snap.config.admin.token_env
+            ),
+        ));
+    }
+    if !snap.token_ok(presented.as_bytes()) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        ));
+    }
+    None
+}
+
+/// `POST /admin/experiments/{name}/{rollback|resume|pause}`.
+pub async fn experiment(app: &Arc<App>, name: &str, action: &str) -> Resp {
+    let (app, name, action) = (app.clone(), name.to_string(), action.to_string());
+    tokio::task::spawn_blocking(move || mutate(&app, &name, &action))
+        .await
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "admin task failed"))
+}
+
+/// `POST /admin/reload`.
+pub async fn reload(app: &Arc<App>) -> Resp {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.reload("POST /admin/reload")).await {
+        Ok(Ok(ReloadOutcome::Applied { version })) => json_resp(
+            StatusCode::OK,
+            json!({"result": "applied", "version": version}),
+        ),
+        Ok(Ok(ReloadOutcome::Unchanged)) => json_resp(
+            StatusCode::OK,
+            json!({"result": "unchanged", "version": app.snapshot.load().config.version}),
+        ),
+        Ok(Err(e)) => json_resp(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"result": "rejected", "error": e.to_string(), "serving": app.snapshot.load().config.version}),
+        ),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
+    }
+}
+
+fn mutate(app: &App, name: &str, action: &str) -> Resp {
+    let snap = app.snapshot.load();
+    let Some(exp) = snap.find(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
+    };
+    let action = match action {
+        "rollback" => Action::ManualRollback,
+        "pause" => Action::Pause,
+        _ => Action::Resume,
+    };
+    for (i, v) in exp.config.variants.iter().enumerate() {
+        if i == exp.config.control {
+            continue;
+        }
+        let decision = Decision::manual(&exp.config.name, &v.name, action);
+        if let Err(e) = app.decide(exp, i, decision) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+    }
+    json_resp(
+        StatusCode::OK,
+        json!({"experiment": name, "state": exp.state().state_word()}),
+    )
+}
