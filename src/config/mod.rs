@@ -8,9 +8,10 @@
 
 mod compile;
 mod locate;
+mod model;
 pub mod raw;
 
-pub use compile::*;
+pub use model::*;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
