@@ -18,6 +18,7 @@ mod diagnostics;
 mod model;
 pub mod raw;
 
+pub use compile::parse_duration;
 pub use diagnostics::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 
@@ -88,11 +89,4 @@ fn path_string(p: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => path_string(parent),
     }
-}
-
-/// Parse a duration such as `200ms`, `1s`, `5m`, `365d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        format!("`{s}` is not a duration; write a number and a unit, e.g. \"200ms\", \"5s\", \"5m\", \"365d\"")
-    })
 }
