@@ -17,6 +17,8 @@ mod compile;
 mod diagnostics;
 mod model;
 pub mod raw;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use compile::parse_duration;
 pub use diagnostics::{ConfigError, Diagnostic, Diagnostics};
@@ -88,5 +90,47 @@ fn path_string(p: &serde_ignored::Path<'_>) -> String {
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => path_string(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{diagnostics, parse, MINIMAL};
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.version, super::config_version(MINIMAL));
+        assert_eq!(cfg.server.listen, ["127.0.0.1:8080"]);
+        assert!(cfg.layers.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_is_the_only_message_located_at_its_line() {
+        let d = diagnostics("[server]\nthreads = \n[admin]\nlisten = 1\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].line, Some(2));
+        assert_eq!(d[0].path, "");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_at_their_line_with_other_errors_in_file_order() {
+        let d = diagnostics(&format!(
+            "{MINIMAL}[server]\nthreads = 0\ncolour = \"blue\"\n"
+        ));
+        let got: Vec<_> = d.iter().map(|d| (d.line, d.path.as_str())).collect();
+        assert_eq!(
+            got,
+            [(Some(6), "server.threads"), (Some(7), "server.colour")]
+        );
+        assert!(d[1].message.starts_with("unknown key `colour` in `server`"));
+    }
+
+    #[test]
+    fn config_version_is_12_hex_digits_and_changes_with_the_text() {
+        let a = super::config_version("a");
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, super::config_version("b"));
     }
 }

@@ -75,3 +75,84 @@ pub(super) fn bucket_range(
         end: end.min(BUCKETS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::assign::hash::BUCKETS;
+    use crate::config::test_support::{errors, parse, MINIMAL};
+
+    /// A layer `l` with experiments of the given (traffic, offset) lines.
+    fn layer(experiments: &[&str]) -> String {
+        let mut s = format!("{MINIMAL}[[layer]]\nname = \"l\"\n");
+        for (i, lines) in experiments.iter().enumerate() {
+            s.push_str(&format!(
+                "[[layer.experiment]]\nname = \"e{i}\"\n{lines}\n\
+                 [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+                 [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n"
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn ranges_follow_each_other_unless_an_offset_is_given() {
+        let cfg = parse(&layer(&[
+            "traffic = 0.25",
+            "traffic = 0.25",
+            "traffic = 0.1\noffset = 0.9",
+        ]))
+        .unwrap();
+        let ranges: Vec<_> = cfg.layers[0]
+            .experiments
+            .iter()
+            .map(|e| (e.traffic, e.start, e.end))
+            .collect();
+        let b = BUCKETS / 4;
+        assert_eq!(
+            ranges,
+            [
+                (0.25, 0, b),
+                (0.25, b, 2 * b),
+                (0.1, BUCKETS * 9 / 10, BUCKETS)
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_traffic_a_range_past_the_layer_and_an_overlap_are_reported() {
+        let e = errors(&layer(&[
+            "offset = 0.5",
+            "traffic = 0.6",
+            "traffic = 0.5\noffset = 0.2",
+        ]));
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    7,
+                    "layer[0].experiment[0]",
+                    "missing `traffic` (share of the layer, e.g. 0.5)"
+                ),
+                (
+                    18,
+                    "layer[0].experiment[1].traffic",
+                    "experiment `e1` would end at 1.1000 of layer `l`: the experiments of a layer share at most 1.0 of its traffic; lower `traffic` or `offset`"
+                ),
+                (
+                    27,
+                    "layer[0].experiment[2].traffic",
+                    "bucket range [0.2000, 0.7000) overlaps experiment `e0` [0.5000, 0.5000) in layer `l`; set `offset` so the ranges are disjoint"
+                ),
+                (
+                    27,
+                    "layer[0].experiment[2].traffic",
+                    "bucket range [0.2000, 0.7000) overlaps experiment `e1` [0.5000, 1.0000) in layer `l`; set `offset` so the ranges are disjoint"
+                ),
+            ]
+        );
+    }
+}

@@ -59,3 +59,64 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
         base.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, MINIMAL};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    fn parse_in(dir: &str, toml: &str) -> crate::config::Config {
+        crate::config::parse_str(toml, &Path::new(dir).join("c.toml")).unwrap()
+    }
+
+    #[test]
+    fn event_and_state_defaults_are_under_the_config_directory() {
+        let cfg = parse_in("/etc/abgate", MINIMAL);
+        let ev = &cfg.events;
+        assert_eq!(ev.dir, PathBuf::from("/etc/abgate/./data/events"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/etc/abgate/./data/state"));
+        assert_eq!(ev.rotate_bytes, 256 * 1024 * 1024);
+        assert_eq!(ev.flush_interval, Duration::from_millis(200));
+        assert_eq!(ev.queue, 65536);
+        assert!(!ev.hash_unit_ids && ev.enabled);
+        assert_eq!(ev.hash_key_env, "ABGATE_HASH_KEY");
+    }
+
+    #[test]
+    fn absolute_directories_and_valid_values_are_kept() {
+        let cfg = parse_in(
+            "/etc/abgate",
+            &format!(
+                "{MINIMAL}[events]\ndir = \"/var/ev\"\nrotate_bytes = 4096\n\
+                 flush_interval = \"1s\"\nqueue = 1\nhash_unit_ids = true\nenabled = false\n\
+                 hash_key_env = \"K\"\n[state]\ndir = \"st\"\n"
+            ),
+        );
+        let ev = &cfg.events;
+        assert_eq!(ev.dir, PathBuf::from("/var/ev"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/etc/abgate/st"));
+        assert_eq!((ev.rotate_bytes, ev.queue), (4096, 1));
+        assert_eq!(ev.flush_interval, Duration::from_secs(1));
+        assert!(ev.hash_unit_ids && !ev.enabled);
+        assert_eq!(ev.hash_key_env, "K");
+    }
+
+    #[test]
+    fn bad_event_values_are_each_reported_at_their_line() {
+        let e = errors(&format!(
+            "{MINIMAL}[events]\nrotate_bytes = 10\nqueue = 16777217\nflush_interval = \"soon\"\n"
+        ));
+        let at: Vec<_> = e.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (6, "events.rotate_bytes"),
+                (7, "events.queue"),
+                (8, "events.flush_interval"),
+            ]
+        );
+        assert_eq!(e[0].2, "10 is too small; use at least 4096");
+        assert_eq!(e[1].2, "16777217 must be between 1 and 16777216");
+    }
+}

@@ -124,3 +124,84 @@ fn action(d: &mut Diagnostics, path: &str, a: Option<&str>) -> GuardAction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::config::GuardAction;
+    use std::time::Duration;
+
+    fn guarded(guardrails: &str) -> String {
+        format!(
+            "{MINIMAL}[[layer]]\nname = \"l\"\n[[layer.experiment]]\nname = \"e\"\n\
+             traffic = 1.0\n\
+             [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+             [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n\
+             [layer.experiment.guardrails]\n{guardrails}"
+        )
+    }
+
+    #[test]
+    fn guardrail_defaults_roll_back_after_300_requests() {
+        let cfg = parse(&guarded("error_rate = {}\nlatency_p99 = {}\n")).unwrap();
+        let g = cfg.layers[0].experiments[0].guardrails.clone().unwrap();
+        assert_eq!(g.min_requests, 300);
+        assert_eq!(g.check_interval, Duration::from_secs(1));
+        assert_eq!(g.window, Duration::from_secs(300));
+        assert_eq!(g.alpha, 0.01);
+        assert_eq!(g.error_max_increase, Some(0.02));
+        assert_eq!(g.latency, Some((1.5, 20.0)));
+        assert_eq!(g.consecutive, 3);
+        assert_eq!(g.action, GuardAction::Rollback);
+    }
+
+    #[test]
+    fn guardrails_without_thresholds_have_no_error_or_latency_guardrail() {
+        let cfg = parse(&guarded("action = \"alert\"\n")).unwrap();
+        let g = cfg.layers[0].experiments[0].guardrails.clone().unwrap();
+        assert_eq!((g.error_max_increase, g.latency), (None, None));
+        assert_eq!(g.action, GuardAction::Alert);
+    }
+
+    #[test]
+    fn bad_guardrail_values_are_each_reported_at_their_line() {
+        let e = errors(&guarded(
+            "min_requests = 0\nalpha = 0.5\nerror_rate = { max_increase = 1.0 }\n\
+             latency_p99 = { max_ratio = 0.9, min_increase_ms = -1 }\naction = \"stop\"\n\
+             check_interval = \"10s\"\nwindow = \"5s\"\nconsecutive = 1001\n",
+        ));
+        let p = "layer[0].experiment[0].guardrails";
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        let want = [
+            (17, "min_requests", "0 must be at least 1"),
+            (18, "alpha", "0.5 must be between 0 and 0.5 (e.g. 0.01)"),
+            (
+                19,
+                "error_rate.max_increase",
+                "1 must be between 0 and 1 (an absolute increase, e.g. 0.02)",
+            ),
+            (
+                20,
+                "latency_p99.max_ratio",
+                "0.9 must be at least 1.0 (e.g. 1.5)",
+            ),
+            (20, "latency_p99.min_increase_ms", "-1 must be zero or more"),
+            (
+                21,
+                "action",
+                "`stop` is not an action; valid: rollback, alert",
+            ),
+            (23, "window", "must be at least `check_interval`"),
+            (24, "consecutive", "1001 must be between 1 and 1000"),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(l, k, m)| (*l, format!("{p}.{k}"), *m))
+            .collect();
+        let want: Vec<_> = want.iter().map(|(l, k, m)| (*l, k.as_str(), *m)).collect();
+        assert_eq!(got, want);
+    }
+}

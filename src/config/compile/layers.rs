@@ -24,7 +24,11 @@ pub(super) struct Lookups<'a> {
 }
 
 /// Every layer, in file order; each layer and experiment name is unique in the file.
-pub(super) fn compile_layers(d: &mut Diagnostics, raw: &[RawLayer], refs: &Lookups) -> Vec<Layer> {
+pub(super) fn compile_layers(
+    d: &mut Diagnostics,
+    raw: &[RawLayer],
+    refs: &Lookups<'_>,
+) -> Vec<Layer> {
     let mut layers = Vec::new();
     let mut seen_layers = HashSet::new();
     let mut seen_experiments = HashSet::new();
@@ -69,7 +73,7 @@ fn compile_experiments(
     layer: &LayerScope,
     raw: &[RawExperiment],
     seen: &mut HashSet<String>,
-    refs: &Lookups,
+    refs: &Lookups<'_>,
 ) -> Vec<Experiment> {
     let mut experiments: Vec<Experiment> = Vec::new();
     let mut next_start = 0u32;
@@ -178,5 +182,96 @@ fn check_layer_unit(
             ),
         ),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::assign::hash::seed_of;
+    use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::config::Unit;
+
+    const VARIANTS: &str = "[[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+                            [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n";
+
+    #[test]
+    fn layers_and_experiments_get_seeds_units_metrics_and_their_layer_index() {
+        let cfg = parse(&format!(
+            "{MINIMAL}[[metric]]\nname = \"conv\"\nkind = \"binomial\"\n\
+             [[layer]]\nname = \"first\"\n\
+             [[layer]]\nname = \"l\"\nsalt = \"ls\"\n\
+             [[layer.experiment]]\nname = \"e\"\ntraffic = 0.5\nunit = \"header:X-Team\"\n\
+             primary_metric = \"conv\"\nmetrics = [\"conv\"]\n{VARIANTS}\
+             [[layer.experiment]]\nname = \"f\"\ntraffic = 0.5\nsalt = \"fs\"\n\
+             unit = \"header:x-team\"\n{VARIANTS}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.layers[0].seed, seed_of("first"));
+        let l = &cfg.layers[1];
+        assert_eq!(l.seed, seed_of("ls"));
+        let (e, f) = (&l.experiments[0], &l.experiments[1]);
+        assert_eq!((e.layer, e.seed, f.seed), (1, seed_of("e"), seed_of("fs")));
+        assert_eq!(
+            e.unit,
+            Unit::Header(http::HeaderName::from_static("x-team"))
+        );
+        assert_eq!(e.primary_metric.as_deref(), Some("conv"));
+        assert_eq!(e.metrics.len(), 1);
+        assert_eq!(cfg.experiment("f"), Some((1, 1)));
+    }
+
+    #[test]
+    fn bad_names_units_and_metric_references_are_each_reported_at_their_line() {
+        let e = errors(&format!(
+            "{MINIMAL}[[layer]]\nname = \"l\"\n\
+             [[layer.experiment]]\nname = \"none\"\ntraffic = 0.1\nunit = \"planet\"\n\
+             primary_metric = \"nope\"\n{VARIANTS}\
+             [[layer.experiment]]\nname = \"none\"\ntraffic = 0.1\nunit = \"session\"\n{VARIANTS}\
+             [[layer]]\nname = \"l\"\n"
+        ));
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    8,
+                    "layer[0].experiment[0].name",
+                    "`none` is reserved (requests outside every experiment); pick another name"
+                ),
+                (
+                    10,
+                    "layer[0].experiment[0].unit",
+                    "`planet` is not a unit; valid: user, session, request, header:<name>"
+                ),
+                (
+                    11,
+                    "layer[0].experiment[0].primary_metric",
+                    "unknown metric `nope` (no [[metric]] is declared; declare it first)"
+                ),
+                (
+                    19,
+                    "layer[0].experiment[1].name",
+                    "`none` is reserved (requests outside every experiment); pick another name"
+                ),
+                (
+                    19,
+                    "layer[0].experiment[1].name",
+                    "experiment `none` is defined twice; experiment names must be unique across the file"
+                ),
+                (
+                    21,
+                    "layer[0].experiment[1].unit",
+                    "all experiments of layer `l` must share one unit (the layer hashes it to keep experiments exclusive); this one is `session`, earlier ones `user`; move it to another layer"
+                ),
+                (
+                    29,
+                    "layer[1].name",
+                    "layer `l` is defined twice; layer names must be unique"
+                ),
+            ]
+        );
     }
 }

@@ -81,3 +81,70 @@ impl<'a> MetricLookup<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::config::MetricKind;
+
+    #[test]
+    fn metrics_keep_file_order_kind_direction_and_lowercased_header() {
+        let cfg = parse(&format!(
+            "{MINIMAL}[[metric]]\nname = \"conv\"\nkind = \"binomial\"\n\
+             [[metric]]\nname = \"tokens\"\nkind = \"continuous\"\nhigher_is_better = false\n\
+             from_response_header = \"X-Tokens\"\n"
+        ))
+        .unwrap();
+        let conv = cfg.metric("conv").unwrap();
+        assert_eq!(conv.kind, MetricKind::Binomial);
+        assert!(conv.higher_is_better && conv.from_response_header.is_none());
+        let tokens = &cfg.metrics[1];
+        assert_eq!(
+            (&*tokens.name, tokens.kind),
+            ("tokens", MetricKind::Continuous)
+        );
+        assert!(!tokens.higher_is_better);
+        assert_eq!(tokens.from_response_header.as_ref().unwrap(), "x-tokens");
+    }
+
+    #[test]
+    fn bad_metrics_are_each_reported_at_their_line() {
+        let e = errors(&format!(
+            "{MINIMAL}[[metric]]\nkind = \"binomial\"\n\
+             [[metric]]\nname = \"m\"\nkind = \"weird\"\n\
+             [[metric]]\nname = \"m\"\n\
+             [[metric]]\nname = \"error\"\nkind = \"binomial\"\nfrom_response_header = \"x y\"\n"
+        ));
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (5, "metric[0]", "missing: every metric needs a `name`"),
+                (
+                    9,
+                    "metric[1].kind",
+                    "`weird` is not a metric kind; valid: binomial, continuous"
+                ),
+                (10, "metric[2]", "missing `kind` (binomial or continuous)"),
+                (
+                    11,
+                    "metric[2].name",
+                    "metric `m` is defined twice or shadows a built-in (`latency_ms`, `error`); pick another name"
+                ),
+                (
+                    13,
+                    "metric[3].name",
+                    "metric `error` is defined twice or shadows a built-in (`latency_ms`, `error`); pick another name"
+                ),
+                (
+                    15,
+                    "metric[3].from_response_header",
+                    "`x y` is not a valid HTTP header name; use letters, digits and `-`"
+                ),
+            ]
+        );
+    }
+}

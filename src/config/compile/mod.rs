@@ -82,3 +82,42 @@ fn layer_uses(layers: &[Layer], unit: &Unit) -> bool {
         .iter()
         .any(|l| l.experiments.first().is_some_and(|e| &e.unit == unit))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{parse, MINIMAL};
+
+    /// A layer `name` with one experiment randomized by `unit`.
+    fn layer(name: &str, unit: &str) -> String {
+        format!(
+            "[[layer]]\nname = \"{name}\"\n[[layer.experiment]]\nname = \"{name}_e\"\n\
+             traffic = 1.0\nunit = \"{unit}\"\n\
+             [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+             [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n"
+        )
+    }
+
+    #[test]
+    fn session_and_request_units_are_flagged_only_when_a_layer_uses_them() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert!(!cfg.uses_session && !cfg.uses_request_unit);
+        let cfg = parse(&format!("{MINIMAL}{}", layer("s", "session"))).unwrap();
+        assert!(cfg.uses_session && !cfg.uses_request_unit);
+        let cfg = parse(&format!(
+            "{MINIMAL}{}{}",
+            layer("u", "user"),
+            layer("r", "request")
+        ))
+        .unwrap();
+        assert!(!cfg.uses_session && cfg.uses_request_unit);
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_file_directory() {
+        let cfg =
+            crate::config::parse_str(MINIMAL, std::path::Path::new("/srv/ab/c.toml")).unwrap();
+        assert_eq!(cfg.source, std::path::Path::new("/srv/ab/c.toml"));
+        assert!(cfg.events.dir.starts_with("/srv/ab"));
+        assert!(cfg.state_dir.starts_with("/srv/ab"));
+    }
+}

@@ -84,3 +84,89 @@ fn overlap(a: Option<&[String]>, b: Option<&[String]>) -> bool {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, parse};
+
+    const UPSTREAMS: &str = "[upstream.a]\naddrs = [\"127.0.0.1:1\"]\n\
+                             [upstream.b]\naddrs = [\"127.0.0.1:2\"]\n";
+
+    /// A layer with one experiment routing to `a`/`b`, under `prefix` if given.
+    fn routing_layer(name: &str, prefix: Option<&str>) -> String {
+        let targeting = prefix
+            .map(|p| format!("targeting = {{ path_prefix = \"{p}\" }}\n"))
+            .unwrap_or_default();
+        format!(
+            "[[layer]]\nname = \"{name}\"\n[[layer.experiment]]\nname = \"{name}_x\"\n\
+             traffic = 1.0\n{targeting}\
+             [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\nupstream = \"a\"\n\
+             [[layer.experiment.variant]]\nname = \"t\"\nweight = 1\nupstream = \"b\"\n"
+        )
+    }
+
+    #[test]
+    fn default_upstream_is_an_index_into_the_upstreams() {
+        let cfg = parse(&format!("{UPSTREAMS}[routing]\ndefault_upstream = \"b\"\n")).unwrap();
+        assert_eq!(cfg.default_upstream, 1);
+    }
+
+    #[test]
+    fn missing_routing_is_reported_without_a_line_and_unknown_upstream_at_its_line() {
+        let e = errors(UPSTREAMS);
+        assert_eq!(
+            e,
+            [(
+                0,
+                "routing".to_string(),
+                "missing `[routing] default_upstream`: requests outside every experiment need a backend (valid: a, b)".to_string()
+            )]
+        );
+        let e = errors(&format!("{UPSTREAMS}[routing]\ndefault_upstream = \"z\"\n"));
+        assert_eq!(
+            e,
+            [(
+                6,
+                "routing.default_upstream".to_string(),
+                "unknown upstream `z` (valid: a, b)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn routing_layers_with_disjoint_prefixes_are_valid() {
+        let text = format!(
+            "{UPSTREAMS}[routing]\ndefault_upstream = \"a\"\n{}{}",
+            routing_layer("one", Some("/v1/")),
+            routing_layer("two", Some("/v2/"))
+        );
+        parse(&text).unwrap();
+    }
+
+    #[test]
+    fn routing_layers_sharing_a_prefix_or_any_path_are_reported_at_the_later_layer() {
+        let text = format!(
+            "{UPSTREAMS}[routing]\ndefault_upstream = \"a\"\n{}{}{}",
+            routing_layer("one", Some("/v1/")),
+            routing_layer("two", Some("/v1/x")),
+            routing_layer("three", Some("/v3/"))
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].0, e[0].1.as_str()), (21, "layer[1]"));
+        assert!(e[0]
+            .2
+            .starts_with("layers `one` and `two` could both route"));
+
+        let text = format!(
+            "{UPSTREAMS}[routing]\ndefault_upstream = \"a\"\n{}{}",
+            routing_layer("one", Some("/v1/")),
+            routing_layer("any", None)
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0]
+            .2
+            .starts_with("layers `one` and `any` could both route"));
+    }
+}

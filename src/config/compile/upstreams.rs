@@ -99,3 +99,70 @@ impl<'a> UpstreamLookup<'a> {
         i
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, parse};
+    use std::time::Duration;
+
+    #[test]
+    fn upstreams_are_in_name_order_with_resolved_addresses_and_default_timeouts() {
+        let cfg = parse(
+            "[upstream.b]\naddrs = [\"127.0.0.1:2\", \"localhost:3\"]\n\
+             [upstream.a]\naddrs = [\"127.0.0.1:1\"]\nread_timeout = \"2s\"\n\
+             [routing]\ndefault_upstream = \"b\"\n",
+        )
+        .unwrap();
+        let names: Vec<_> = cfg.upstreams.iter().map(|u| &*u.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(cfg.default_upstream, 1);
+        let b = &cfg.upstreams[1];
+        assert_eq!(b.addrs[0], "127.0.0.1:2".parse().unwrap());
+        assert_eq!(b.addrs[1].port(), 3);
+        assert_eq!(b.connect_timeout, Duration::from_secs(1));
+        assert_eq!(b.read_timeout, Duration::from_secs(30));
+        assert_eq!(b.health_check_interval, Duration::from_secs(5));
+        assert_eq!(cfg.upstreams[0].read_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_upstreams_are_each_reported_at_their_line() {
+        let e = errors(
+            "[upstream.\"bad name\"]\naddrs = [\"127.0.0.1:1\"]\n\
+             [upstream.none]\nread_timeout = \"1s\"\n\
+             [upstream.empty]\naddrs = []\n\
+             [upstream.c]\naddrs = [\"noport\", \"127.0.0.1:1\"]\nconnect_timeout = \"0s\"\n\
+             [routing]\ndefault_upstream = \"c\"\n",
+        );
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    1,
+                    "upstream.bad name",
+                    "`bad name` is not a valid name; use letters, digits, `_` and `-`"
+                ),
+                (
+                    3,
+                    "upstream.none",
+                    "missing `addrs`, e.g. addrs = [\"127.0.0.1:9001\"]"
+                ),
+                (6, "upstream.empty.addrs", "needs at least one `host:port`"),
+                (
+                    8,
+                    "upstream.c.addrs[0]",
+                    "`noport` needs a port, e.g. \"noport:8000\""
+                ),
+                (
+                    9,
+                    "upstream.c.connect_timeout",
+                    "`0s` must be longer than zero"
+                ),
+            ]
+        );
+    }
+}

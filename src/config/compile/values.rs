@@ -88,3 +88,95 @@ pub(super) fn share(d: &mut Diagnostics, path: &str, v: Option<f64>, what: &str)
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::messages;
+
+    #[test]
+    fn parse_duration_accepts_units_and_spaces_and_explains_a_bad_value() {
+        assert_eq!(parse_duration(" 200ms "), Ok(Duration::from_millis(200)));
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        let e = parse_duration("soon").unwrap_err();
+        assert!(e.starts_with("`soon` is not a duration; write a number and a unit"));
+    }
+
+    #[test]
+    fn dur_uses_the_default_when_absent_or_invalid_and_rejects_zero() {
+        let mut d = Diagnostics::default();
+        assert_eq!(dur(&mut d, "a", &None, "5s"), Duration::from_secs(5));
+        assert!(d.is_empty());
+        assert_eq!(
+            dur(&mut d, "b", &Some("0s".into()), "5s"),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            dur(&mut d, "c", &Some("x".into()), "5s"),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            messages(d),
+            [
+                ("b".to_string(), "`0s` must be longer than zero".to_string()),
+                ("c".to_string(), parse_duration("x").unwrap_err()),
+            ]
+        );
+    }
+
+    #[test]
+    fn name_ok_accepts_letters_digits_underscore_dash_and_rejects_missing_or_others() {
+        let mut d = Diagnostics::default();
+        assert_eq!(
+            name_ok(&mut d, "p", &Some("a_B-9".into()), "layer").as_deref(),
+            Some("a_B-9")
+        );
+        assert!(d.is_empty());
+        assert_eq!(name_ok(&mut d, "p", &None, "layer"), None);
+        assert_eq!(name_ok(&mut d, "p", &Some("".into()), "layer"), None);
+        assert_eq!(name_ok(&mut d, "p", &Some("a b".into()), "layer"), None);
+        let m: Vec<_> = messages(d).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(m[0], "missing: every layer needs a `name`");
+        assert_eq!(
+            m[1],
+            "`` is not a valid name; use letters, digits, `_` and `-`"
+        );
+        assert_eq!(
+            m[2],
+            "`a b` is not a valid name; use letters, digits, `_` and `-`"
+        );
+    }
+
+    #[test]
+    fn header_name_lowercases_a_valid_name_and_rejects_spaces() {
+        let mut d = Diagnostics::default();
+        assert_eq!(
+            header_name(&mut d, "h", "X-Team").unwrap().as_str(),
+            "x-team"
+        );
+        assert!(header_name(&mut d, "h", "x team").is_none());
+        assert_eq!(messages(d).len(), 1);
+    }
+
+    #[test]
+    fn share_accepts_zero_to_one_and_rejects_outside_or_nan() {
+        let mut d = Diagnostics::default();
+        assert_eq!(share(&mut d, "t", Some(0.0), "traffic"), Some(0.0));
+        assert_eq!(share(&mut d, "t", Some(1.0), "traffic"), Some(1.0));
+        assert_eq!(share(&mut d, "t", None, "traffic"), None);
+        assert!(d.is_empty());
+        assert_eq!(share(&mut d, "t", Some(1.5), "traffic"), None);
+        assert_eq!(share(&mut d, "t", Some(f64::NAN), "traffic"), None);
+        let m: Vec<_> = messages(d).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            m,
+            [
+                "traffic 1.5 must be between 0 and 1 (e.g. 0.5)",
+                "traffic NaN must be between 0 and 1 (e.g. 0.5)"
+            ]
+        );
+    }
+}

@@ -153,3 +153,111 @@ pub(super) fn exposure_names(
         .map(|v| [names(v, v), names(v, control)])
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::assign::hash::BUCKETS;
+    use crate::config::test_support::{errors, parse, MINIMAL};
+
+    fn experiment(variants: &str) -> String {
+        format!(
+            "{MINIMAL}[upstream.b]\naddrs = [\"127.0.0.1:2\"]\n[[layer]]\nname = \"l\"\n\
+             [[layer.experiment]]\nname = \"e\"\ntraffic = 1.0\n{variants}"
+        )
+    }
+
+    #[test]
+    fn variants_get_labels_upstreams_headers_thresholds_and_a_named_control() {
+        let cfg = parse(&experiment(
+            "[[layer.experiment.variant]]\nname = \"t\"\nweight = 3\nupstream = \"b\"\n\
+             headers = { \"X-Model\" = \"v2\" }\n\
+             [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n",
+        ))
+        .unwrap();
+        let e = &cfg.layers[0].experiments[0];
+        assert_eq!(&*e.variants[0].label, "l.e=t");
+        assert_eq!(e.variants[0].upstream, Some(1));
+        assert_eq!(e.variants[0].headers[0].0, "x-model");
+        assert_eq!(e.variants[0].headers[0].1, "v2");
+        assert_eq!(e.variants[1].upstream, None);
+        assert_eq!(e.control, 1);
+        assert_eq!(e.thresholds, [BUCKETS * 3 / 4, BUCKETS]);
+        let names = e.exposure_names(&cfg.layers[0].name, 0, 1);
+        assert_eq!((&*names.variant, &*names.served), ("t", "control"));
+    }
+
+    #[test]
+    fn a_single_variant_and_bad_variants_are_each_reported_at_their_line() {
+        let e = errors(&experiment(
+            "[[layer.experiment.variant]]\nname = \"a\"\nweight = 0\nupstream = \"z\"\n\
+             headers = { \"x-abgate-x\" = \"1\", \"bad h\" = \"v\" }\n",
+        ));
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    9,
+                    "layer[0].experiment[0]",
+                    "experiment `e` needs at least two [[layer.experiment.variant]] (a control and a treatment)"
+                ),
+                (
+                    14,
+                    "layer[0].experiment[0].variant[0].weight",
+                    "0 must be a positive number"
+                ),
+                (
+                    15,
+                    "layer[0].experiment[0].variant[0].upstream",
+                    "unknown upstream `z` (valid: a, b)"
+                ),
+                (
+                    16,
+                    "layer[0].experiment[0].variant[0].headers.bad h",
+                    "`bad h` is not a valid HTTP header name; use letters, digits and `-`"
+                ),
+                (
+                    16,
+                    "layer[0].experiment[0].variant[0].headers.x-abgate-x",
+                    "`x-abgate-x` is managed by abgate and cannot be set by a variant"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_or_unnamed_variants_and_missing_weights_are_reported() {
+        let e = errors(&experiment(
+            "[[layer.experiment.variant]]\nname = \"a\"\n\
+             [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+             [[layer.experiment.variant]]\nweight = 1\n",
+        ));
+        let got: Vec<_> = e
+            .iter()
+            .map(|(l, p, m)| (*l, p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    12,
+                    "layer[0].experiment[0].variant[0]",
+                    "missing `weight` (a positive number, e.g. 50)"
+                ),
+                (
+                    15,
+                    "layer[0].experiment[0].variant[1].name",
+                    "variant `a` appears twice in experiment `e`"
+                ),
+                (
+                    17,
+                    "layer[0].experiment[0].variant[2]",
+                    "missing: every variant needs a `name`"
+                ),
+            ]
+        );
+    }
+}

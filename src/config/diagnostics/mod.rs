@@ -110,3 +110,83 @@ impl Diagnostics {
         list
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_counts_errors_and_prints_line_and_path_when_known() {
+        let err = ConfigError {
+            file: PathBuf::from("a.toml"),
+            diagnostics: vec![
+                Diagnostic {
+                    line: Some(3),
+                    path: "server.threads".into(),
+                    message: "0 must be between 1 and 256".into(),
+                },
+                Diagnostic {
+                    line: None,
+                    path: String::new(),
+                    message: "cannot read the file".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "a.toml: 2 errors in config\n  a.toml:3: server.threads: 0 must be between 1 and 256\n  a.toml: cannot read the file\n"
+        );
+    }
+
+    #[test]
+    fn display_says_error_in_the_singular_for_one() {
+        let err = ConfigError {
+            file: PathBuf::from("a.toml"),
+            diagnostics: vec![Diagnostic {
+                line: Some(1),
+                path: "x".into(),
+                message: "m".into(),
+            }],
+        };
+        assert!(err.to_string().starts_with("a.toml: 1 error in config\n"));
+    }
+
+    #[test]
+    fn unknown_key_names_its_table_or_the_top_level() {
+        let mut d = Diagnostics::default();
+        d.push_unknown_key("layer[0].colour");
+        d.push_unknown_key("colour");
+        let list = d.located("");
+        assert_eq!(list[0].path, "layer[0].colour");
+        assert!(list[0]
+            .message
+            .starts_with("unknown key `colour` in `layer[0]`;"));
+        assert!(list[1]
+            .message
+            .starts_with("unknown key `colour` at the top level;"));
+    }
+
+    #[test]
+    fn located_sorts_by_line_keeps_order_within_a_line_and_puts_unlocated_last() {
+        let text = "[server]\nthreads = 0\n[admin]\nlisten = \"x\"\n";
+        let mut d = Diagnostics::default();
+        d.push("routing", "no line");
+        d.push("admin.listen", "second");
+        d.push("server.threads", "first a");
+        d.push("server.threads", "first b");
+        let got: Vec<_> = d
+            .located(text)
+            .into_iter()
+            .map(|d| (d.line, d.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(2), "first a".to_string()),
+                (Some(2), "first b".to_string()),
+                (Some(4), "second".to_string()),
+                (None, "no line".to_string()),
+            ]
+        );
+    }
+}
