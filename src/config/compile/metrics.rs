@@ -34,6 +34,7 @@ pub(super) fn compile_metrics(d: &mut Diagnostics, raw: &[RawMetric]) -> Vec<Met
     metrics
 }
 
+/// `binomial` or `continuous`; `continuous` stands in (after recording why) otherwise.
 fn metric_kind(d: &mut Diagnostics, path: &str, kind: Option<&str>) -> MetricKind {
     match kind {
         Some("binomial") => MetricKind::Binomial,
@@ -60,6 +61,7 @@ pub(super) struct MetricLookup<'a> {
 }
 
 impl<'a> MetricLookup<'a> {
+    /// The lookup of the compiled `defs`.
     pub(super) fn new(defs: &'a [MetricDef]) -> Self {
         let names: Vec<&str> = defs.iter().map(|m| &*m.name).collect();
         let valid = if names.is_empty() {

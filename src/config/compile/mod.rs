@@ -5,8 +5,9 @@
 //! the `layer.experiment=variant` labels. Nothing in [`Config`] changes after this.
 //!
 //! Each section records its problems in [`Diagnostics`] and goes on with a stand-in
-//! value, so one run reports every problem of the file. The sections run in file-section
-//! order; problems on the same line are reported in the order they are found here.
+//! value, so one run reports every problem of the file. Problems are sorted by line
+//! afterwards; those on one line keep the order in which the sections below find them,
+//! so that order is part of the output.
 
 mod buckets;
 mod events;

@@ -20,6 +20,7 @@ pub(super) fn compile_upstreams(
         .collect()
 }
 
+/// One `[upstream.NAME]`; a bad name is reported and kept, so variants naming it resolve.
 fn compile_upstream(d: &mut Diagnostics, name: &str, u: &RawUpstream) -> UpstreamSpec {
     let path = format!("upstream.{name}");
     let name_arc = name_ok(d, &path, &Some(name.to_string()), "upstream");
@@ -75,6 +76,7 @@ pub(super) struct UpstreamLookup<'a> {
 }
 
 impl<'a> UpstreamLookup<'a> {
+    /// The lookup of the compiled `specs`.
     pub(super) fn new(specs: &'a [UpstreamSpec]) -> Self {
         let names: Vec<String> = specs.iter().map(|u| u.name.to_string()).collect();
         let valid = if names.is_empty() {
