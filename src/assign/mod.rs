@@ -216,10 +216,9 @@ pub fn targeting_matches(t: &Targeting, req: &RequestView<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     pub(crate) fn cfg(text: &str) -> Config {
-        crate::config::parse_str(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::test_support::parse(text).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const BASE: &str = r#"

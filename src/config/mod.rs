@@ -1,64 +1,30 @@
 //! Configuration: one TOML file, parsed into plain serde structs ([`raw`]) and validated
 //! once into the immutable [`Config`] that the request path reads through `arc-swap`.
 //!
-//! `abgate check`, start-up and every hot reload call the same [`load_file`] /
-//! [`parse_str`], so they print the same messages. Validation reports *every* problem at
-//! once; each names the file, the line, the key path (`layer[0].experiment[1].variant`)
-//! and what would be valid. Unknown keys are errors.
+//! What this module guarantees:
+//! - A [`Config`] exists only if the whole file is valid; nothing in it changes after
+//!   validation, and everything the request path needs (hash seeds, bucket ranges,
+//!   variant thresholds, parsed header names, upstream indices) is computed once here.
+//! - `abgate check`, start-up and every hot reload call the same [`load_file`] /
+//!   [`parse_str`], so they accept the same files and print the same messages.
+//! - Validation reports *every* problem at once, never only the first; each names the
+//!   file, the line, the key path (`layer[0].experiment[1].variant`) and what would be
+//!   valid. Unknown keys are errors.
+//!
+//! The keys and their defaults are described in `docs/configuration.md`.
 
 mod compile;
-mod locate;
+mod diagnostics;
+mod model;
 pub mod raw;
+#[cfg(test)]
+pub(crate) mod test_support;
 
-pub use compile::*;
+pub use compile::parse_duration;
+pub use diagnostics::{ConfigError, Diagnostic, Diagnostics};
+pub use model::*;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Diagnostic {
-    /// 1-based line in the file, when the key could be found.
-    pub line: Option<usize>,
-    /// Key path such as `layer[0].experiment[1].traffic`.
-    pub path: String,
-    /// What is wrong and what would be valid.
-    pub message: String,
-}
-
-/// Every problem of a config file, with the file name.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    /// The file the errors refer to.
-    pub file: PathBuf,
-    /// All problems found, in file order.
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.diagnostics.len();
-        writeln!(
-            f,
-            "{}: {} error{} in config",
-            self.file.display(),
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
-        for d in &self.diagnostics {
-            match d.line {
-                Some(line) => write!(f, "  {}:{}: ", self.file.display(), line)?,
-                None => write!(f, "  {}: ", self.file.display())?,
-            }
-            if d.path.is_empty() {
-                writeln!(f, "{}", d.message)?;
-            } else {
-                writeln!(f, "{}: {}", d.path, d.message)?;
-            }
-        }
-        Ok(())
-    }
-}
+use std::path::Path;
 
 /// Read and validate a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -79,42 +45,17 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         diagnostics,
     };
-    let de = match toml::de::Deserializer::parse(text) {
-        Ok(de) => de,
-        Err(e) => return Err(fail(vec![toml_error(text, &e)])),
-    };
-    let mut unknown = Vec::new();
-    let raw: raw::RawConfig =
-        match serde_ignored::deserialize(de, |p| unknown.push(path_string(&p))) {
-            Ok(r) => r,
-            Err(e) => return Err(fail(vec![toml_error(text, &e)])),
-        };
+    // A syntax or type error leaves nothing to validate: it is the only message.
+    let (raw, unknown) = deserialize(text).map_err(|d| fail(vec![d]))?;
     let mut diags = Diagnostics::default();
-    for key in unknown {
-        let (parent, leaf) = match key.rsplit_once('.') {
-            Some((p, l)) => (p.to_string(), l.to_string()),
-            None => (String::new(), key.clone()),
-        };
-        diags.push(
-            &key,
-            format!(
-                "unknown key `{leaf}`{}; see the README's config reference for the valid keys",
-                if parent.is_empty() {
-                    " at the top level".to_string()
-                } else {
-                    format!(" in `{parent}`")
-                }
-            ),
-        );
+    for key in &unknown {
+        diags.push_unknown_key(key);
     }
-    let version = config_version(text);
-    let compiled = compile::compile(raw, file, version, &mut diags);
-    if diags.items.is_empty() {
+    let compiled = compile::compile(raw, file, config_version(text), &mut diags);
+    if diags.is_empty() {
         Ok(compiled.expect("compile returns a config when it reports no error"))
     } else {
-        let mut list = locate::locate_all(text, diags.items);
-        list.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
-        Err(fail(list))
+        Err(fail(diags.located(text)))
     }
 }
 
@@ -123,15 +64,16 @@ pub fn config_version(text: &str) -> String {
     format!("{:012x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()) >> 16)
 }
 
-fn toml_error(text: &str, e: &toml::de::Error) -> Diagnostic {
-    let line = e.span().map(|s| locate::line_of(text, s.start));
-    Diagnostic {
-        line,
-        path: String::new(),
-        message: e.message().trim().to_string(),
-    }
+/// The raw structs of `text` and the key paths serde did not use, in file order.
+fn deserialize(text: &str) -> Result<(raw::RawConfig, Vec<String>), Diagnostic> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| Diagnostic::from_toml(text, &e))?;
+    let mut unknown = Vec::new();
+    let raw = serde_ignored::deserialize(de, |p| unknown.push(path_string(&p)))
+        .map_err(|e| Diagnostic::from_toml(text, &e))?;
+    Ok((raw, unknown))
 }
 
+/// A serde path as a config key path: `layer[0].experiment[1].colour`.
 fn path_string(p: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match p {
@@ -151,26 +93,44 @@ fn path_string(p: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// Problems collected during validation, by key path; lines are found afterwards.
-#[derive(Debug, Default)]
-pub struct Diagnostics {
-    items: Vec<(String, String)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::test_support::{diagnostics, parse, MINIMAL};
 
-impl Diagnostics {
-    /// Record a problem at `path`.
-    pub fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.items.push((path.to_string(), message.into()));
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.version, super::config_version(MINIMAL));
+        assert_eq!(cfg.server.listen, ["127.0.0.1:8080"]);
+        assert!(cfg.layers.is_empty());
     }
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-}
 
-/// Parse a duration such as `200ms`, `1s`, `5m`, `365d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        format!("`{s}` is not a duration; write a number and a unit, e.g. \"200ms\", \"5s\", \"5m\", \"365d\"")
-    })
+    #[test]
+    fn syntax_error_is_the_only_message_located_at_its_line() {
+        let d = diagnostics("[server]\nthreads = \n[admin]\nlisten = 1\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].line, Some(2));
+        assert_eq!(d[0].path, "");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_at_their_line_with_other_errors_in_file_order() {
+        let d = diagnostics(&format!(
+            "{MINIMAL}[server]\nthreads = 0\ncolour = \"blue\"\n"
+        ));
+        let got: Vec<_> = d.iter().map(|d| (d.line, d.path.as_str())).collect();
+        assert_eq!(
+            got,
+            [(Some(6), "server.threads"), (Some(7), "server.colour")]
+        );
+        assert!(d[1].message.starts_with("unknown key `colour` in `server`"));
+    }
+
+    #[test]
+    fn config_version_is_12_hex_digits_and_changes_with_the_text() {
+        let a = super::config_version("a");
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, super::config_version("b"));
+    }
 }

@@ -1,0 +1,149 @@
+//! `[server]` and `[admin]`: the proxy's and the admin API's listeners and settings.
+
+use super::values::dur;
+use crate::config::raw::{RawAdmin, RawServer};
+use crate::config::{AdminSettings, Diagnostics, ServerSettings};
+use std::net::SocketAddr;
+
+/// `[server]`, with defaults for what is left out.
+pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer) -> ServerSettings {
+    let listen = raw
+        .listen
+        .clone()
+        .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]);
+    if listen.is_empty() {
+        d.push(
+            "server.listen",
+            "needs at least one address, e.g. [\"127.0.0.1:8080\"]",
+        );
+    }
+    for (i, a) in listen.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            d.push(
+                &format!("server.listen[{i}]"),
+                format!("`{a}` is not an `ip:port` address, e.g. \"127.0.0.1:8080\""),
+            );
+        }
+    }
+    let threads = match raw.threads {
+        None => 2,
+        Some(t) if (1..=256).contains(&t) => t as usize,
+        Some(t) => {
+            d.push("server.threads", format!("{t} must be between 1 and 256"));
+            1
+        }
+    };
+    let outcome_path = raw
+        .outcome_path
+        .clone()
+        .unwrap_or_else(|| "/_abgate/outcome".into());
+    if !outcome_path.starts_with('/') {
+        d.push(
+            "server.outcome_path",
+            format!("`{outcome_path}` must start with `/`"),
+        );
+    }
+    ServerSettings {
+        listen,
+        threads,
+        shutdown_timeout: dur(d, "server.shutdown_timeout", &raw.shutdown_timeout, "30s"),
+        debug_header: raw.debug_header.unwrap_or(false),
+        outcome_path,
+        preserve_header_case: raw.preserve_header_case.unwrap_or(false),
+    }
+}
+
+/// `[admin]`, with defaults for what is left out.
+pub(super) fn compile_admin(d: &mut Diagnostics, raw: &RawAdmin) -> AdminSettings {
+    let listen = raw
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9100".into());
+    if listen.parse::<SocketAddr>().is_err() {
+        d.push(
+            "admin.listen",
+            format!("`{listen}` is not an `ip:port` address, e.g. \"127.0.0.1:9100\""),
+        );
+    }
+    AdminSettings {
+        listen,
+        token_env: raw
+            .token_env
+            .clone()
+            .unwrap_or_else(|| "ABGATE_ADMIN_TOKEN".into()),
+        request_metrics: raw.request_metrics.unwrap_or(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, parse, MINIMAL};
+    use std::time::Duration;
+
+    #[test]
+    fn server_and_admin_defaults_fill_what_is_left_out() {
+        let cfg = parse(MINIMAL).unwrap();
+        let s = &cfg.server;
+        assert_eq!(s.listen, ["127.0.0.1:8080"]);
+        assert_eq!(s.threads, 2);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert!(!s.debug_header && !s.preserve_header_case);
+        assert_eq!(s.outcome_path, "/_abgate/outcome");
+        assert_eq!(cfg.admin.listen, "127.0.0.1:9100");
+        assert_eq!(cfg.admin.token_env, "ABGATE_ADMIN_TOKEN");
+        assert!(cfg.admin.request_metrics);
+    }
+
+    #[test]
+    fn server_and_admin_keep_valid_values_as_written() {
+        let cfg = parse(&format!(
+            "{MINIMAL}[server]\nlisten = [\"0.0.0.0:80\", \"[::1]:81\"]\nthreads = 8\n\
+             shutdown_timeout = \"5s\"\ndebug_header = true\noutcome_path = \"/o\"\n\
+             preserve_header_case = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             token_env = \"T\"\nrequest_metrics = false\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.server.listen, ["0.0.0.0:80", "[::1]:81"]);
+        assert_eq!(cfg.server.threads, 8);
+        assert_eq!(cfg.server.shutdown_timeout, Duration::from_secs(5));
+        assert!(cfg.server.debug_header && cfg.server.preserve_header_case);
+        assert_eq!(cfg.server.outcome_path, "/o");
+        assert_eq!(cfg.admin.listen, "127.0.0.1:0");
+        assert_eq!(cfg.admin.token_env, "T");
+        assert!(!cfg.admin.request_metrics);
+    }
+
+    #[test]
+    fn bad_server_and_admin_values_are_each_reported_at_their_line() {
+        let e = errors(&format!(
+            "{MINIMAL}[server]\nlisten = [\"nope\", \"1.2.3.4:5\"]\nthreads = 0\n\
+             outcome_path = \"o\"\nshutdown_timeout = \"0s\"\n[admin]\nlisten = \"x\"\n"
+        ));
+        let at: Vec<_> = e.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (6, "server.listen[0]"),
+                (7, "server.threads"),
+                (8, "server.outcome_path"),
+                (9, "server.shutdown_timeout"),
+                (11, "admin.listen"),
+            ]
+        );
+        assert_eq!(
+            e[0].2,
+            "`nope` is not an `ip:port` address, e.g. \"127.0.0.1:8080\""
+        );
+        assert_eq!(e[1].2, "0 must be between 1 and 256");
+        assert_eq!(e[2].2, "`o` must start with `/`");
+        assert_eq!(e[3].2, "`0s` must be longer than zero");
+    }
+
+    #[test]
+    fn empty_listen_list_is_an_error() {
+        let e = errors(&format!("{MINIMAL}[server]\nlisten = []\n"));
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].0, e[0].1.as_str()), (6, "server.listen"));
+        assert!(e[0].2.starts_with("needs at least one address"));
+    }
+}
