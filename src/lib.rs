@@ -5,8 +5,8 @@
 //! # Layout
 //! Dependencies run one way, from the bottom of this list up (`tests/architecture.rs`
 //! fails when a module imports one above it):
-//! - [`stats`], [`rfc3339`], [`mock`]: pure statistics, the timestamp format, the mock
-//!   model server (tests, benches and the demo use it).
+//! - [`hash`], [`stats`], [`rfc3339`], [`mock`]: the frozen hashing contract, pure
+//!   statistics, the timestamp format, the mock model server (tests, benches, the demo).
 //! - [`config`]: the TOML model and its validation into an immutable compiled form.
 //! - [`assign`]: identity, hashing, layers, targeting — pure functions.
 //! - [`guard`]: guardrail windows, the decision rule, decisions and their store.
@@ -32,6 +32,7 @@ pub mod control;
 pub mod demo;
 pub mod events;
 pub mod guard;
+pub mod hash;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

@@ -120,33 +120,7 @@ fn cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
-/// A cookie name with its substring searcher built once, at config compile time:
-/// building a searcher costs more than one search in a realistic Cookie header.
-#[derive(Clone)]
-pub struct CookieName {
-    finder: memchr::memmem::Finder<'static>,
-}
-
-impl CookieName {
-    /// Compile `name` (validated by the config compiler).
-    pub fn new(name: &str) -> Self {
-        Self {
-            finder: memchr::memmem::Finder::new(name.as_bytes()).into_owned(),
-        }
-    }
-
-    /// The name as written in the config.
-    pub fn as_str(&self) -> &str {
-        // Built from a `&str` in `new`.
-        std::str::from_utf8(self.finder.needle()).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for CookieName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("CookieName").field(&self.as_str()).finish()
-    }
-}
+pub use crate::config::CookieName;
 
 /// Look up cookie `name` across all `Cookie` headers.
 ///
@@ -155,7 +129,7 @@ impl std::fmt::Debug for CookieName {
 /// cookie-octets is `Invalid`; pairs of other cookies are never inspected beyond the name.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &CookieName) -> Lookup<'a> {
     let mut result = Lookup::Absent;
-    let finder = &name.finder;
+    let finder = name.finder();
     let name = finder.needle();
     for hv in headers.get_all(http::header::COOKIE) {
         let h = hv.as_bytes();

@@ -9,7 +9,8 @@
 //! variant. Growing `traffic` extends a range without moving anyone already inside, and
 //! the variant hash does not depend on the range, so nobody changes variant.
 
-pub mod hash;
+/// The frozen hashing contract (its own module below config, which precomputes seeds).
+pub use crate::hash;
 pub mod identity;
 
 use crate::config::{Config, Experiment, Targeting, Unit};

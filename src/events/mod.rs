@@ -141,50 +141,8 @@ impl Serialize for RequestId {
     }
 }
 
-/// The names of one (layer, experiment, assigned variant, served variant), with their
-/// JSON made once when the config is compiled: a request clones one `Arc` per
-/// experiment and the writer copies one slice instead of escaping four strings.
-#[derive(Debug, Serialize)]
-pub struct AssignmentNames {
-    /// Layer name.
-    pub layer: Arc<str>,
-    /// Experiment name.
-    pub experiment: Arc<str>,
-    /// Variant assigned by the hash (or forced).
-    pub variant: Arc<str>,
-    /// Variant actually served (control after a rollback or pause).
-    pub served: Arc<str>,
-    /// `{"layer":…,"experiment":…,"variant":…,"served":…` (no closing brace).
-    #[serde(skip)]
-    json: Box<[u8]>,
-}
-
-impl AssignmentNames {
-    /// Names and their encoding.
-    pub fn new(layer: Arc<str>, experiment: Arc<str>, variant: Arc<str>, served: Arc<str>) -> Self {
-        let mut json = Vec::with_capacity(64);
-        json.extend_from_slice(b"{\"layer\":");
-        encode::string(&mut json, &layer);
-        json.extend_from_slice(b",\"experiment\":");
-        encode::string(&mut json, &experiment);
-        json.extend_from_slice(b",\"variant\":");
-        encode::string(&mut json, &variant);
-        json.extend_from_slice(b",\"served\":");
-        encode::string(&mut json, &served);
-        Self {
-            layer,
-            experiment,
-            variant,
-            served,
-            json: json.into_boxed_slice(),
-        }
-    }
-
-    /// The pre-made JSON: an object's opening brace and its four name members.
-    pub fn json(&self) -> &[u8] {
-        &self.json
-    }
-}
+/// The names of one exposure's assignment (made when the config is compiled).
+pub use crate::config::AssignmentNames;
 
 /// One experiment a request was exposed to.
 #[derive(Debug, Clone, Serialize)]

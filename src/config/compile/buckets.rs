@@ -3,9 +3,9 @@
 //! a layer mutually exclusive.
 
 use super::values::share;
-use crate::assign::hash::BUCKETS;
 use crate::config::raw::RawExperiment;
 use crate::config::{Diagnostics, Experiment};
+use crate::hash::BUCKETS;
 
 /// An experiment's range of layer buckets.
 pub(super) struct BucketRange {
@@ -78,8 +78,8 @@ pub(super) fn bucket_range(
 
 #[cfg(test)]
 mod tests {
-    use crate::assign::hash::BUCKETS;
     use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::hash::BUCKETS;
 
     /// A layer `l` with experiments of the given (traffic, offset) lines.
     fn layer(experiments: &[&str]) -> String {

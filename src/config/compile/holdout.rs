@@ -1,9 +1,9 @@
 //! `[holdout]`: a share of units kept out of every experiment, by its own hash.
 
 use super::values::share;
-use crate::assign::hash::{seed_of, BUCKETS};
 use crate::config::raw::RawHoldout;
 use crate::config::{Diagnostics, Holdout};
+use crate::hash::{seed_of, BUCKETS};
 
 /// The holdout threshold in buckets and the seed of its salt.
 pub(super) fn compile_holdout(d: &mut Diagnostics, raw: &RawHoldout) -> Holdout {
@@ -20,8 +20,8 @@ pub(super) fn compile_holdout(d: &mut Diagnostics, raw: &RawHoldout) -> Holdout 
 
 #[cfg(test)]
 mod tests {
-    use crate::assign::hash::{seed_of, BUCKETS};
     use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::hash::{seed_of, BUCKETS};
 
     #[test]
     fn holdout_share_becomes_a_bucket_threshold_with_the_default_salt() {

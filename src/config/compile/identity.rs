@@ -2,7 +2,7 @@
 //! minted), and the cookies abgate sets.
 
 use super::values::{dur, header_name};
-use crate::assign::identity::CookieName;
+use crate::config::CookieName;
 use crate::config::raw::RawIdentity;
 use crate::config::{Diagnostics, IdentitySettings};
 

@@ -9,9 +9,9 @@ use super::targeting::compile_targeting;
 use super::upstreams::UpstreamLookup;
 use super::values::{header_name, name_ok};
 use super::variants;
-use crate::assign::hash::seed_of;
 use crate::config::raw::{RawExperiment, RawLayer};
 use crate::config::{Diagnostics, Experiment, Layer, Unit};
+use crate::hash::seed_of;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -187,9 +187,9 @@ fn check_layer_unit(
 
 #[cfg(test)]
 mod tests {
-    use crate::assign::hash::seed_of;
     use crate::config::test_support::{errors, parse, MINIMAL};
     use crate::config::Unit;
+    use crate::hash::seed_of;
 
     const VARIANTS: &str = "[[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
                             [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n";

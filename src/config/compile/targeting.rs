@@ -3,7 +3,7 @@
 //! plain comparison.
 
 use super::values::header_name;
-use crate::assign::identity::CookieName;
+use crate::config::CookieName;
 use crate::config::raw::{RawTargeting, StringOrList};
 use crate::config::{Diagnostics, Targeting};
 use std::collections::BTreeMap;

@@ -4,10 +4,10 @@
 
 use super::upstreams::UpstreamLookup;
 use super::values::{header_name, name_ok};
-use crate::assign::hash::BUCKETS;
 use crate::config::raw::RawVariant;
 use crate::config::{Diagnostics, Variant};
-use crate::events::AssignmentNames;
+use crate::config::AssignmentNames;
+use crate::hash::BUCKETS;
 use http::{HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -156,8 +156,8 @@ pub(super) fn exposure_names(
 
 #[cfg(test)]
 mod tests {
-    use crate::assign::hash::BUCKETS;
     use crate::config::test_support::{errors, parse, MINIMAL};
+    use crate::hash::BUCKETS;
 
     fn experiment(variants: &str) -> String {
         format!(

@@ -1,8 +1,8 @@
 //! Layers and what they hold: experiments with their bucket ranges, variants,
 //! randomization units, targeting and guardrails, all as compiled.
 
-use crate::assign::identity::CookieName;
-use crate::events::AssignmentNames;
+use super::AssignmentNames;
+use super::CookieName;
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::Duration;

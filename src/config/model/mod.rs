@@ -3,11 +3,14 @@
 //! into indices, durations parsed) by `super::compile`; nothing changes after that, so
 //! the request path reads it through `arc-swap` without locks or checks.
 
+mod cookie;
+mod exposure;
 mod layers;
 
+pub use cookie::CookieName;
+pub use exposure::AssignmentNames;
 pub use layers::*;
 
-use crate::assign::identity::CookieName;
 use http::HeaderName;
 use std::net::SocketAddr;
 use std::path::PathBuf;
