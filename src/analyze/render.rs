@@ -1,6 +1,7 @@
 //! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON
 //! described in `docs/analysis.md`, and one self-contained HTML file (inline SVG, no external assets).
 
+use super::verdict::SRM_THRESHOLD;
 use super::{Comparison, ExperimentReport, Report};
 use std::fmt::Write;
 
@@ -56,7 +57,7 @@ pub fn table(r: &Report) -> String {
             "  units: {}   SRM p={}{}   mixed (excluded): {}",
             units.join(" "),
             p(e.srm_p_value),
-            if e.srm_p_value < 0.001 {
+            if e.srm_p_value < SRM_THRESHOLD {
                 " MISMATCH"
             } else {
                 ""
@@ -276,7 +277,7 @@ pub fn html(r: &Report) -> String {
             "<h3>Sample ratio check</h3><p>{}. Chi-square p = {}{}. Units seen in two variants (excluded): {}.</p>",
             units.join("; "),
             p(e.srm_p_value),
-            if e.srm_p_value < 0.001 { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
+            if e.srm_p_value < SRM_THRESHOLD { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
             e.mixed_units
         );
         let _ = write!(

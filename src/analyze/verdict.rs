@@ -15,8 +15,8 @@
 use super::report::Comparison;
 use crate::config::Experiment;
 
-/// SRM p-value below which the experiment is `invalid`.
-const SRM_THRESHOLD: f64 = 0.001;
+/// SRM p-value below which the experiment is `invalid` (and the outputs flag a mismatch).
+pub(super) const SRM_THRESHOLD: f64 = 0.001;
 
 /// What the verdict is decided on.
 pub(super) struct Evidence<'a> {
