@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Format {
     /// Aligned text for a terminal.
     Table,
-    /// The JSON schema of SPEC §4.
+    /// One JSON object (its fields are a contract: docs/analysis.md).
     Json,
     /// One self-contained HTML file.
     Html,

@@ -91,7 +91,7 @@ impl Diagnostics {
         self.push(
             key,
             format!(
-                "unknown key `{leaf}`{}; see the README's config reference for the valid keys",
+                "unknown key `{leaf}`{}; see docs/configuration.md for the valid keys",
                 if parent.is_empty() {
                     " at the top level".to_string()
                 } else {
