@@ -2,8 +2,8 @@
 //! minted), and the cookies abgate sets.
 
 use super::values::{dur, header_name};
-use crate::config::CookieName;
 use crate::config::raw::RawIdentity;
+use crate::config::CookieName;
 use crate::config::{Diagnostics, IdentitySettings};
 
 /// `[identity]`, with defaults for what is left out.

@@ -3,8 +3,8 @@
 //! plain comparison.
 
 use super::values::header_name;
-use crate::config::CookieName;
 use crate::config::raw::{RawTargeting, StringOrList};
+use crate::config::CookieName;
 use crate::config::{Diagnostics, Targeting};
 use std::collections::BTreeMap;
 

@@ -5,8 +5,8 @@
 use super::upstreams::UpstreamLookup;
 use super::values::{header_name, name_ok};
 use crate::config::raw::RawVariant;
-use crate::config::{Diagnostics, Variant};
 use crate::config::AssignmentNames;
+use crate::config::{Diagnostics, Variant};
 use crate::hash::BUCKETS;
 use http::{HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashSet};
