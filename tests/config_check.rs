@@ -201,3 +201,13 @@ fn exposure_names_are_made_per_variant_and_served_variant() {
     // any other pair (never made by the request path) is built on demand, still right
     assert_eq!(json(0, 2), want("b", "c-2"));
 }
+
+#[test]
+fn a_duration_that_would_overflow_a_deadline_fails_check_with_its_line() {
+    // It passed `check` once and then crashed the process at SIGTERM (deadline overflow).
+    let (code, out) = check("[server]\nshutdown_timeout = \"18446744073709551615s\"\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bad.toml:2:"), "{out}");
+    assert!(out.contains("server.shutdown_timeout"), "{out}");
+    assert!(out.contains("longer than the largest duration"), "{out}");
+}

@@ -7,7 +7,7 @@ use super::guardrails::compile_guardrails;
 use super::metrics::MetricLookup;
 use super::targeting::compile_targeting;
 use super::upstreams::UpstreamLookup;
-use super::values::{header_name, name_ok};
+use super::values::{header_name, name_ok, unique_name};
 use super::variants;
 use crate::config::raw::{RawExperiment, RawLayer};
 use crate::config::{Diagnostics, Experiment, Layer, Unit};
@@ -34,14 +34,9 @@ pub(super) fn compile_layers(
     let mut seen_experiments = HashSet::new();
     for (li, l) in raw.iter().enumerate() {
         let lpath = format!("layer[{li}]");
-        // A bad name is reported; `?` stands in so the rest is still checked.
-        let lname = name_ok(d, &lpath, &l.name, "layer").unwrap_or_else(|| Arc::from("?"));
-        if !seen_layers.insert(lname.to_string()) {
-            d.push(
-                &format!("{lpath}.name"),
-                format!("layer `{lname}` is defined twice; layer names must be unique"),
-            );
-        }
+        let lname = unique_name(d, &lpath, &l.name, "layer", &mut seen_layers, |n| {
+            format!("layer `{n}` is defined twice; layer names must be unique")
+        });
         let salt = l.salt.clone().unwrap_or_else(|| lname.to_string());
         let scope = LayerScope {
             index: li,

@@ -4,14 +4,26 @@
 
 use crate::config::Diagnostics;
 use http::HeaderName;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Parse a duration such as `200ms`, `1s`, `5m`, `365d`.
+/// The longest duration a config may give: ten years. Timers and deadlines add a
+/// duration to the current time; a larger one could overflow that sum and crash the
+/// process at runtime after `check` accepted it.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Parse a duration such as `200ms`, `1s`, `5m`, `365d` (at most [`MAX_DURATION`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
+    let d = humantime::parse_duration(s.trim()).map_err(|_| {
         format!("`{s}` is not a duration; write a number and a unit, e.g. \"200ms\", \"5s\", \"5m\", \"365d\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{s}` is longer than the largest duration abgate accepts (10 years, \"3650d\")"
+        ));
+    }
+    Ok(d)
 }
 
 /// A positive duration at `path`, or `default` when the key is absent (or invalid,
@@ -60,6 +72,24 @@ pub(super) fn name_ok(
     }
 }
 
+/// A valid `name` of a `what` that must be unique among `seen`: a bad name is reported
+/// and `?` stands in for it (so the rest is still checked); a repeated one is reported
+/// with the message `duplicate` makes from the name.
+pub(super) fn unique_name(
+    d: &mut Diagnostics,
+    path: &str,
+    v: &Option<String>,
+    what: &str,
+    seen: &mut HashSet<String>,
+    duplicate: impl FnOnce(&str) -> String,
+) -> Arc<str> {
+    let name = name_ok(d, path, v, what).unwrap_or_else(|| Arc::from("?"));
+    if !seen.insert(name.to_string()) {
+        d.push(&format!("{path}.name"), duplicate(&name));
+    }
+    name
+}
+
 /// An HTTP header name, parsed once (lower-cased).
 pub(super) fn header_name(d: &mut Diagnostics, path: &str, s: &str) -> Option<HeaderName> {
     match HeaderName::from_bytes(s.as_bytes()) {
@@ -103,6 +133,21 @@ mod tests {
         );
         let e = parse_duration("soon").unwrap_err();
         assert!(e.starts_with("`soon` is not a duration; write a number and a unit"));
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_rejected_not_left_to_overflow_at_runtime() {
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        let e = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(e.contains("longer than the largest duration"), "{e}");
+        let mut d = Diagnostics::default();
+        dur(
+            &mut d,
+            "server.shutdown_timeout",
+            &Some("3651d".into()),
+            "30s",
+        );
+        assert_eq!(messages(d).len(), 1);
     }
 
     #[test]

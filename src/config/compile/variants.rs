@@ -3,7 +3,7 @@
 //! cumulative bucket thresholds, the exposure names.
 
 use super::upstreams::UpstreamLookup;
-use super::values::{header_name, name_ok};
+use super::values::{header_name, unique_name};
 use crate::config::raw::RawVariant;
 use crate::config::AssignmentNames;
 use crate::config::{Diagnostics, Variant};
@@ -29,13 +29,9 @@ pub(super) fn compile_variants(
     let mut variants = Vec::new();
     for (vi, v) in raw.iter().enumerate() {
         let vpath = format!("{epath}.variant[{vi}]");
-        let vname = name_ok(d, &vpath, &v.name, "variant").unwrap_or_else(|| Arc::from("?"));
-        if !names.insert(vname.to_string()) {
-            d.push(
-                &format!("{vpath}.name"),
-                format!("variant `{vname}` appears twice in experiment `{ename}`"),
-            );
-        }
+        let vname = unique_name(d, &vpath, &v.name, "variant", &mut names, |n| {
+            format!("variant `{n}` appears twice in experiment `{ename}`")
+        });
         let weight = weight(d, &vpath, v.weight);
         let upstream = v
             .upstream
