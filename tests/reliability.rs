@@ -114,3 +114,67 @@ fn sigterm_answers_every_in_flight_request_on_keep_alive_connections_with_close(
     assert_eq!(answered, 16);
     assert!(g.stop().success());
 }
+
+#[test]
+fn admin_accept_backs_off_when_file_descriptors_run_out_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let a = MockServer::builder().name("a").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = TestConfig::new(dir.path())
+        .upstream("model_a", &[a.addr])
+        .raw("[[metric]]\nname = \"conversion\"\nkind = \"binomial\"\n")
+        .write(dir.path());
+    let stderr = dir.path().join("stderr.log");
+    // abgate with 64 open files at most, as a container with a low `nofile` would run it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_abgate"))
+        .arg(&path)
+        .env("ABGATE_ADMIN_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (proxy, admin) = abgate::demo::parse_ready_line(&line).expect("abgate started");
+    // Idle client connections take every descriptor abgate has left.
+    let hogs: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(&proxy).ok())
+        .collect();
+    // A connection to the admin port now waits in the kernel's backlog while abgate
+    // cannot accept it: the accept loop must wait, not spin and flood the log. For 2 s
+    // (the window in which a spinning loop logged millions of lines) no answer comes.
+    let mut health = TcpStream::connect(&admin).unwrap();
+    health
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    health
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        health.read(&mut byte).is_err(),
+        "the admin API answered: descriptors were not exhausted, the test proves nothing"
+    );
+    let logged = std::fs::read_to_string(&stderr).unwrap();
+    let accept_lines = logged.matches("admin accept failed").count();
+    assert!(
+        (1..=3).contains(&accept_lines),
+        "{accept_lines} accept-failure lines in 2 s:\n{}",
+        &logged[..logged.len().min(2000)]
+    );
+    health
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Descriptors come back: the waiting health check is answered.
+    drop(hogs);
+    let resp = read_response(&mut health).expect("healthz answered after recovery");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    signal(&child, "TERM");
+    let _ = child.wait();
+}

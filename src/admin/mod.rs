@@ -29,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use respond::{error, json_resp, text, Resp};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What the admin API holds of the runtime: it reads the snapshot, metrics and
@@ -53,13 +54,19 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = admin.app;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(s) => s,
+                Ok(s) => { backoff.reset(); s }
                 Err(e) => {
-                    tracing::warn!("admin accept failed: {e}");
-                    continue;
+                    // Out of file descriptors (or another transient error): retrying at
+                    // once would spin. Wait, longer each time, and log a summary.
+                    let pause = backoff.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.changed() => return,
+                    }
                 }
             },
             _ = shutdown.changed() => return,
@@ -74,6 +81,39 @@ pub async fn run(
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// Accept failures: a pause that doubles from 5 ms to 1 s while they last, and a log
+/// line at most every 10 s that counts them.
+#[derive(Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    last_log: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(
+                "admin accept failed {} times since the last report: {e} (retrying with backoff; raise the open-files limit if this is EMFILE)",
+                self.failures
+            );
+            self.failures = 0;
+            self.last_log = Some(Instant::now());
+        }
+        self.pause
+    }
+
+    fn reset(&mut self) {
+        self.pause = Duration::ZERO;
     }
 }
 
