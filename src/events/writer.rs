@@ -89,14 +89,6 @@ impl EventSink {
         }
     }
 
-    /// Queue several events as one unit: all of them are queued or, if the queue cannot
-    /// take them all right now, each one that did not fit is counted as dropped.
-    pub fn send_all(&self, evs: Vec<Event>) {
-        for ev in evs {
-            self.send(ev);
-        }
-    }
-
     /// The shared counters.
     pub fn stats(&self) -> &Arc<WriterStats> {
         &self.stats
