@@ -59,6 +59,16 @@ pub async fn handle(app: &App, snap: &Snapshot, session: &mut Session) -> Result
     }
 }
 
+/// Whether `s` is acceptable as an outcome's `unit_id`: a valid id (1 to 256 bytes, no
+/// ASCII control characters) that also has no Unicode control characters (C1) and no
+/// line or paragraph separator, which JSON carries escaped but which would break lines
+/// in anything that prints the id.
+fn printable_id(s: &str) -> bool {
+    identity::valid_id(s.as_bytes())
+        && s.chars()
+            .all(|c| !c.is_control() && c != '\u{2028}' && c != '\u{2029}')
+}
+
 /// The whole request body, or `None` once it exceeds [`OUTCOME_BODY_LIMIT`].
 async fn read_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
@@ -150,7 +160,7 @@ pub fn parse_outcomes(
                     )
                 })?
                 .to_string(),
-            Some(serde_json::Value::String(s)) if identity::valid_id(s.as_bytes()) => s.clone(),
+            Some(serde_json::Value::String(s)) if printable_id(s) => s.clone(),
             Some(_) => {
                 return Err((
                     "`unit_id` must be a string of 1 to 256 printable characters".into(),
@@ -165,4 +175,37 @@ pub fn parse_outcomes(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{parse, MINIMAL};
+
+    fn cfg() -> Config {
+        let text = format!("{MINIMAL}[[metric]]\nname = \"conversion\"\nkind = \"binomial\"\n");
+        parse(&text).unwrap()
+    }
+
+    #[test]
+    fn unit_ids_with_c1_controls_or_line_separators_are_refused_with_the_item() {
+        let cfg = cfg();
+        for bad in [
+            "u\u{85}1",
+            "u\u{9b}1",
+            "u\u{2028}1",
+            "u\u{2029}1",
+            "u\n1",
+            "",
+        ] {
+            let body = serde_json::json!([{"metric": "conversion", "value": 1, "unit_id": "ok"},
+                                          {"metric": "conversion", "value": 1, "unit_id": bad}]);
+            let err = parse_outcomes(body.to_string().as_bytes(), &cfg, None).unwrap_err();
+            assert_eq!(err.1, Some(1), "{bad:?}");
+            assert!(err.0.contains("printable"), "{bad:?}: {}", err.0);
+        }
+        let ok = serde_json::json!({"metric": "conversion", "value": 1, "unit_id": "üser-é-1"});
+        let items = parse_outcomes(ok.to_string().as_bytes(), &cfg, None).unwrap();
+        assert_eq!(items[0].unit_id, "üser-é-1");
+    }
 }
