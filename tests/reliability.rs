@@ -178,3 +178,33 @@ fn admin_accept_backs_off_when_file_descriptors_run_out_and_recovers() {
     signal(&child, "TERM");
     let _ = child.wait();
 }
+
+#[test]
+fn an_admin_listener_off_loopback_is_warned_about_at_start() {
+    let a = MockServer::builder().name("a").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Bound on every interface; the test only ever connects through loopback.
+    let config = TestConfig::new(dir.path())
+        .upstream("model_a", &[a.addr])
+        .admin("listen = \"0.0.0.0:0\"")
+        .toml();
+    let g = start(dir.path(), &config);
+    let logs = wait_for(10, "the start-up log", || {
+        let l = g.logs();
+        l.contains("not a loopback address").then_some(l)
+    });
+    assert!(logs.contains("readable without a token"), "{logs}");
+    // The loopback default says nothing of the kind.
+    let dir2 = tempfile::tempdir().unwrap();
+    let g2 = start(
+        dir2.path(),
+        &TestConfig::new(dir2.path())
+            .upstream("model_a", &[a.addr])
+            .toml(),
+    );
+    assert!(
+        !g2.logs().contains("not a loopback address"),
+        "{}",
+        g2.logs()
+    );
+}

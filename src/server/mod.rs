@@ -123,6 +123,11 @@ pub async fn start(
     let runtime_err = |e: std::io::Error| ServeError::Runtime(e.to_string());
     listeners.admin.set_nonblocking(true).map_err(runtime_err)?;
     let admin_addr = listeners.admin.local_addr().map_err(runtime_err)?;
+    if !admin_addr.ip().is_loopback() {
+        tracing::warn!(
+            "admin.listen is {admin_addr}, not a loopback address: /metrics, /admin/experiments and the live reports are readable without a token by anyone who can reach it; keep it on 127.0.0.1 or firewall it"
+        );
+    }
     let admin_listener = tokio::net::TcpListener::from_std(listeners.admin).map_err(runtime_err)?;
     tokio::spawn(crate::admin::run(
         admin_listener,
