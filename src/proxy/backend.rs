@@ -33,12 +33,25 @@ pub fn edit(req: &mut RequestHeader, cfg: &Config, ctx: &Ctx) -> Result<()> {
         if ctx.assignments.is_empty() {
             h.remove(&ASSIGNMENTS);
         } else {
+            // Sized exactly, so the header value takes the buffer over as it is.
+            let len = ctx
+                .served(cfg)
+                .map(|(_, v)| v.label.len() + 1)
+                .sum::<usize>()
+                - 1;
+            let mut labels = String::with_capacity(len);
             for (_, variant) in ctx.served(cfg) {
+                if !labels.is_empty() {
+                    labels.push(';');
+                }
+                labels.push_str(&variant.label);
                 for (name, value) in &variant.headers {
                     h.insert(name, value.clone())?;
                 }
             }
-            h.insert(&ASSIGNMENTS, assignments_value(cfg, ctx)?)?;
+            let value = HeaderValue::try_from(labels)
+                .map_err(|_| Error::explain(ErrorType::InternalError, "assignments header"))?;
+            h.insert(&ASSIGNMENTS, value)?;
         }
         if ctx.holdout {
             h.insert(&HOLDOUT, HeaderValue::from_static("1"))?;
@@ -52,25 +65,6 @@ pub fn edit(req: &mut RequestHeader, cfg: &Config, ctx: &Ctx) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// `layer.experiment=variant;…` of the served variants, built in a buffer of its exact
-/// size, so the header value takes the buffer over as it is.
-fn assignments_value(cfg: &Config, ctx: &Ctx) -> Result<HeaderValue> {
-    let len = ctx
-        .served(cfg)
-        .map(|(_, v)| v.label.len() + 1)
-        .sum::<usize>()
-        - 1;
-    let mut labels = String::with_capacity(len);
-    for (_, variant) in ctx.served(cfg) {
-        if !labels.is_empty() {
-            labels.push(';');
-        }
-        labels.push_str(&variant.label);
-    }
-    HeaderValue::try_from(labels)
-        .map_err(|_| Error::explain(ErrorType::InternalError, "assignments header"))
 }
 
 /// Where the edits to a backend request go.
