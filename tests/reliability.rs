@@ -149,6 +149,12 @@ fn admin_accept_backs_off_when_file_descriptors_run_out_and_recovers() {
     // A connection to the admin port now waits in the kernel's backlog while abgate
     // cannot accept it: the accept loop must wait, not spin and flood the log. For 2 s
     // (the window in which a spinning loop logged millions of lines) no answer comes.
+    // Wait until abgate has accepted the idle connections and holds every descriptor
+    // its limit allows (counted in /proc), so the admin connection below finds none.
+    let fds = format!("/proc/{}/fd", child.id());
+    wait_for(10, "abgate at its open-files limit", || {
+        (std::fs::read_dir(&fds).map(|d| d.count()).unwrap_or(0) >= 63).then_some(())
+    });
     let mut health = TcpStream::connect(&admin).unwrap();
     health
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
