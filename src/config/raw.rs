@@ -55,6 +55,21 @@ pub struct RawServer {
     pub outcome_path: Option<String>,
     /// Keep the case of header names on backend requests as the client wrote them.
     pub preserve_header_case: Option<bool>,
+    /// Add `X-Forwarded-For` and `X-Forwarded-Proto` to backend requests.
+    pub forwarded: Option<bool>,
+    /// `[server.tls]`: TLS listeners.
+    pub tls: Option<RawServerTls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServerTls {
+    /// TLS listen addresses (`ip:port`).
+    pub listen: Option<Vec<String>>,
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
 }
 
 /// `[admin]`
@@ -118,10 +133,43 @@ pub struct RawUpstream {
     pub addrs: Option<Vec<String>>,
     /// TCP connect timeout.
     pub connect_timeout: Option<String>,
-    /// Timeout for each read from the backend.
+    /// How long to wait for the response header.
     pub read_timeout: Option<String>,
-    /// How often each address is health-checked (TCP connect).
+    /// Longest silence inside a streamed body or on an upgraded connection.
+    pub idle_timeout: Option<String>,
+    /// How often each address is health-checked (TCP connect, without `health_check`).
     pub health_check_interval: Option<String>,
+    /// `http1`, `h2c` or `h2`.
+    pub protocol: Option<String>,
+    /// TLS to the backend.
+    pub tls: Option<bool>,
+    /// Server name for TLS.
+    pub sni: Option<String>,
+    /// PEM file of trusted roots for this upstream.
+    pub ca: Option<String>,
+    /// Verify the backend's certificate.
+    pub verify: Option<bool>,
+    /// `Host` / `:authority` sent to the backend.
+    pub host: Option<String>,
+    /// HTTP health check.
+    pub health_check: Option<RawHealthCheck>,
+    /// `grpc-status` values that count as errors of the variant.
+    pub grpc_error_codes: Option<Vec<i64>>,
+    /// How often host names in `addrs` are resolved again.
+    pub resolve_interval: Option<String>,
+}
+
+/// `health_check = { path, interval, expect, failures }`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealthCheck {
+    /// Request path.
+    pub path: Option<String>,
+    /// Period.
+    pub interval: Option<String>,
+    /// Statuses that mean healthy.
+    pub expect: Option<Vec<i64>>,
+    /// Consecutive failures that take an address out.
+    pub failures: Option<i64>,
 }
 
 /// `[routing]`
@@ -280,4 +328,6 @@ pub struct RawLatency {
     pub max_ratio: Option<f64>,
     /// Smallest increase (ms) that counts.
     pub min_increase_ms: Option<f64>,
+    /// `total` (the whole response) or `ttfb` (time to first byte).
+    pub of: Option<String>,
 }

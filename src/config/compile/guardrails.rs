@@ -3,7 +3,7 @@
 
 use super::values::dur;
 use crate::config::raw::{RawErrorRate, RawGuardrails, RawLatency};
-use crate::config::{Diagnostics, GuardAction, Guardrails};
+use crate::config::{Diagnostics, GuardAction, Guardrails, LatencyOf};
 
 /// The guardrails at `path`, with defaults for what is left out.
 pub(super) fn compile_guardrails(d: &mut Diagnostics, path: &str, g: &RawGuardrails) -> Guardrails {
@@ -31,6 +31,17 @@ pub(super) fn compile_guardrails(d: &mut Diagnostics, path: &str, g: &RawGuardra
     };
     let error_max_increase = g.error_rate.as_ref().map(|e| error_rate(d, path, e));
     let latency = g.latency_p99.as_ref().map(|l| latency(d, path, l));
+    let latency_of = match g.latency_p99.as_ref().and_then(|l| l.of.as_deref()) {
+        None | Some("total") => LatencyOf::Total,
+        Some("ttfb") => LatencyOf::Ttfb,
+        Some(o) => {
+            d.push(
+                &format!("{path}.latency_p99.of"),
+                format!("`{o}` is not a latency; valid: total (the whole response), ttfb (time to first byte: first token of a stream)"),
+            );
+            LatencyOf::Total
+        }
+    };
     let action = action(d, path, g.action.as_deref());
     let check_interval = dur(
         d,
@@ -63,6 +74,7 @@ pub(super) fn compile_guardrails(d: &mut Diagnostics, path: &str, g: &RawGuardra
         alpha,
         error_max_increase,
         latency,
+        latency_of,
         consecutive,
         action,
     }

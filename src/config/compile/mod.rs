@@ -19,6 +19,7 @@ mod metrics;
 mod routing;
 mod server;
 mod targeting;
+mod tls;
 mod upstreams;
 mod values;
 mod variants;
@@ -38,12 +39,12 @@ pub(super) fn compile(
 ) -> Option<Config> {
     // Relative directories in the file are relative to the file.
     let base = file.parent().unwrap_or(Path::new("."));
-    let server = server::compile_server(d, &raw.server);
+    let server = server::compile_server(d, &raw.server, base);
     let admin = server::compile_admin(d, &raw.admin);
     let identity = identity::compile_identity(d, &raw.identity);
     let events = events::compile_events(d, &raw.events, base);
     let state_dir = events::state_dir(&raw.state, base);
-    let upstreams = upstreams::compile_upstreams(d, &raw.upstream);
+    let upstreams = upstreams::compile_upstreams(d, &raw.upstream, base);
     let upstream_lookup = upstreams::UpstreamLookup::new(&upstreams);
     let default_upstream = routing::default_upstream(d, raw.routing.as_ref(), &upstream_lookup);
     let holdout = raw.holdout.as_ref().map(|h| holdout::compile_holdout(d, h));

@@ -1,12 +1,14 @@
 //! `[server]` and `[admin]`: the proxy's and the admin API's listeners and settings.
 
+use super::tls;
 use super::values::dur;
-use crate::config::raw::{RawAdmin, RawServer};
-use crate::config::{AdminSettings, Diagnostics, ServerSettings};
+use crate::config::raw::{RawAdmin, RawServer, RawServerTls};
+use crate::config::{AdminSettings, Diagnostics, ServerSettings, ServerTls};
 use std::net::SocketAddr;
+use std::path::Path;
 
 /// `[server]`, with defaults for what is left out.
-pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer) -> ServerSettings {
+pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer, base: &Path) -> ServerSettings {
     let listen = raw
         .listen
         .clone()
@@ -17,14 +19,7 @@ pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer) -> ServerSett
             "needs at least one address, e.g. [\"127.0.0.1:8080\"]",
         );
     }
-    for (i, a) in listen.iter().enumerate() {
-        if a.parse::<SocketAddr>().is_err() {
-            d.push(
-                &format!("server.listen[{i}]"),
-                format!("`{a}` is not an `ip:port` address, e.g. \"127.0.0.1:8080\""),
-            );
-        }
-    }
+    listen_addrs(d, "server.listen", &listen, "127.0.0.1:8080");
     let threads = match raw.threads {
         None => 2,
         Some(t) if (1..=256).contains(&t) => t as usize,
@@ -50,7 +45,64 @@ pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer) -> ServerSett
         debug_header: raw.debug_header.unwrap_or(false),
         outcome_path,
         preserve_header_case: raw.preserve_header_case.unwrap_or(false),
+        forwarded: raw.forwarded.unwrap_or(false),
+        tls: raw.tls.as_ref().and_then(|t| compile_tls(d, t, base)),
     }
+}
+
+/// Each of `list` must be an `ip:port` address.
+fn listen_addrs(d: &mut Diagnostics, path: &str, list: &[String], example: &str) {
+    for (i, a) in list.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            d.push(
+                &format!("{path}[{i}]"),
+                format!("`{a}` is not an `ip:port` address, e.g. \"{example}\""),
+            );
+        }
+    }
+}
+
+/// `[server.tls]`: listeners, and a certificate chain with its key that load.
+fn compile_tls(d: &mut Diagnostics, raw: &RawServerTls, base: &Path) -> Option<ServerTls> {
+    let listen = match &raw.listen {
+        Some(l) if !l.is_empty() => l.clone(),
+        _ => {
+            d.push(
+                "server.tls.listen",
+                "needs at least one address, e.g. listen = [\"0.0.0.0:8443\"]",
+            );
+            return None;
+        }
+    };
+    listen_addrs(d, "server.tls.listen", &listen, "0.0.0.0:8443");
+    let file = |d: &mut Diagnostics, key: &str, v: &Option<String>, example: &str| match v {
+        Some(p) => Some(tls::resolve(base, p)),
+        None => {
+            d.push(
+                &format!("server.tls.{key}"),
+                format!("missing: the PEM file of the {example}"),
+            );
+            None
+        }
+    };
+    let cert = file(
+        d,
+        "cert",
+        &raw.cert,
+        "certificate chain, e.g. cert = \"tls/server.crt\"",
+    );
+    let key = file(
+        d,
+        "key",
+        &raw.key,
+        "private key, e.g. key = \"tls/server.key\"",
+    );
+    let (cert, key) = (cert?, key?);
+    if let Err(m) = tls::check_cert_key(&cert, &key) {
+        d.push("server.tls.cert", m);
+        return None;
+    }
+    Some(ServerTls { listen, cert, key })
 }
 
 /// `[admin]`, with defaults for what is left out.

@@ -154,6 +154,16 @@ pub enum GuardAction {
     Alert,
 }
 
+/// Which latency of a request the latency guardrail judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatencyOf {
+    /// The whole response (`latency_ms`).
+    #[default]
+    Total,
+    /// Time to first byte (`ttfb_ms`): for a streamed generation, the first token.
+    Ttfb,
+}
+
 /// Guardrail settings, resolved.
 #[derive(Debug, Clone)]
 pub struct Guardrails {
@@ -169,6 +179,8 @@ pub struct Guardrails {
     pub error_max_increase: Option<f64>,
     /// Latency guardrail: (max ratio, min increase in ms).
     pub latency: Option<(f64, f64)>,
+    /// Which latency the latency guardrail judges.
+    pub latency_of: LatencyOf,
     /// Consecutive failing latency checks needed.
     pub consecutive: u32,
     /// What to do on violation.

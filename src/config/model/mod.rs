@@ -97,6 +97,21 @@ pub struct ServerSettings {
     /// Send backend request header names in the client's case (through pingora's
     /// case-preserving map) rather than lowercase.
     pub preserve_header_case: bool,
+    /// Add `X-Forwarded-For` / `X-Forwarded-Proto` to backend requests.
+    pub forwarded: bool,
+    /// TLS listeners, if any.
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`, resolved: the files were read and parsed once by `check`.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// TLS listen addresses.
+    pub listen: Vec<String>,
+    /// Certificate chain file (absolute or relative to the working directory).
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
 }
 
 /// `[admin]`, resolved.
@@ -151,14 +166,68 @@ pub struct EventSettings {
 pub struct UpstreamSpec {
     /// Pool name (`[upstream.NAME]`).
     pub name: Arc<str>,
-    /// Addresses, round-robin.
+    /// Addresses as written (`host:port`), re-resolved every `resolve_interval`.
+    pub hosts: Vec<String>,
+    /// Every address they resolved to at load, round-robin.
     pub addrs: Vec<SocketAddr>,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Read timeout.
+    /// Longest wait for the response header.
     pub read_timeout: Duration,
-    /// Health-check period.
+    /// Longest silence inside a streamed body or on an upgraded connection.
+    pub idle_timeout: Duration,
+    /// TCP health-check period (without an HTTP `health_check`).
     pub health_check_interval: Duration,
+    /// The HTTP health check, if configured.
+    pub health_check: Option<HttpHealthCheck>,
+    /// Wire protocol to the backend.
+    pub protocol: Protocol,
+    /// TLS to the backend.
+    pub tls: bool,
+    /// TLS server name; `None`: the host of each address.
+    pub sni: Option<String>,
+    /// Trusted roots for this upstream (DER), replacing the system's.
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
+    /// Verify the backend's certificate.
+    pub verify: bool,
+    /// `Host` / `:authority` to send; `None`: the client's.
+    pub host: Option<http::HeaderValue>,
+    /// `grpc-status` values (0–63) that are errors of the variant, as bits.
+    pub grpc_error_codes: u64,
+    /// Period of re-resolving host names.
+    pub resolve_interval: Duration,
+}
+
+impl UpstreamSpec {
+    /// Whether gRPC status `code` is an error of the variant.
+    #[inline]
+    pub fn grpc_error(&self, code: u32) -> bool {
+        code < 64 && self.grpc_error_codes & (1 << code) != 0
+    }
+}
+
+/// The wire protocol to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS with `tls = true`).
+    Http1,
+    /// HTTP/2 with prior knowledge, without TLS (gRPC backends).
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+/// `health_check = { path, interval, expect, failures }`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHealthCheck {
+    /// Path requested (GET).
+    pub path: String,
+    /// Period.
+    pub interval: Duration,
+    /// Statuses that mean healthy.
+    pub expect: Vec<u16>,
+    /// Consecutive failures that take an address out (and successes that bring it back).
+    pub failures: usize,
 }
 
 /// The global holdout.
