@@ -194,6 +194,12 @@ pub fn parse_ready_line(line: &str) -> Option<(String, String)> {
     Some((proxy, admin))
 }
 
+/// The first TLS listener's address on `abgate serve`'s ready line, if it has one.
+pub fn parse_ready_tls(line: &str) -> Option<String> {
+    let tls = line.split("tls on ").nth(1)?.split([';', ',']).next()?;
+    Some(tls.trim().to_string())
+}
+
 fn tempdir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("abgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

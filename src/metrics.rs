@@ -41,8 +41,14 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `abgate_request_duration_seconds{experiment,variant}`
     pub duration: HistogramVec,
+    /// `abgate_request_ttfb_seconds{experiment,variant}`
+    pub ttfb: HistogramVec,
     /// `abgate_upstream_errors_total{upstream,kind}`
     pub upstream_errors: IntCounterVec,
+    /// `abgate_upstream_retries_total{upstream}`
+    pub upstream_retries: IntCounterVec,
+    /// `abgate_downstream_rejected_total{reason}`
+    pub downstream_rejected: IntCounterVec,
     /// `abgate_exposures_total{experiment,variant}`
     pub exposures: IntCounterVec,
     /// `abgate_outcomes_total{metric}`
@@ -102,10 +108,29 @@ impl Metrics {
             &["experiment", "variant"],
         ));
         must(registry.register(Box::new(duration.clone())));
+        let ttfb = must(HistogramVec::new(
+            HistogramOpts::new(
+                "abgate_request_ttfb_seconds",
+                "Time from request arrival to the first byte of the response body sent to the client (time to first token of a stream), by experiment and variant (served).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["experiment", "variant"],
+        ));
+        must(registry.register(Box::new(ttfb.clone())));
         let upstream_errors = counter_vec(
             "abgate_upstream_errors_total",
-            "Backend failures by upstream and kind (connect, timeout, reset, 5xx).",
+            "Backend failures by upstream and kind (connect, timeout, reset, 5xx, grpc), counted once per request by its final outcome.",
             &["upstream", "kind"],
+        );
+        let upstream_retries = counter_vec(
+            "abgate_upstream_retries_total",
+            "Requests sent again to a backend after a failed attempt (a request that then succeeds is not an error).",
+            &["upstream"],
+        );
+        let downstream_rejected = counter_vec(
+            "abgate_downstream_rejected_total",
+            "Requests refused before routing, by reason (bad_request: a request abgate could not read or frame).",
+            &["reason"],
         );
         let exposures = counter_vec(
             "abgate_exposures_total",
@@ -195,6 +220,7 @@ impl Metrics {
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
         }
+        downstream_rejected.with_label_values(&["bad_request"]);
         let proxied_by_class =
             std::array::from_fn(|i| proxied.with_label_values(&[STATUS_CLASSES[i]]));
         Arc::new(Metrics {
@@ -202,7 +228,10 @@ impl Metrics {
             registry,
             requests,
             duration,
+            ttfb,
             upstream_errors,
+            upstream_retries,
+            downstream_rejected,
             exposures,
             outcomes,
             events_dropped,
@@ -228,16 +257,20 @@ impl Metrics {
                     .with_label_values(&[experiment, variant, STATUS_CLASSES[i]])
             }),
             duration: self.duration.with_label_values(&[experiment, variant]),
+            ttfb: self.ttfb.with_label_values(&[experiment, variant]),
             exposures: self.exposures.with_label_values(&[experiment, variant]),
         }
     }
 
     /// Pre-resolved `abgate_upstream_errors_total` handles of one upstream.
     pub fn upstream_errors(&self, upstream: &str) -> UpstreamErrors {
-        UpstreamErrors(ErrorKind::UPSTREAM.map(|k| {
-            self.upstream_errors
-                .with_label_values(&[upstream, k.upstream_label().unwrap_or("proxy")])
-        }))
+        UpstreamErrors {
+            kinds: ErrorKind::UPSTREAM.map(|k| {
+                self.upstream_errors
+                    .with_label_values(&[upstream, k.upstream_label().unwrap_or("proxy")])
+            }),
+            retries: self.upstream_retries.with_label_values(&[upstream]),
+        }
     }
 
     /// Record the config version now serving.
@@ -278,9 +311,13 @@ impl Metrics {
 }
 
 /// Pre-resolved `abgate_upstream_errors_total{upstream,kind}` handles of one upstream,
-/// one per [`ErrorKind::UPSTREAM`] kind.
+/// one per [`ErrorKind::UPSTREAM`] kind, and its `abgate_upstream_retries_total{upstream}`.
 #[derive(Clone)]
-pub struct UpstreamErrors([IntCounter; 4]);
+pub struct UpstreamErrors {
+    kinds: [IntCounter; ErrorKind::UPSTREAM.len()],
+    /// Retries of requests to this upstream.
+    pub retries: IntCounter,
+}
 
 impl UpstreamErrors {
     /// Count a failure of `kind`; abgate's own failures (`proxy`) are not the upstream's.
@@ -289,7 +326,7 @@ impl UpstreamErrors {
     #[inline]
     pub fn count(&self, kind: ErrorKind) {
         if let Some(i) = ErrorKind::UPSTREAM.iter().position(|&k| k == kind) {
-            self.0[i].inc();
+            self.kinds[i].inc();
         }
     }
 }
@@ -301,6 +338,8 @@ pub struct VariantMetrics {
     pub requests: [IntCounter; 6],
     /// Duration histogram.
     pub duration: Histogram,
+    /// Time-to-first-byte histogram.
+    pub ttfb: Histogram,
     /// Exposures.
     pub exposures: IntCounter,
 }

@@ -201,8 +201,15 @@ pub fn exposure(buf: &mut Vec<u8>, e: &Exposure, hash: Option<&dyn Fn(&str) -> S
     int(buf, e.status as u64);
     buf.extend_from_slice(b",\"latency_ms\":");
     millis(buf, e.latency_ms);
+    buf.extend_from_slice(b",\"ttfb_ms\":");
+    millis(buf, e.ttfb_ms);
     buf.extend_from_slice(b",\"error\":");
     opt_string(buf, e.error.map(|k| k.as_str()));
+    buf.extend_from_slice(b",\"grpc_status\":");
+    match e.grpc_status {
+        Some(c) => int(buf, c as u64),
+        None => buf.extend_from_slice(b"null"),
+    }
     buf.extend_from_slice(b",\"config_version\":");
     string(buf, &e.config_version);
     buf.push(b'}');

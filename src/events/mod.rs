@@ -29,6 +29,8 @@ pub enum ErrorKind {
     /// The backend answered 5xx.
     #[serde(rename = "upstream_5xx")]
     Upstream5xx,
+    /// The backend answered a `grpc-status` listed in the upstream's `grpc_error_codes`.
+    Grpc,
     /// abgate itself failed the request.
     Proxy,
 }
@@ -36,11 +38,12 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kinds that are the upstream's failures (every kind but `proxy`), in the order
     /// of their metric handles.
-    pub const UPSTREAM: [ErrorKind; 4] = [
+    pub const UPSTREAM: [ErrorKind; 5] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Reset,
         ErrorKind::Upstream5xx,
+        ErrorKind::Grpc,
     ];
 
     /// The `kind` label of `abgate_upstream_errors_total` (`5xx` where the event says
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Timeout => Some("timeout"),
             ErrorKind::Reset => Some("reset"),
             ErrorKind::Upstream5xx => Some("5xx"),
+            ErrorKind::Grpc => Some("grpc"),
             ErrorKind::Proxy => None,
         }
     }
@@ -62,6 +66,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Upstream5xx => "upstream_5xx",
+            ErrorKind::Grpc => "grpc",
             ErrorKind::Proxy => "proxy",
         }
     }
@@ -183,8 +188,15 @@ pub struct Exposure {
     pub status: u16,
     /// Time from request start to response end.
     pub latency_ms: f64,
+    /// Time from request start to the first byte of the response body sent to the
+    /// client (the header when there is no body): for a streamed generation, the first
+    /// token. Equals `latency_ms` when nothing was sent.
+    pub ttfb_ms: f64,
     /// Failure class, or null.
     pub error: Option<ErrorKind>,
+    /// The backend's `grpc-status` (trailers, or a trailers-only header); null for a
+    /// response that is not gRPC.
+    pub grpc_status: Option<u32>,
     /// Which config routed the request.
     pub config_version: Arc<str>,
 }
@@ -327,13 +339,16 @@ mod tests {
             upstream: "model_b".into(),
             status: 502,
             latency_ms: 1234.5,
-            error: Some(ErrorKind::Upstream5xx),
+            ttfb_ms: 3.25,
+            error: Some(ErrorKind::Grpc),
+            grpc_status: Some(14),
             config_version: "abc".into(),
         };
         let mut none = base.clone();
         none.unit_id = None;
         none.assignments.clear();
         none.error = None;
+        none.grpc_status = None;
         none.latency_ms = 12.0;
         // a client's request id, with the two visible characters JSON escapes
         none.request_id = RequestId::from_client(br#"req-"7"\x"#).unwrap();
@@ -426,7 +441,9 @@ mod tests {
             upstream: "model_b".into(),
             status: 200,
             latency_ms: 12.4,
+            ttfb_ms: 2.5,
             error: None,
+            grpc_status: None,
             config_version: "abc".into(),
         }));
         let mut buf = Vec::new();
@@ -439,6 +456,8 @@ mod tests {
         assert_eq!(v["unit_id"], "u-123");
         assert_eq!(v["assignments"][0]["served"], "treatment");
         assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["grpc_status"], serde_json::Value::Null);
+        assert_eq!(v["ttfb_ms"], 2.5);
         assert_eq!(v["status"], 200);
         let mut buf = Vec::new();
         let h = |id: &str| keyed_unit_hash(b"k", id);

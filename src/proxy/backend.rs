@@ -1,9 +1,10 @@
 //! The backend request's headers: abgate's own (`x-abgate-assignments`,
-//! `x-abgate-holdout`, exactly one `x-request-id`) and every served variant's `headers`
-//! go in; the QA headers (`x-abgate-force`, `x-abgate-token`) come out.
+//! `x-abgate-holdout`, exactly one `x-request-id`), every served variant's `headers`, the
+//! upstream's `host` and, with `server.forwarded`, `X-Forwarded-For`/`-Proto` go in; the
+//! QA headers (`x-abgate-force`, `x-abgate-token`) come out.
 
 use super::context::Ctx;
-use crate::config::Config;
+use crate::config::{Config, UpstreamSpec};
 use crate::events::RequestId;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -21,14 +22,71 @@ pub(super) const TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
 const ASSIGNMENTS: HeaderName = HeaderName::from_static("x-abgate-assignments");
 const HOLDOUT: HeaderName = HeaderName::from_static("x-abgate-holdout");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// `X-Forwarded-For` / `X-Forwarded-Proto` values for a backend request.
+pub struct Forwarded {
+    /// What arrived, with the client's address appended.
+    pub for_: Option<HeaderValue>,
+    /// `https` or `http` as the client connected, unless the request already said.
+    pub proto: Option<HeaderValue>,
+}
+
+/// The forwarding headers of `req`, which arrived on `session`: the client's address is
+/// appended to the `X-Forwarded-For` that arrived (every value, in order), and
+/// `X-Forwarded-Proto` is kept when the client (a trusted ingress) sent one, else set
+/// from the connection.
+pub fn forwarded(session: &pingora::proxy::Session, req: &RequestHeader) -> Forwarded {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    let for_ = client.and_then(|ip| {
+        let mut v = String::new();
+        for prior in req.headers.get_all(&FORWARDED_FOR) {
+            if let Ok(p) = prior.to_str() {
+                v.push_str(p.trim());
+                v.push_str(", ");
+            }
+        }
+        v.push_str(&ip);
+        HeaderValue::try_from(v).ok()
+    });
+    let proto = if req.headers.contains_key(&FORWARDED_PROTO) {
+        None
+    } else {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        Some(HeaderValue::from_static(if tls { "https" } else { "http" }))
+    };
+    Forwarded { for_, proto }
+}
 
 /// Edit the backend request `req` for the request of `ctx`.
 ///
 /// Hot path: called once per backend request.
-pub fn edit(req: &mut RequestHeader, cfg: &Config, ctx: &Ctx) -> Result<()> {
+pub fn edit(
+    req: &mut RequestHeader,
+    cfg: &Config,
+    upstream: &UpstreamSpec,
+    forwarded: Option<Forwarded>,
+    ctx: &Ctx,
+) -> Result<()> {
     edit_backend_headers(req, cfg.server.preserve_header_case, |h| {
         for name in [&FORCE_NAME, &TOKEN_NAME] {
             h.remove(name);
+        }
+        if let Some(host) = &upstream.host {
+            // pingora derives an HTTP/2 backend's `:authority` from `Host`.
+            h.insert(&http::header::HOST, host.clone())?;
+        }
+        if let Some(f) = forwarded {
+            if let Some(v) = f.for_ {
+                h.insert(&FORWARDED_FOR, v)?;
+            }
+            if let Some(v) = f.proto {
+                h.insert(&FORWARDED_PROTO, v)?;
+            }
         }
         if ctx.assignments.is_empty() {
             h.remove(&ASSIGNMENTS);

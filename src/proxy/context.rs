@@ -1,6 +1,7 @@
 //! The per-request context: what the hooks of one request share, from the request
 //! filter to the logging hook.
 
+use super::deadline::Watchdog;
 use crate::assign::Assignments;
 use crate::config::{Config, Experiment, Variant};
 use crate::events::{ErrorKind, RequestId};
@@ -46,6 +47,19 @@ pub struct Ctx {
     pub header_outcomes: Vec<(usize, f64)>,
     /// Answered by abgate itself (outcome endpoint, refusals): no exposure.
     pub local: bool,
+    /// When the first byte of the response body went to the client (time to first
+    /// byte / first token).
+    pub first_byte: Option<Instant>,
+    /// When the response header went to the client.
+    pub header_sent: Option<Instant>,
+    /// The backend's `grpc-status`, if it sent one.
+    pub grpc_status: Option<u32>,
+    /// Attempts at the backend (pingora retries a failed attempt on a fresh connection).
+    pub attempts: u8,
+    /// The backend-silence watchdog of an HTTP/1.x backend request, while armed.
+    pub watchdog: Option<Watchdog>,
+    /// The watchdog fired: the failure that follows is a timeout.
+    pub timed_out: bool,
 }
 
 impl Ctx {
@@ -68,6 +82,19 @@ impl Ctx {
             error: None,
             header_outcomes: Vec::new(),
             local: false,
+            first_byte: None,
+            header_sent: None,
+            grpc_status: None,
+            attempts: 0,
+            watchdog: None,
+            timed_out: false,
+        }
+    }
+
+    /// Disarm the watchdog, remembering whether it had fired.
+    pub fn disarm_watchdog(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            self.timed_out |= w.fired();
         }
     }
 

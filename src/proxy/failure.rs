@@ -1,7 +1,7 @@
 //! Failure classification: whose fault a failed request is (the backend's, the
 //! client's, or abgate's), the `error` kind its exposure records, and the status the
 //! client gets (502, 504 on timeout, 400 for a bad request, nothing for a client that
-//! went away).
+//! went away); and the gRPC status of a response, which can make a 200 an error.
 
 use crate::events::ErrorKind;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -27,6 +27,13 @@ pub fn classify(e: &Error) -> ErrorKind {
         ErrorType::HTTPStatus(c) if *c >= 500 => ErrorKind::Upstream5xx,
         _ => ErrorKind::Reset,
     }
+}
+
+/// The `grpc-status` of a response (its trailers, or the header of a trailers-only
+/// response), if it has one that is a number.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    let v = headers.get("grpc-status")?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 
 /// The error kind of a failure to connect.

@@ -8,7 +8,8 @@
 //! | [`route`] | served variants (rollback state) and the upstream |
 //! | [`backend`] | the backend request's headers |
 //! | [`outcome`] | the outcome endpoint |
-//! | [`failure`] | whose fault a failure is, and the status it gets |
+//! | [`deadline`] | the backend-silence watchdog (`read_timeout` / `idle_timeout`) |
+//! | [`failure`] | whose fault a failure is, and the status it gets; `grpc-status` |
 //! | [`respond`] | responses abgate writes itself |
 //! | [`record`] | metrics, guardrail windows and the exposure after the response |
 //!
@@ -18,6 +19,7 @@
 
 pub mod backend;
 mod context;
+mod deadline;
 mod failure;
 mod identify;
 pub mod outcome;
@@ -148,23 +150,73 @@ impl ProxyHttp for AbgateProxy {
             .snap
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
-        let pool = &snap.pools[ctx.upstream];
-        let mut peer = HttpPeer::new(pool.select(), false, String::new());
-        peer.options.connection_timeout = Some(pool.spec.connect_timeout);
-        peer.options.read_timeout = Some(pool.spec.read_timeout);
-        Ok(Box::new(peer))
+        ctx.attempts = ctx.attempts.saturating_add(1);
+        if ctx.attempts > 1 {
+            // pingora retries a failed attempt on a fresh connection: the request's
+            // outcome is its last attempt's, and the retry is counted as a retry.
+            snap.upstream_errors[ctx.upstream].retries.inc();
+            ctx.error = None;
+            ctx.timed_out = false;
+            ctx.watchdog = None;
+        }
+        Ok(snap.pools[ctx.upstream].peer())
+    }
+
+    /// The backend connection is ready: arm the silence watchdog of an HTTP/1.x backend
+    /// whose `read_timeout` and `idle_timeout` differ ([`deadline`]).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        let spec = &snap.pools[ctx.upstream].spec;
+        if spec.read_timeout != spec.idle_timeout && peer.options.alpn.get_max_http_version() == 1 {
+            ctx.watchdog = deadline::Watchdog::arm(fd, spec.read_timeout);
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        if let Some(w) = &ctx.watchdog {
+            w.extend();
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
-        match ctx.snap.as_ref() {
-            Some(snap) => backend::edit(req, &snap.config, ctx),
-            None => Ok(()),
-        }
+        let Some(snap) = ctx.snap.as_ref() else {
+            return Ok(());
+        };
+        let forwarded = snap
+            .config
+            .server
+            .forwarded
+            .then(|| backend::forwarded(session, req));
+        backend::edit(
+            req,
+            &snap.config,
+            &snap.pools[ctx.upstream].spec,
+            forwarded,
+            ctx,
+        )
     }
 
     async fn upstream_response_filter(
@@ -173,9 +225,23 @@ impl ProxyHttp for AbgateProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        // The header arrived: from now on the backend may be silent `idle_timeout`
+        // (pingora's own per-read timeout when that is the longer one).
+        if let (Some(w), Some(snap)) = (&ctx.watchdog, &ctx.snap) {
+            let spec = &snap.pools[ctx.upstream].spec;
+            if spec.idle_timeout < spec.read_timeout {
+                w.set_timeout(spec.idle_timeout);
+            } else {
+                ctx.disarm_watchdog();
+            }
+        }
         let Some(snap) = ctx.snap.as_ref() else {
             return Ok(());
         };
+        // A trailers-only gRPC response carries its status in the header.
+        if let Some(code) = failure::grpc_status(&resp.headers) {
+            ctx.grpc_status = Some(code);
+        }
         for (i, m) in snap.config.metrics.iter().enumerate() {
             let Some(h) = &m.from_response_header else {
                 continue;
@@ -192,12 +258,52 @@ impl ProxyHttp for AbgateProxy {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(w) = &ctx.watchdog {
+            w.extend();
+        }
+        Ok(None)
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        if let Some(code) = failure::grpc_status(trailers) {
+            ctx.grpc_status = Some(code);
+        }
+        Ok(())
+    }
+
+    /// The first body byte handed to the client is the time to first byte (first token).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.first_byte = Some(std::time::Instant::now());
+        }
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        ctx.header_sent = Some(std::time::Instant::now());
         // A request that was in flight when shutdown began: its response closes the
         // connection (pingora then says `Connection: close`).
         if self.app.draining.load(Relaxed) {
@@ -215,14 +321,23 @@ impl ProxyHttp for AbgateProxy {
         Ok(())
     }
 
+    /// A failed connect sent nothing, so any request may be tried again: on the next
+    /// address of the pool, while there is one this request has not tried.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Box<Ctx>,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.error = Some(failure::connect_failure(&e));
+        let addrs = ctx
+            .snap
+            .as_ref()
+            .map_or(0, |s| s.pools[ctx.upstream].spec.addrs.len());
+        if (ctx.attempts as usize) < addrs {
+            e.set_retry(true);
+        }
         e
     }
 
@@ -234,8 +349,13 @@ impl ProxyHttp for AbgateProxy {
         ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.disarm_watchdog();
         if e.esource() == &ErrorSource::Upstream && ctx.error.is_none() {
-            ctx.error = Some(failure::classify(&e));
+            ctx.error = Some(if ctx.timed_out {
+                crate::events::ErrorKind::Timeout
+            } else {
+                failure::classify(&e)
+            });
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
         if !session.req_header().method.is_idempotent() {
@@ -267,7 +387,30 @@ impl ProxyHttp for AbgateProxy {
         e: &Error,
         ctx: &mut Box<Ctx>,
     ) -> FailToProxy {
+        ctx.disarm_watchdog();
+        if ctx.timed_out && ctx.error.is_none() {
+            ctx.error = Some(crate::events::ErrorKind::Timeout);
+        }
         let code = failure::status_for(e, &mut ctx.error);
+        if code == 400 {
+            // A request abgate could not read or frame (bad body framing, an invalid
+            // request to the backend). Requests pingora refuses before any hook runs
+            // (bad syntax, too many headers) are answered 400 by pingora and not seen here.
+            self.app
+                .metrics
+                .downstream_rejected
+                .with_label_values(&["bad_request"])
+                .inc();
+        }
+        // The response has started (a stream failed midway): it must look failed to the
+        // client, so nothing is appended; the connection closes without the final chunk
+        // (HTTP/1.1) or the stream is reset (HTTP/2) when pingora drops the session.
+        if let Some(sent) = session.response_written().map(|r| r.status.as_u16()) {
+            return FailToProxy {
+                error_code: sent,
+                can_reuse_downstream: false,
+            };
+        }
         if code > 0 {
             // The connection is not reused after a failed request (the request body may
             // be half read): say so, so the client does not send its next request into
@@ -297,6 +440,7 @@ impl ProxyHttp for AbgateProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
+        ctx.watchdog = None;
         let Some(snap) = ctx.snap.take() else { return };
         if !ctx.local {
             record::record(&self.app, &snap, status_of(session), ctx);

@@ -4,6 +4,7 @@
 //! to the writer's bounded queue.
 
 use super::context::Ctx;
+use crate::config::LatencyOf;
 use crate::events::{ErrorKind, Event, Exposure, ExposureAssignment, Outcome, OutcomeSource};
 use crate::metrics::{status_class, Metrics};
 use crate::runtime::{App, Snapshot};
@@ -16,12 +17,26 @@ use std::time::{Instant, SystemTime};
 /// Hot path: called once per request.
 pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
     let cfg = &snap.config;
-    if ctx.error.is_none() && (500..=599).contains(&status) {
-        ctx.error = Some(ErrorKind::Upstream5xx);
+    if ctx.error.is_none() {
+        if (500..=599).contains(&status) {
+            ctx.error = Some(ErrorKind::Upstream5xx);
+        } else if ctx
+            .grpc_status
+            .is_some_and(|c| snap.pools[ctx.upstream].spec.grpc_error(c))
+        {
+            ctx.error = Some(ErrorKind::Grpc);
+        }
     }
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(ctx.start);
     let latency_us = elapsed.as_micros() as u64;
+    // Time to first byte: the first body byte sent, else the header, else (nothing was
+    // sent) the whole request.
+    let ttfb = ctx
+        .first_byte
+        .or(ctx.header_sent)
+        .map_or(elapsed, |t| t.saturating_duration_since(ctx.start));
+    let ttfb_us = ttfb.as_micros() as u64;
     let class = status_class(status);
     // `[admin] request_metrics = false` skips the per-request families (benchmarks).
     let metrics_on = cfg.admin.request_metrics;
@@ -39,12 +54,17 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
             let vm = &rt.metrics[served as usize];
             vm.requests[class].inc();
             vm.duration.observe(elapsed.as_secs_f64());
+            vm.ttfb.observe(ttfb.as_secs_f64());
             rt.metrics[a.variant as usize].exposures.inc();
         }
         if !a.forced {
+            let judged_us = match exp.config.guardrails.as_ref().map(|g| g.latency_of) {
+                Some(LatencyOf::Ttfb) => ttfb_us,
+                _ => latency_us,
+            };
             rt.state.variants[served as usize]
                 .window
-                .record(now_ms, latency_us, is_err);
+                .record(now_ms, judged_us, is_err);
         }
         let unit_id = ctx.unit_ids.get_mut(i).and_then(|u| u.take());
         if let Some(u) = unit_id.as_deref().or(ctx.user.as_deref()) {
@@ -66,7 +86,7 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
         }
     }
     if events_on {
-        log_events(app, snap, status, latency_us, assignments, ctx);
+        log_events(app, snap, status, (latency_us, ttfb_us), assignments, ctx);
     }
 }
 
@@ -88,7 +108,7 @@ fn log_events(
     app: &App,
     snap: &Snapshot,
     status: u16,
-    latency_us: u64,
+    (latency_us, ttfb_us): (u64, u64),
     assignments: SmallVec<[ExposureAssignment; 4]>,
     ctx: &mut Ctx,
 ) {
@@ -118,7 +138,9 @@ fn log_events(
         // Whole microseconds: finer digits are timer noise, and the writer formats such a
         // value from integers.
         latency_ms: latency_us as f64 / 1000.0,
+        ttfb_ms: ttfb_us as f64 / 1000.0,
         error: ctx.error,
+        grpc_status: ctx.grpc_status,
         config_version: snap.version.clone(),
     })));
 }

@@ -37,6 +37,31 @@ impl Pool {
         tokio::spawn(async move { lb.start(stop).await });
     }
 
+    /// A peer for the next request (provisional: the upstream-pools work replaces it).
+    pub fn peer(&self) -> Box<pingora::upstreams::peer::HttpPeer> {
+        use crate::config::Protocol;
+        let sni = self.spec.sni.clone().unwrap_or_else(|| {
+            self.spec
+                .hosts
+                .first()
+                .and_then(|h| {
+                    h.rsplit_once(':')
+                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                })
+                .unwrap_or_default()
+        });
+        let mut peer = pingora::upstreams::peer::HttpPeer::new(self.select(), self.spec.tls, sni);
+        match self.spec.protocol {
+            Protocol::Http1 => peer.options.set_http_version(1, 1),
+            Protocol::H2c | Protocol::H2 => peer.options.set_http_version(2, 2),
+        }
+        peer.options.verify_cert = self.spec.verify;
+        peer.options.verify_hostname = self.spec.verify;
+        peer.options.connection_timeout = Some(self.spec.connect_timeout);
+        peer.options.read_timeout = Some(self.spec.per_read_timeout());
+        Box::new(peer)
+    }
+
     /// The next address, round-robin over healthy ones; if none is healthy, the first
     /// address anyway (fail open: the request then fails and is counted, rather than
     /// being refused without a try).

@@ -47,8 +47,10 @@ pub enum ServeError {
 
 /// The sockets a server serves on, bound by the caller.
 pub struct Listeners {
-    /// Proxy listeners (`server.listen`).
+    /// Proxy listeners (`server.listen`): HTTP/1.1 and h2c.
     pub proxy: Vec<TcpListener>,
+    /// TLS proxy listeners (`server.tls.listen`): HTTP/1.1 and h2 by ALPN.
+    pub tls: Vec<TcpListener>,
     /// The admin listener (`admin.listen`).
     pub admin: TcpListener,
 }
@@ -69,8 +71,16 @@ impl Listeners {
             .iter()
             .map(|a| bind(a, "server.listen"))
             .collect::<Result<_, _>>()?;
+        let tls = match &cfg.server.tls {
+            Some(t) => t
+                .listen
+                .iter()
+                .map(|a| bind(a, "server.tls.listen"))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         let admin = bind(&cfg.admin.listen, "admin.listen")?;
-        Ok(Listeners { proxy, admin })
+        Ok(Listeners { proxy, tls, admin })
     }
 }
 
@@ -82,6 +92,8 @@ pub struct Running {
     proxy_task: tokio::task::JoinHandle<()>,
     /// The proxy's addresses, in `server.listen` order.
     pub proxy_addrs: Vec<SocketAddr>,
+    /// The TLS listeners' addresses, in `server.tls.listen` order.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The admin API's address.
     pub admin_addr: SocketAddr,
 }
@@ -115,11 +127,17 @@ pub async fn start(
         );
     }
     let threads = cfg.server.threads;
+    let tls_files = cfg.server.tls.clone();
     let app = App::new(cfg, config_path, writer.sink(), guard, Metrics::new())
         .map_err(|e| ServeError::Runtime(format!("cannot build upstream pools: {e}")))?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
 
-    let (proxy_task, proxy_addrs) = start_proxy(&app, threads, listeners.proxy, &shutdown_rx)?;
+    let sockets = ProxySockets {
+        plain: listeners.proxy,
+        tls: listeners.tls,
+        tls_files,
+    };
+    let (proxy_task, proxy_addrs, tls_addrs) = start_proxy(&app, threads, sockets, &shutdown_rx)?;
     let runtime_err = |e: std::io::Error| ServeError::Runtime(e.to_string());
     listeners.admin.set_nonblocking(true).map_err(runtime_err)?;
     let admin_addr = listeners.admin.local_addr().map_err(runtime_err)?;
@@ -144,6 +162,7 @@ pub async fn start(
         shutdown,
         proxy_task,
         proxy_addrs,
+        tls_addrs,
         admin_addr,
     })
 }
@@ -171,37 +190,76 @@ fn writer_options(cfg: &Config) -> Result<WriterOptions, ServeError> {
     })
 }
 
-/// The pingora service on our own sockets.
+/// The proxy's bound sockets and the TLS files of its TLS listeners.
+struct ProxySockets {
+    plain: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    tls_files: Option<crate::config::ServerTls>,
+}
+
+type ProxyStarted = (
+    tokio::task::JoinHandle<()>,
+    Vec<SocketAddr>,
+    Vec<SocketAddr>,
+);
+
+/// The pingora service on our own sockets: plaintext listeners speak HTTP/1.1 and
+/// HTTP/2 with prior knowledge (h2c, what gRPC clients send), told apart by the HTTP/2
+/// preface; TLS listeners offer `h2` and `http/1.1` by ALPN.
 fn start_proxy(
     app: &Arc<App>,
     threads: usize,
-    listeners: Vec<TcpListener>,
+    sockets: ProxySockets,
     shutdown: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(tokio::task::JoinHandle<()>, Vec<SocketAddr>), ServeError> {
+) -> Result<ProxyStarted, ServeError> {
     let conf = Arc::new(ServerConf {
         threads,
         ..ServerConf::default()
     });
     let mut service = pingora::proxy::http_proxy_service(&conf, AbgateProxy::new(app.clone()));
+    if let Some(logic) = service.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        logic.server_options = Some(options);
+    }
     let mut fds = Fds::new();
-    let mut addrs = Vec::new();
-    for l in listeners {
+    let mut take = |l: TcpListener| -> Result<SocketAddr, ServeError> {
         let addr = l
             .local_addr()
             .map_err(|e| ServeError::Runtime(format!("listener address: {e}")))?;
         // tokio needs the socket in non-blocking mode.
         l.set_nonblocking(true)
             .map_err(|e| ServeError::Runtime(format!("listener {addr}: {e}")))?;
-        service.add_tcp(&addr.to_string());
         fds.add(addr.to_string(), l.into_raw_fd());
+        Ok(addr)
+    };
+    let mut addrs = Vec::new();
+    for l in sockets.plain {
+        let addr = take(l)?;
+        service.add_tcp(&addr.to_string());
         addrs.push(addr);
+    }
+    let mut tls_addrs = Vec::new();
+    if let Some(files) = &sockets.tls_files {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        for l in sockets.tls {
+            let addr = take(l)?;
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
+                &path(&files.cert),
+                &path(&files.key),
+            )
+            .map_err(|e| ServeError::Runtime(format!("server.tls: {e}")))?;
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr.to_string(), None, settings);
+            tls_addrs.push(addr);
+        }
     }
     let fds = Arc::new(parking_lot::Mutex::new(fds));
     let srx = shutdown.clone();
     let task = tokio::spawn(async move {
         service.start_service(Some(fds), srx, 1).await;
     });
-    Ok((task, addrs))
+    Ok((task, addrs, tls_addrs))
 }
 
 impl Running {
@@ -305,20 +363,30 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ServeError> {
 /// The one line on stdout that says abgate is ready and where (port 0 picks free ports).
 fn print_ready(running: &Running, config_path: &Path) {
     use std::io::Write;
-    let proxy: Vec<String> = running.proxy_addrs.iter().map(|a| a.to_string()).collect();
+    let join = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let proxy = join(&running.proxy_addrs);
+    let tls = if running.tls_addrs.is_empty() {
+        String::new()
+    } else {
+        format!("; tls on {}", join(&running.tls_addrs))
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "abgate: serving config {} (version {}); proxy on {}; admin on {}",
+        "abgate: serving config {} (version {}); proxy on {proxy}{tls}; admin on {}",
         config_path.display(),
         running.app().snapshot.load().config.version,
-        proxy.join(", "),
         running.admin_addr
     );
     let _ = out.flush();
     tracing::info!(
-        "proxy listening on {}; admin on {}",
-        proxy.join(", "),
+        "proxy listening on {proxy}{tls}; admin on {}",
         running.admin_addr
     );
 }

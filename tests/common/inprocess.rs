@@ -25,6 +25,7 @@ pub fn start_in_process(dir: &Path, config: &str) -> InProcess {
     let cfg = abgate::config::parse_str(&text, &path).unwrap_or_else(|e| panic!("{e}"));
     let listeners = Listeners {
         proxy: vec![TcpListener::bind("127.0.0.1:0").unwrap()],
+        tls: Vec::new(),
         admin: TcpListener::bind("127.0.0.1:0").unwrap(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

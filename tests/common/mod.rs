@@ -24,6 +24,8 @@ pub const TOKEN: &str = "test-token-123";
 pub struct Abgate {
     pub child: Child,
     pub proxy: String,
+    /// The first TLS listener (`[server.tls]`), if any.
+    pub tls: Option<String>,
     pub admin: String,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -69,6 +71,7 @@ pub fn start_file(dir: &Path, path: &Path) -> Abgate {
     Abgate {
         child,
         proxy,
+        tls: abgate::demo::parse_ready_tls(&line),
         admin,
         dir: dir.to_path_buf(),
         config: path.to_path_buf(),
@@ -228,6 +231,13 @@ pub struct RawBackend {
 
 impl RawBackend {
     pub fn start() -> RawBackend {
+        RawBackend::start_answering(usize::MAX)
+    }
+
+    /// A backend that answers the first `per_connection` requests of each connection and
+    /// closes the connection, unanswered, on the next one (a keep-alive connection that
+    /// went stale under a proxy's connection pool).
+    pub fn start_answering(per_connection: usize) -> RawBackend {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -239,7 +249,7 @@ impl RawBackend {
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    loop {
+                    for answered in 0.. {
                         // One request: the head, then a Content-Length body.
                         let end = loop {
                             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -260,6 +270,9 @@ impl RawBackend {
                         }
                         buf.drain(..len);
                         let _ = tx.send(head);
+                        if answered == per_connection {
+                            return; // closes the connection without an answer
+                        }
                         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if conn.write_all(reply).is_err() {
                             return;

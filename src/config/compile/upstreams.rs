@@ -129,13 +129,20 @@ fn compile_upstream(d: &mut Diagnostics, name: &str, u: &RawUpstream, base: &Pat
             d.push(&format!("{path}.sni"), format!("`{s}` is not a host name"));
         }
     }
+    let read_timeout = timeout(d, "read_timeout", &u.read_timeout, "30s");
+    // Without `idle_timeout`, one timeout bounds every silence of the backend (as
+    // pingora applies it), and requests need no header watchdog (docs/protocols.md).
+    let idle_timeout = match &u.idle_timeout {
+        None => read_timeout,
+        v => timeout(d, "idle_timeout", v, "30s"),
+    };
     UpstreamSpec {
         name: name_arc.unwrap_or_else(|| Arc::from(name)),
         hosts,
         addrs,
         connect_timeout: timeout(d, "connect_timeout", &u.connect_timeout, "1s"),
-        read_timeout: timeout(d, "read_timeout", &u.read_timeout, "30s"),
-        idle_timeout: timeout(d, "idle_timeout", &u.idle_timeout, "60s"),
+        read_timeout,
+        idle_timeout,
         health_check_interval: timeout(d, "health_check_interval", &u.health_check_interval, "5s"),
         health_check: u
             .health_check
@@ -362,7 +369,7 @@ mod tests {
             (a.protocol, a.tls, a.verify),
             (Protocol::Http1, false, true)
         );
-        assert_eq!(a.idle_timeout, Duration::from_secs(60));
+        assert_eq!(a.idle_timeout, a.read_timeout);
         assert_eq!(a.resolve_interval, Duration::from_secs(30));
         assert!(a.host.is_none() && a.health_check.is_none() && a.sni.is_none());
         // The default gRPC errors are the server's faults.

@@ -174,7 +174,8 @@ pub struct UpstreamSpec {
     pub connect_timeout: Duration,
     /// Longest wait for the response header.
     pub read_timeout: Duration,
-    /// Longest silence inside a streamed body or on an upgraded connection.
+    /// Longest silence inside a streamed body or on an upgraded connection (default:
+    /// `read_timeout`).
     pub idle_timeout: Duration,
     /// TCP health-check period (without an HTTP `health_check`).
     pub health_check_interval: Duration,
@@ -199,6 +200,13 @@ pub struct UpstreamSpec {
 }
 
 impl UpstreamSpec {
+    /// The read timeout pingora applies to every read from the backend: the longer of
+    /// `read_timeout` and `idle_timeout`; the shorter one is enforced by abgate's
+    /// watchdog on HTTP/1.x backends.
+    pub fn per_read_timeout(&self) -> Duration {
+        self.read_timeout.max(self.idle_timeout)
+    }
+
     /// Whether gRPC status `code` is an error of the variant.
     #[inline]
     pub fn grpc_error(&self, code: u32) -> bool {
