@@ -23,6 +23,11 @@
 #   shared VM);
 # - BENCH_RSS_SECS (default 60, 0 skips): abgate's RSS every 5 s under that long a load
 #   whose user ids rotate over 1,000,000 distinct values.
+# HTTP/2 rows (`pingora_h2c`, `abgate_h2c`): the same proxies with clients speaking h2c
+# (HTTP/2 with prior knowledge, as gRPC clients do), driven by h2load (Debian's
+# nghttp2-client: -c64 connections, 10 streams each, one user's cookie) against the same
+# HTTP/1.1 backend; `abgate_h2c` is reported as a ratio to `pingora_h2c`, the bare
+# passthrough with pingora's h2c enabled.
 # Environment: BENCH_CONFIGS (a subset, e.g. "pingora_pass abgate"; `*_je` rows are
 # the jemalloc builds, only run when named), BENCH_SKIP_OHA=1,
 # BENCH_OUT (default target/bench-load). ROUNDS=0 runs only the optional phases.
@@ -45,6 +50,7 @@ need wrk || { echo "wrk is required (apt-get install wrk)"; exit 1; }
 need nginx || { echo "installing nginx (backend)"; apt-get install -y -qq nginx >/dev/null 2>&1 || true; }
 need nginx || { echo "nginx is required as the backend (apt-get install nginx)"; exit 1; }
 need haproxy || apt-get install -y -qq haproxy >/dev/null 2>&1 || true
+need h2load || apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || true
 need taskset || { echo "taskset (util-linux) is required"; exit 1; }
 # scipy for the chi-square check of the split (optional: skipped with a message if missing)
 has_scipy() { python3 -c 'import scipy.stats' >/dev/null 2>&1; }
@@ -89,6 +95,8 @@ http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
 EOF
 taskset -c 0 nginx -c "$OUT/backend.conf" -p "$OUT" &
 PIDS+=($!)
+
+printf '{"prompt":"hello"}' > "$OUT/body.json"
 
 # ---- wrk script: rotating users in a realistic Cookie header
 cat > "$OUT/users.lua" <<'EOF'
@@ -195,13 +203,16 @@ start_proxy() {
   local dir="$OUT/$name"
   rm -rf "$dir"; mkdir -p "$dir"
   case $name in
+    pingora_h2c)
+      PASS_H2C=1 taskset -c 1 ${PROXY_PREFIX:-} target/release/examples/passthrough "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
+      PPID_=$! ;;
     pingora_pass|pingora_pass_sys|pingora_pass_je)
       local bin=target/release/examples/passthrough
       [ "$name" = pingora_pass_sys ] && bin=target/sysalloc/release/examples/passthrough
       [ "$name" = pingora_pass_je ] && bin=target/jemalloc/release/examples/passthrough
       taskset -c 1 ${PROXY_PREFIX:-} "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
       PPID_=$! ;;
-    abgate|abgate_sys|abgate_je|abgate_noevents|abgate_nometrics)
+    abgate|abgate_sys|abgate_je|abgate_noevents|abgate_nometrics|abgate_h2c)
       local bin=target/release/abgate
       [ "$name" = abgate_sys ] && bin=target/sysalloc/release/abgate
       [ "$name" = abgate_je ] && bin=target/jemalloc/release/abgate
@@ -265,18 +276,40 @@ stop_proxy() {
 }
 
 # run_one NAME ROUND -> appends "name round rps cpu_us requests non2xx" to results
+# load SECONDS OUTFILE: the measured load on the proxy of `name` (wrk over HTTP/1.1,
+# or h2load over h2c for the *_h2c rows)
+load() {
+  case $name in
+    *_h2c)
+      taskset -c 0 h2load -t1 -c64 -m10 -D "$1" \
+        -H "cookie: _ga=GA1.2.1234567890.1700000000; locale=en-US; abgate_uid=bench-user-7; theme=dark" \
+        -H "x-platform: ios" -H "content-type: application/json" -d "$OUT/body.json" \
+        "http://127.0.0.1:$PPORT/v1/chat" ;;
+    *) taskset -c 0 wrk -t1 -c64 -d"${1}s" -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" ;;
+  esac
+}
+
 run_one() {
   local name=$1 round=$2
   start_proxy "$name" || return 0
-  taskset -c 0 wrk -t1 -c64 -d${WARM}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" >/dev/null 2>&1 || true
+  load "$WARM" >/dev/null 2>&1 || true
   local t0="0 0" th0=""; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_") && th0=$(thread_ticks "$PPID_")
-  taskset -c 0 wrk -t1 -c64 -d${SECS}s -s "$OUT/users.lua" "http://127.0.0.1:$PPORT/" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
+  load "$SECS" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
   local t1="0 0" th1=""; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_") && th1=$(thread_ticks "$PPID_")
   local reqs rps non2xx errs
-  reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$round.txt")
-  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk-$name-$round.txt"); non2xx=${non2xx:-0}
-  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$OUT/wrk-$name-$round.txt"); errs=${errs:-0}
+  case $name in
+    *_h2c)
+      reqs=$(awk '/^requests:/ {print $8}' "$OUT/wrk-$name-$round.txt")
+      rps=$(awk '/^finished in/ {gsub(",",""); print $4}' "$OUT/wrk-$name-$round.txt")
+      non2xx=$(awk '/^status codes:/ {gsub(",",""); print $5+$7+$9}' "$OUT/wrk-$name-$round.txt")
+      errs=$(awk '/^requests:/ {print $10+$12+$14}' "$OUT/wrk-$name-$round.txt") ;;
+    *)
+      reqs=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$round.txt")
+      rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$round.txt")
+      non2xx=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk-$name-$round.txt")
+      errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$OUT/wrk-$name-$round.txt") ;;
+  esac
+  non2xx=${non2xx:-0}; errs=${errs:-0}
   local cpu_us=nan user_us=nan sys_us=nan
   if [ -n "$PPID_" ] && [ "${reqs:-0}" -gt 0 ]; then
     read -r cpu_us user_us sys_us <<< "$(per_req_us "$t0" "$t1" "$reqs")"
@@ -306,6 +339,7 @@ CONFIGS=(${BENCH_CONFIGS:-pingora_pass abgate pingora_pass_sys abgate_sys direct
 if [ -z "${BENCH_CONFIGS:-}" ]; then
   need nginx && CONFIGS+=(nginx_split)
   need haproxy && CONFIGS+=(haproxy_hash)
+  need h2load && CONFIGS+=(pingora_h2c abgate_h2c)
 fi
 : > "$OUT/results.txt"; : > "$OUT/threads.txt"
 echo "== $ROUNDS rounds x ${SECS}s, configurations: ${CONFIGS[*]}"
@@ -366,6 +400,8 @@ by = collections.defaultdict(dict)
 for name, rnd, rps, cpu, reqs, errs, user, sys_ in rows:
     by[name][int(rnd)] = (float(rps), float(cpu), int(errs), float(user), float(sys_))
 def ref(name):
+    if name.endswith("_h2c"):
+        return "pingora_h2c"
     if name.endswith("_sys"):
         return "pingora_pass_sys"
     return "pingora_pass_je" if name.endswith("_je") else "pingora_pass"

@@ -4,7 +4,9 @@
 //! to one backend and does nothing else. It is the floor of any pingora-based proxy and
 //! the reference (`pingora_pass`) of the load benchmark in `benches/proxy-load.sh`.
 //! Built with the default features it uses mimalloc, like abgate; with
-//! `--no-default-features` both use the system allocator.
+//! `--no-default-features` both use the system allocator. With `PASS_H2C=1` it also
+//! accepts HTTP/2 with prior knowledge (h2c) on its listener, as abgate does: the
+//! reference of the benchmark's h2c rows.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -56,6 +58,13 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf: Arc<ServerConf> = server.configuration.clone();
     let mut svc = http_proxy_service(&conf, Pass { backend });
+    if std::env::var("PASS_H2C").is_ok_and(|v| v == "1") {
+        if let Some(logic) = svc.app_logic_mut() {
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            logic.server_options = Some(options);
+        }
+    }
     svc.add_tcp(&listen);
     server.add_service(svc);
     println!("passthrough on {listen} -> {backend}");
