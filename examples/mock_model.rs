@@ -17,6 +17,7 @@ fn main() {
         latency: Duration::from_millis(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0)),
         error_rate: args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0.0),
         headers: vec![("x-tokens-generated".into(), "128".into())],
+        ..Default::default()
     };
     match abgate::mock::MockServer::start(opts) {
         Ok(m) => {

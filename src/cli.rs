@@ -153,22 +153,39 @@ pub enum Command {
         requests_per_user: usize,
     },
     /// Run a mock model server (for trying abgate by hand).
+    ///
+    /// It answers any path with JSON echoing the request, over HTTP/1.1 and h2c on one
+    /// port. Query parameters pick a behaviour per request: `status=CODE`,
+    /// `stall_ms=N` (delay the header), `stream=N&interval_ms=M` (N server-sent events,
+    /// one every M ms) and `fail_after=K` (abort that stream after K events). A
+    /// WebSocket upgrade gets an echo server.
     MockModel {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: String,
-        /// Name echoed in responses.
+        /// Name echoed in responses (`x-backend` metadata with --grpc).
         #[arg(long, default_value = "mock")]
         name: String,
-        /// Added latency, e.g. 20ms.
-        #[arg(long, default_value = "0ms")]
+        /// Added latency, e.g. 20ms (HTTP only).
+        #[arg(long, default_value = "0ms", conflicts_with = "grpc")]
         latency: String,
-        /// Share of requests answered 500.
-        #[arg(long, default_value_t = 0.0)]
+        /// Share of requests answered 500 (HTTP only).
+        #[arg(long, default_value_t = 0.0, conflicts_with = "grpc")]
         error_rate: f64,
-        /// Extra response header `name=value`; repeatable.
-        #[arg(long = "header", value_name = "K=V")]
+        /// Extra response header `name=value`; repeatable (HTTP only).
+        #[arg(long = "header", value_name = "K=V", conflicts_with = "grpc")]
         headers: Vec<String>,
+        /// Serve gRPC instead: the standard health service (`grpc.health.v1.Health`,
+        /// Check and Watch) over h2c, or TLS with --tls-cert.
+        #[arg(long)]
+        grpc: bool,
+        /// Serve TLS with this PEM certificate chain (needs --tls-key); HTTP offers ALPN
+        /// h2 and http/1.1.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -295,7 +312,29 @@ pub fn run(cli: Cli) -> i32 {
             latency,
             error_rate,
             headers,
+            grpc,
+            tls_cert,
+            tls_key,
         } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(crate::mock::TlsFiles { cert, key }),
+                _ => None,
+            };
+            if grpc {
+                let opts = crate::mock::grpc::MockGrpcOptions { name, listen, tls };
+                return match crate::mock::MockGrpcServer::start(opts) {
+                    Ok(m) => {
+                        println!("mock gRPC server on {}", m.addr);
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("abgate mock-model: {e}");
+                        2
+                    }
+                };
+            }
             let latency = match config::parse_duration(&latency) {
                 Ok(d) => d,
                 Err(m) => {
@@ -319,6 +358,7 @@ pub fn run(cli: Cli) -> i32 {
                 error_rate,
                 headers: hs,
                 listen,
+                tls,
             };
             match crate::mock::MockServer::start(opts) {
                 Ok(m) => {
