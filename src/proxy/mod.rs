@@ -422,14 +422,21 @@ impl ProxyHttp for AbgateProxy {
                 .map(|s| s.pools[ctx.upstream].spec.name.to_string())
                 .unwrap_or_default();
             let what = ctx.error.map(|k| k.as_str()).unwrap_or("bad request");
-            let body = json_error(
-                &format!("abgate: upstream `{upstream}` failed ({what})"),
-                None,
-            );
-            if respond(session, code, Some(body), &ctx.set_cookies)
+            let msg = format!("abgate: upstream `{upstream}` failed ({what})");
+            let written = if respond::is_grpc(session.req_header()) {
+                let grpc = respond::grpc_code_for(code);
+                ctx.grpc_status = Some(grpc);
+                respond::respond_grpc(session, grpc, &msg, &ctx.set_cookies).await
+            } else {
+                respond(
+                    session,
+                    code,
+                    Some(json_error(&msg, None)),
+                    &ctx.set_cookies,
+                )
                 .await
-                .is_err()
-            {
+            };
+            if written.is_err() {
                 let _ = session.respond_error(code).await;
             }
         }

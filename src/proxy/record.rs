@@ -10,7 +10,7 @@ use crate::metrics::{status_class, Metrics};
 use crate::runtime::{App, Snapshot};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Record a finished request that reached the proxy path (not a local answer).
 ///
@@ -41,7 +41,7 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
     // `[admin] request_metrics = false` skips the per-request families (benchmarks).
     let metrics_on = cfg.admin.request_metrics;
     if metrics_on {
-        count_request(&app.metrics, snap, class, elapsed.as_secs_f64(), ctx);
+        count_request(&app.metrics, snap, class, (elapsed, ttfb), ctx);
     }
     let now_ms = app.ms_at(now);
     let is_err = ctx.error.is_some();
@@ -92,14 +92,21 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
 
 /// The request-level metric families: every request once by status class, upstream
 /// errors, and the experiment-less requests.
-fn count_request(m: &Metrics, snap: &Snapshot, class: usize, secs: f64, ctx: &Ctx) {
+fn count_request(
+    m: &Metrics,
+    snap: &Snapshot,
+    class: usize,
+    (elapsed, ttfb): (Duration, Duration),
+    ctx: &Ctx,
+) {
     m.proxied_by_class[class].inc();
     if let Some(k) = ctx.error {
         snap.upstream_errors[ctx.upstream].count(k);
     }
     if ctx.assignments.is_empty() {
         snap.none_metrics.requests[class].inc();
-        snap.none_metrics.duration.observe(secs);
+        snap.none_metrics.duration.observe(elapsed.as_secs_f64());
+        snap.none_metrics.ttfb.observe(ttfb.as_secs_f64());
     }
 }
 
