@@ -491,6 +491,30 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
             "h2={h2}: the truncated stream ended cleanly"
         );
     }
+    // curl, a client nobody here wrote, reports the truncation with its own exit codes:
+    // 18 (partial file: the chunked body ended early) and, over h2c, 92 (the HTTP/2
+    // stream was not closed cleanly); the complete stream exits 0.
+    let curl = |args: &[&str], path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "10"])
+            .args(args)
+            .arg(format!("http://{}{path}", g.proxy))
+            .output()
+            .expect("curl runs")
+    };
+    let whole = "/v1/chat/completions?stream=3&interval_ms=10";
+    for (args, truncated_exit) in [(&[][..], 18), (&["--http2-prior-knowledge"][..], 92)] {
+        let ok = curl(args, whole);
+        assert_eq!(ok.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        let cut = curl(args, path);
+        assert_eq!(
+            cut.status.code(),
+            Some(truncated_exit),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&cut.stderr)
+        );
+        assert!(String::from_utf8_lossy(&cut.stdout).matches("data:").count() <= 3);
+    }
     // On the wire (HTTP/1.1): three events, then the connection closes without `0\r\n\r\n`.
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(&g.proxy).unwrap();
@@ -510,11 +534,13 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
         !raw.contains("abgate: upstream"),
         "an error body was appended: {raw}"
     );
-    let exposures = wait_for(10, "three exposures", || {
+    let exposures = wait_for(10, "seven exposures", || {
         let e = events(&dir.path().join("events"));
-        (e.len() >= 3).then_some(e)
+        (e.len() >= 7).then_some(e)
     });
-    for e in exposures {
+    let failed: Vec<_> = exposures.iter().filter(|e| !e["error"].is_null()).collect();
+    assert_eq!(failed.len(), 5, "2 hyper, 2 curl and 1 raw truncated streams");
+    for e in failed {
         assert_eq!(e["status"], 200, "{e}");
         assert_eq!(e["error"], "reset", "{e}");
     }

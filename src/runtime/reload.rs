@@ -66,6 +66,15 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.server.threads != new.server.threads {
         changed.push("server.threads");
     }
+    let tls = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.listen.clone(), t.cert.clone(), t.key.clone()))
+    };
+    if tls(old) != tls(new) {
+        changed.push("server.tls");
+    }
     if old.admin.listen != new.admin.listen {
         changed.push("admin.listen");
     }
