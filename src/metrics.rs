@@ -77,6 +77,9 @@ pub struct Metrics {
     pub uptime: IntGauge,
     /// `abgate_srm_p_value{experiment}`: chi-square p of exposures per variant vs weights.
     pub srm_p_value: prometheus::GaugeVec,
+    /// `abgate_upstream_healthy{upstream,addr}`: set at scrape from the pools
+    /// ([`Metrics::set_upstream_health`]).
+    pub upstream_healthy: IntGaugeVec,
     started: std::time::Instant,
 }
 
@@ -206,6 +209,14 @@ impl Metrics {
             &["experiment"],
         ));
         must(registry.register(Box::new(srm_p_value.clone())));
+        let upstream_healthy = must(IntGaugeVec::new(
+            Opts::new(
+                "abgate_upstream_healthy",
+                "1 while an upstream address passes its health check, else 0; by upstream and resolved address (current config).",
+            ),
+            &["upstream", "addr"],
+        ));
+        must(registry.register(Box::new(upstream_healthy.clone())));
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -245,6 +256,7 @@ impl Metrics {
             build_info,
             uptime,
             srm_p_value,
+            upstream_healthy,
             started: std::time::Instant::now(),
         })
     }
@@ -279,6 +291,21 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), version])
             .set(1);
+    }
+
+    /// Replace every `abgate_upstream_healthy` series with `(upstream, address, healthy)`
+    /// of the current config, so addresses no longer in use (re-resolved away, or of a
+    /// previous config) disappear. Called at scrape time.
+    pub fn set_upstream_health<'a>(
+        &self,
+        rows: impl IntoIterator<Item = (&'a str, std::net::SocketAddr, bool)>,
+    ) {
+        self.upstream_healthy.reset();
+        for (upstream, addr, healthy) in rows {
+            self.upstream_healthy
+                .with_label_values(&[upstream, &addr.to_string()])
+                .set(healthy as i64);
+        }
     }
 
     /// Render the text exposition (format 0.0.4), refreshing scrape-time values first.

@@ -6,6 +6,7 @@
 //! | `/readyz` | GET | no | 200 once the config is loaded and listeners are bound, 503 otherwise |
 //! | `/metrics` | GET | no | Prometheus text format 0.0.4 |
 //! | `/admin/experiments` | GET | no | every experiment: state, allocation, live counts, guardrails |
+//! | `/admin/upstreams` | GET | no | every upstream: protocol, TLS, each address with its health |
 //! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
@@ -135,6 +136,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
             }
         }
         ["metrics"] if get_only(&method) => {
+            views::refresh_upstream_health(app);
             let (ct, body) = app.metrics.render(app.sink.stats());
             Response::builder()
                 .status(StatusCode::OK)
@@ -148,6 +150,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
                 Ok(v) => json_resp(StatusCode::OK, v),
                 Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "admin task failed"),
             }
+        }
+        ["admin", "upstreams"] if get_only(&method) => {
+            json_resp(StatusCode::OK, views::upstreams_json(app))
         }
         ["admin", "experiments", name, "report"] if get_only(&method) => {
             match views::report_json(app, name) {
@@ -173,6 +178,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["readyz"]
         | ["metrics"]
         | ["admin", "experiments"]
+        | ["admin", "upstreams"]
         | ["admin", "experiments", _, "report"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         ["admin", "experiments", _, "rollback" | "resume" | "pause"] | ["admin", "reload"] => {
             error(
@@ -182,7 +188,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "unknown endpoint; see /admin/experiments, /metrics, /healthz, /readyz",
+            "unknown endpoint; see /admin/experiments, /admin/upstreams, /metrics, /healthz, /readyz",
         ),
     }
 }

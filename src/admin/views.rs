@@ -1,6 +1,7 @@
 //! The admin API's read views: every experiment with its live state
-//! (`GET /admin/experiments`) and one experiment's live report
-//! (`GET /admin/experiments/{name}/report`).
+//! (`GET /admin/experiments`), one experiment's live report
+//! (`GET /admin/experiments/{name}/report`) and the upstreams' addresses with their
+//! health (`GET /admin/upstreams`, and the `abgate_upstream_healthy` gauge at scrape).
 
 use crate::runtime::{App, Live};
 use serde_json::json;
@@ -114,4 +115,45 @@ pub fn report_json(app: &App, name: &str) -> Option<serde_json::Value> {
         "comparisons": live.comparisons,
         "outcomes_received": outcomes,
     }))
+}
+
+/// `GET /admin/upstreams`: every upstream of the current config, each address in use
+/// with the `addrs` entry it came from and its health.
+pub fn upstreams_json(app: &App) -> serde_json::Value {
+    let snap = app.snapshot.load();
+    let upstreams: Vec<serde_json::Value> = snap
+        .pools
+        .iter()
+        .map(|p| {
+            let addrs: Vec<serde_json::Value> = p
+                .health()
+                .into_iter()
+                .map(
+                    |a| json!({ "addr": a.addr.to_string(), "host": a.host, "healthy": a.healthy }),
+                )
+                .collect();
+            json!({
+                "name": p.spec.name,
+                "protocol": p.protocol(),
+                "tls": p.spec.tls,
+                "health_check": match &p.spec.health_check {
+                    Some(hc) => format!("http GET {}", hc.path),
+                    None => "tcp".to_string(),
+                },
+                "addrs": addrs,
+            })
+        })
+        .collect();
+    json!({ "config_version": snap.config.version, "upstreams": upstreams })
+}
+
+/// Set `abgate_upstream_healthy` from the current pools (before a scrape renders).
+pub fn refresh_upstream_health(app: &App) {
+    let snap = app.snapshot.load();
+    let rows = snap.pools.iter().flat_map(|p| {
+        p.health()
+            .into_iter()
+            .map(move |a| (&*p.spec.name, a.addr, a.healthy))
+    });
+    app.metrics.set_upstream_health(rows);
 }

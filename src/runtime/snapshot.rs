@@ -45,7 +45,8 @@ impl Drop for Snapshot {
     }
 }
 
-/// Build a snapshot: pools (with health checks), experiment states and metric handles.
+/// Build a snapshot: pools (with health checks and re-resolution), experiment states and
+/// metric handles.
 pub fn build_snapshot(
     config: Arc<Config>,
     guard: &Guard,
@@ -56,7 +57,7 @@ pub fn build_snapshot(
     for spec in &config.upstreams {
         let p = Pool::new(spec)?;
         if tokio::runtime::Handle::try_current().is_ok() {
-            p.spawn_health_checks(stop_rx.clone());
+            p.spawn_background(stop_rx.clone());
         }
         pools.push(p);
     }

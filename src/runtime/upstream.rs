@@ -1,85 +1,1255 @@
-//! Upstream pools: round-robin over `addrs` with TCP health checks (pingora's load
-//! balancer), one pool per `[upstream.NAME]` of a config generation.
+//! Upstream pools: one per `[upstream.NAME]` of a config generation. A pool picks an
+//! address round-robin among the healthy ones (pingora's load balancer) and builds the
+//! peer the proxy connects to: protocol, TLS, SNI, trusted roots, timeouts.
+//!
+//! Beside the request path, per pool (stopped when the generation is replaced):
+//! - health checks: HTTP (`health_check = { path, interval, expect, failures }`, over the
+//!   upstream's own protocol and TLS settings) or, without one, a TCP connect every
+//!   `health_check_interval`;
+//! - re-resolution: every `resolve_interval` each host name of `addrs` is resolved again
+//!   and every address it has is used; a failed resolution keeps the previous addresses.
+//!
+//! Health lives in pingora's health registry; [`Pool::health`] reads it for the admin API
+//! and the `abgate_upstream_healthy` gauge.
 
-use crate::config::UpstreamSpec;
-use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, LoadBalancer};
-use pingora::services::background::BackgroundService;
+use crate::config::{HttpHealthCheck as HttpCheckSpec, Protocol, UpstreamSpec};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, Extensions, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// Longest wait for one name's resolution (shorter if `resolve_interval` is).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves `host:port` to addresses: the system's resolver, or a fake in tests.
+#[async_trait]
+pub trait Resolve: Send + Sync + 'static {
+    /// Every address `host_port` has now.
+    async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>>;
+}
+
+/// The system's resolver (`getaddrinfo` on tokio's blocking pool).
+pub struct SystemResolver;
+
+#[async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(host_port).await?.collect())
+    }
+}
+
+/// One address of a pool and its health, for the admin API and the gauge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddrHealth {
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// The `addrs` entry it came from, as written (`host:port`).
+    pub host: String,
+    /// Passing its health check (an address starts healthy).
+    pub healthy: bool,
+}
 
 /// A pool of one config generation.
 pub struct Pool {
     /// The spec it was built from.
     pub spec: UpstreamSpec,
     lb: Arc<LoadBalancer<RoundRobin>>,
+    /// The addresses in use (shared with the discovery, the checks and re-resolution).
+    addrs: Arc<ArcSwap<Addrs>>,
+    hosts: Arc<[HostEntry]>,
+    /// The peer without its address: protocol, TLS, CA, timeouts (and the SNI when it
+    /// is the same for every address).
+    template: HttpPeer,
+    /// The template's SNI is every address's (no TLS, `sni` set, or a single host name).
+    fixed_sni: bool,
+    resolution: Arc<Resolution>,
+    /// Health-check period.
+    check_interval: Duration,
+    /// Which address belongs to which host name was guessed at load (two names on one
+    /// port): resolve at once instead of after `resolve_interval`.
+    resolve_at_start: bool,
 }
 
 impl Pool {
-    /// Build a pool; health checks start with [`Pool::spawn_health_checks`].
-    pub fn new(spec: &UpstreamSpec) -> std::io::Result<Pool> {
-        let mut lb =
-            LoadBalancer::<RoundRobin>::try_from_iter(spec.addrs.iter().map(|a| a.to_string()))?;
-        let mut hc = TcpHealthCheck::new();
-        hc.peer_template.options.connection_timeout = Some(spec.connect_timeout);
-        lb.set_health_check(hc);
-        lb.health_check_frequency = Some(spec.health_check_interval);
+    /// Build a pool with the system's resolver; background tasks start with
+    /// [`Pool::spawn_background`]. Logs a WARN if the upstream does not verify its
+    /// backend's certificate (so on every start and reload).
+    pub fn new(spec: &UpstreamSpec) -> io::Result<Pool> {
+        Self::with_resolver(spec, Arc::new(SystemResolver))
+    }
+
+    /// [`Pool::new`] with another resolver for re-resolution.
+    pub fn with_resolver(spec: &UpstreamSpec, resolver: Arc<dyn Resolve>) -> io::Result<Pool> {
+        if spec.addrs.is_empty() || spec.hosts.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("upstream `{}` has no address", spec.name),
+            ));
+        }
+        let hosts: Arc<[HostEntry]> = spec
+            .hosts
+            .iter()
+            .map(|h| HostEntry::parse(h, spec.tls))
+            .collect();
+        let (initial, ambiguous) = attribute(&spec.addrs, &hosts);
+        let addrs = Arc::new(ArcSwap::from_pointee(initial));
+        let fixed = fixed_sni(spec, &hosts);
+        let template = template(spec, fixed.unwrap_or_default())?;
+        let fixed_sni = fixed.is_some();
+        let label = Label {
+            name: spec.name.clone(),
+            hosts: hosts.clone(),
+            addrs: addrs.clone(),
+        };
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(Discovery(
+            addrs.clone(),
+        ))));
+        let check_interval = match &spec.health_check {
+            Some(hc) => {
+                lb.set_health_check(Box::new(HttpCheck::new(spec, hc, &template, label)?));
+                hc.interval
+            }
+            None => {
+                let mut tcp = TcpHealthCheck::new();
+                tcp.peer_template.options.connection_timeout = Some(spec.connect_timeout);
+                lb.set_health_check(Box::new(TcpCheck { inner: tcp, label }));
+                spec.health_check_interval
+            }
+        };
+        // The discovery answers from memory: the first update completes in one poll.
+        poll_once(lb.update())
+            .ok_or_else(|| io::Error::other("the upstream discovery did not answer at once"))?
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let lb = Arc::new(lb);
+        if spec.tls && !spec.verify {
+            tracing::warn!(
+                "upstream `{}`: verify = false: its backends' TLS certificates are not checked, so anyone on the network path can impersonate them",
+                spec.name
+            );
+        }
+        let resolution = Arc::new(Resolution {
+            name: spec.name.clone(),
+            hosts: hosts.clone(),
+            addrs: addrs.clone(),
+            lb: lb.clone(),
+            resolver,
+            failing: hosts.iter().map(|_| AtomicBool::new(false)).collect(),
+            timeout: RESOLVE_TIMEOUT.min(spec.resolve_interval),
+        });
         Ok(Pool {
             spec: spec.clone(),
-            lb: Arc::new(lb),
+            lb,
+            addrs,
+            hosts,
+            fixed_sni,
+            template,
+            resolution,
+            check_interval,
+            resolve_at_start: ambiguous,
         })
     }
 
-    /// Run health checks until `stop` turns true (the generation is replaced or the
-    /// process stops). Needs a tokio runtime.
-    pub fn spawn_health_checks(&self, stop: watch::Receiver<bool>) {
+    /// Run health checks (and re-resolution, if an address is a host name) until `stop`
+    /// turns true or its sender is dropped (the generation is replaced or the process
+    /// stops). Needs a tokio runtime.
+    pub fn spawn_background(&self, stop: watch::Receiver<bool>) {
         let lb = self.lb.clone();
-        tokio::spawn(async move { lb.start(stop).await });
-    }
-
-    /// A peer for the next request (provisional: the upstream-pools work replaces it).
-    pub fn peer(&self) -> Box<pingora::upstreams::peer::HttpPeer> {
-        use crate::config::Protocol;
-        let sni = self.spec.sni.clone().unwrap_or_else(|| {
-            self.spec
-                .hosts
-                .first()
-                .and_then(|h| {
-                    h.rsplit_once(':')
-                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-                })
-                .unwrap_or_default()
+        let every = self.check_interval;
+        let mut s = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let started = tokio::time::Instant::now();
+                // Checks in parallel: a backend that hangs until the check's timeout
+                // does not delay the others'.
+                tokio::select! {
+                    _ = lb.backends().run_health_check(true) => {}
+                    _ = s.changed() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(started + every) => {}
+                    _ = s.changed() => return,
+                }
+            }
         });
-        let mut peer = pingora::upstreams::peer::HttpPeer::new(self.select(), self.spec.tls, sni);
-        match self.spec.protocol {
-            Protocol::Http1 => peer.options.set_http_version(1, 1),
-            Protocol::H2c | Protocol::H2 => peer.options.set_http_version(2, 2),
+        if self.hosts.iter().all(|h| h.literal.is_some()) {
+            return;
         }
-        peer.options.verify_cert = self.spec.verify;
-        peer.options.verify_hostname = self.spec.verify;
-        peer.options.connection_timeout = Some(self.spec.connect_timeout);
-        peer.options.read_timeout = Some(self.spec.per_read_timeout());
-        Box::new(peer)
+        // Its own task: a slow resolver never delays a health check.
+        let r = self.resolution.clone();
+        let every = self.spec.resolve_interval;
+        let first = if self.resolve_at_start {
+            Duration::ZERO
+        } else {
+            every
+        };
+        let mut s = stop;
+        tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + first;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = s.changed() => return,
+                }
+                tokio::select! {
+                    _ = r.round() => {}
+                    _ = s.changed() => return,
+                }
+                next = tokio::time::Instant::now() + every;
+            }
+        });
     }
 
-    /// The next address, round-robin over healthy ones; if none is healthy, the first
-    /// address anyway (fail open: the request then fails and is counted, rather than
-    /// being refused without a try).
+    /// The peer for the next try: the next address round-robin among the healthy ones
+    /// (if none is healthy, the first address anyway: fail open, so the request fails
+    /// and is counted rather than being refused without a try), with the upstream's
+    /// protocol, TLS, SNI (configured, else the host name of that address's entry, an IP
+    /// literal's IP), trusted roots, certificate checks, connect timeout, and
+    /// `idle_timeout` as the per-read timeout (the proxy bounds the wait for the
+    /// response header with `read_timeout` itself).
     ///
-    /// Hot path: called once per request (and per retry).
+    /// Hot path: called once per request and per retry; one `Box` and, for TLS with
+    /// several host names, the SNI string.
+    #[inline]
+    pub fn peer(&self) -> Box<HttpPeer> {
+        let addrs = self.addrs.load();
+        let addr = self.pick(&addrs);
+        let mut peer = Box::new(self.template.clone());
+        peer._address = PeerAddr::Inet(addr);
+        if !self.fixed_sni {
+            peer.sni = self.hosts[addrs.host_of(addr)].name.clone();
+        }
+        peer
+    }
+
+    /// The next address as [`Pool::peer`] picks it.
     #[inline]
     pub fn select(&self) -> SocketAddr {
+        self.pick(&self.addrs.load())
+    }
+
+    #[inline]
+    fn pick(&self, addrs: &Addrs) -> SocketAddr {
+        let first = addrs.list[0].0;
         // One address: it is tried whatever its health (fail open), so there is nothing
         // to select.
-        if let [only] = self.spec.addrs[..] {
-            return only;
+        if addrs.list.len() == 1 {
+            return first;
         }
-        match self.lb.select(b"", 256) {
-            Some(b) => match b.addr.as_inet() {
-                Some(a) => *a,
-                None => self.spec.addrs[0],
-            },
-            None => self.spec.addrs[0],
+        self.lb
+            .select(b"", 256)
+            .and_then(|b| b.addr.as_inet().copied())
+            .unwrap_or(first)
+    }
+
+    /// Every address in use, with its health.
+    pub fn health(&self) -> Vec<AddrHealth> {
+        let addrs = self.addrs.load();
+        let backends = self.lb.backends();
+        addrs
+            .list
+            .iter()
+            .map(|&(addr, h)| AddrHealth {
+                addr,
+                host: self.hosts[h].written.clone(),
+                healthy: backends.ready(&backend(addr)),
+            })
+            .collect()
+    }
+
+    /// The upstream's protocol as the config writes it.
+    pub fn protocol(&self) -> &'static str {
+        match self.spec.protocol {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// One health-check pass over every address now (the background task does this
+    /// every period).
+    pub async fn check_now(&self) {
+        self.lb.backends().run_health_check(true).await;
+    }
+
+    /// Resolve every host name once now (the background task does this every
+    /// `resolve_interval`).
+    pub async fn resolve_now(&self) {
+        self.resolution.round().await;
+    }
+}
+
+/// One entry of `addrs`.
+struct HostEntry {
+    /// As written (`host:port`).
+    written: String,
+    /// The host part without brackets: the default SNI (an IP literal's IP).
+    name: String,
+    /// `Host` of health checks: the entry, without the port when it is the scheme's
+    /// default (as a browser or curl sends it).
+    authority: String,
+    /// The port written.
+    port: u16,
+    /// An IP literal needs no resolution.
+    literal: Option<SocketAddr>,
+}
+
+impl HostEntry {
+    fn parse(written: &str, tls: bool) -> HostEntry {
+        let literal = written.parse::<SocketAddr>().ok();
+        let (host, port) = match written.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().unwrap_or(0)),
+            None => (written, 0),
+        };
+        let name = match literal {
+            Some(a) => a.ip().to_string(),
+            None => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        };
+        let default_port = if tls { 443 } else { 80 };
+        HostEntry {
+            written: written.to_string(),
+            name,
+            authority: if port == default_port { host } else { written }.to_string(),
+            port,
+            literal,
+        }
+    }
+}
+
+/// The addresses in use and the entry each came from.
+#[derive(Debug, Clone, PartialEq)]
+struct Addrs {
+    /// (address, index of its entry): distinct, in entry order; never empty.
+    list: Vec<(SocketAddr, usize)>,
+    /// What each entry resolved to last (kept when a resolution fails).
+    by_host: Vec<Vec<SocketAddr>>,
+}
+
+impl Addrs {
+    fn from_by_host(by_host: Vec<Vec<SocketAddr>>) -> Addrs {
+        let mut list: Vec<(SocketAddr, usize)> = Vec::new();
+        for (i, found) in by_host.iter().enumerate() {
+            for &a in found {
+                if !list.iter().any(|&(b, _)| b == a) {
+                    list.push((a, i));
+                }
+            }
+        }
+        Addrs { list, by_host }
+    }
+
+    /// The entry of `addr` (the first entry for an address no longer listed).
+    #[inline]
+    fn host_of(&self, addr: SocketAddr) -> usize {
+        self.list
+            .iter()
+            .find(|&&(a, _)| a == addr)
+            .map_or(0, |&(_, h)| h)
+    }
+
+    fn set(&self) -> BTreeSet<SocketAddr> {
+        self.list.iter().map(|&(a, _)| a).collect()
+    }
+}
+
+/// The config's resolved addresses by entry. The config keeps one flat list, so an
+/// address is given to its IP literal entry, else to the first host name with its port;
+/// `true` when two host names share that port (the guess may be wrong until the first
+/// re-resolution).
+fn attribute(addrs: &[SocketAddr], hosts: &[HostEntry]) -> (Addrs, bool) {
+    let mut by_host = vec![Vec::new(); hosts.len()];
+    let mut ambiguous = false;
+    for &a in addrs {
+        let i = hosts
+            .iter()
+            .position(|h| h.literal == Some(a))
+            .unwrap_or_else(|| {
+                let mut named = hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.literal.is_none() && h.port == a.port())
+                    .map(|(i, _)| i);
+                let first = named.next();
+                ambiguous |= named.next().is_some();
+                first
+                    .or_else(|| hosts.iter().position(|h| h.literal.is_none()))
+                    .unwrap_or(0)
+            });
+        by_host[i].push(a);
+    }
+    (Addrs::from_by_host(by_host), ambiguous)
+}
+
+/// The SNI every address shares, if it is one: none without TLS, the configured one, or
+/// the host name when every entry has the same.
+fn fixed_sni<'a>(spec: &'a UpstreamSpec, hosts: &'a [HostEntry]) -> Option<&'a str> {
+    if !spec.tls {
+        return Some("");
+    }
+    if let Some(s) = &spec.sni {
+        return Some(s);
+    }
+    let first = &hosts[0].name;
+    hosts.iter().all(|h| h.name == *first).then_some(first)
+}
+
+/// Concurrent streams abgate opens on one HTTP/2 backend connection (100 is the
+/// minimum RFC 9113 recommends a server allow).
+const H2_STREAMS: usize = 100;
+
+/// Everything of the peer that does not depend on the address.
+fn template(spec: &UpstreamSpec, sni: &str) -> io::Result<HttpPeer> {
+    let mut peer = HttpPeer::new(spec.addrs[0], spec.tls, sni.to_string());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(spec.connect_timeout);
+    // pingora applies it to each read: the longer of `read_timeout` and
+    // `idle_timeout`; the proxy's watchdog enforces the shorter one on HTTP/1.x
+    // backends (src/proxy/deadline.rs).
+    o.read_timeout = Some(spec.per_read_timeout());
+    // With rustls, pingora honours `verify_cert = false` only on a per-peer client
+    // config, which it builds when the peer has an ALPN (an `HttpPeer` always has) or a
+    // CA. The SNI is never empty with TLS (an IP literal's is its IP), since an empty
+    // SNI turns verification off.
+    o.verify_cert = spec.verify;
+    o.verify_hostname = spec.verify;
+    match spec.protocol {
+        Protocol::Http1 => o.set_http_version(1, 1),
+        // Without TLS pingora speaks HTTP/2 with prior knowledge when the minimum
+        // version is 2 (h2c); with TLS it offers ALPN `h2` only.
+        Protocol::H2c | Protocol::H2 => {
+            o.set_http_version(2, 2);
+            // Multiplex: up to 100 concurrent streams per backend connection (pingora's
+            // default is one, which opens a connection per request in flight).
+            o.max_h2_streams = H2_STREAMS;
+        }
+    }
+    if let Some(der) = &spec.ca {
+        o.ca = Some(ca_of(der)?);
+    }
+    // pingora's connection reuse key has neither the CA nor the protocol: keep
+    // connections apart by both, so two upstreams on one address never share one made
+    // with the other's settings.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (spec.protocol as u8).hash(&mut h);
+    spec.ca.as_deref().hash(&mut h);
+    peer.group_key = h.finish();
+    Ok(peer)
+}
+
+/// The trusted roots as pingora holds them. The config checked that rustls accepts each
+/// one; pingora's parser panics on what it cannot read, so that becomes an error here.
+fn ca_of(der: &[Vec<u8>]) -> io::Result<Arc<CaType>> {
+    std::panic::catch_unwind(|| {
+        der.iter()
+            .map(|d| WrappedX509::new(d.clone(), parse_x509))
+            .collect::<Vec<_>>()
+    })
+    .map(Arc::from)
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a certificate of `ca` cannot be parsed",
+        )
+    })
+}
+
+fn backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: PeerAddr::Inet(addr),
+        weight: 1,
+        ext: Extensions::new(),
+    }
+}
+
+/// Poll `f` once; `None` if it is not ready.
+fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// pingora's service discovery over the pool's current addresses (re-resolution
+/// changes them, then asks the load balancer to update).
+struct Discovery(Arc<ArcSwap<Addrs>>);
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let addrs = self.0.load();
+        Ok((
+            addrs.list.iter().map(|&(a, _)| backend(a)).collect(),
+            HashMap::new(),
+        ))
+    }
+}
+
+/// Re-resolution of a pool's host names.
+struct Resolution {
+    name: Arc<str>,
+    hosts: Arc<[HostEntry]>,
+    addrs: Arc<ArcSwap<Addrs>>,
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    resolver: Arc<dyn Resolve>,
+    /// Per entry: its last resolution failed (one WARN per failure streak).
+    failing: Vec<AtomicBool>,
+    timeout: Duration,
+}
+
+impl Resolution {
+    /// Resolve every host name once; use every address found. A name that fails (or
+    /// has no address) keeps its previous addresses.
+    async fn round(&self) {
+        let cur = self.addrs.load_full();
+        let mut by_host = cur.by_host.clone();
+        for (i, h) in self.hosts.iter().enumerate() {
+            if h.literal.is_some() {
+                continue;
+            }
+            let got = tokio::time::timeout(self.timeout, self.resolver.resolve(&h.written)).await;
+            let found = match got {
+                Ok(Ok(v)) if !v.is_empty() => Ok(v),
+                Ok(Ok(_)) => Err("no address".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            };
+            match found {
+                Ok(mut v) => {
+                    let mut seen = BTreeSet::new();
+                    v.retain(|a| seen.insert(*a));
+                    if self.failing[i].swap(false, Relaxed) {
+                        tracing::info!(
+                            "upstream `{}`: `{}` resolves again: {v:?}",
+                            self.name,
+                            h.written
+                        );
+                    }
+                    by_host[i] = v;
+                }
+                Err(why) => {
+                    if !self.failing[i].swap(true, Relaxed) {
+                        tracing::warn!(
+                            "upstream `{}`: cannot resolve `{}` ({why}); keeping its previous addresses {:?} (logged once until it resolves again)",
+                            self.name,
+                            h.written,
+                            by_host[i]
+                        );
+                    }
+                }
+            }
+        }
+        let next = Addrs::from_by_host(by_host);
+        if next.list.is_empty() || next == *cur {
+            return;
+        }
+        if next.set() != cur.set() {
+            let list: Vec<SocketAddr> = next.list.iter().map(|&(a, _)| a).collect();
+            tracing::info!("upstream `{}`: addresses now {list:?}", self.name);
+        }
+        self.addrs.store(Arc::new(next));
+        // The discovery reads the addresses just stored.
+        if let Err(e) = self.lb.update().await {
+            tracing::warn!("upstream `{}`: updating the pool failed: {e}", self.name);
+        }
+    }
+}
+
+/// How a health-check log line names an address.
+struct Label {
+    name: Arc<str>,
+    hosts: Arc<[HostEntry]>,
+    addrs: Arc<ArcSwap<Addrs>>,
+}
+
+impl Label {
+    fn host_of(&self, target: &Backend) -> usize {
+        target
+            .addr
+            .as_inet()
+            .map_or(0, |a| self.addrs.load().host_of(*a))
+    }
+
+    fn summary(&self, target: &Backend) -> String {
+        format!(
+            "upstream `{}` address {} (`{}`)",
+            self.name,
+            target.addr,
+            self.hosts[self.host_of(target)].written
+        )
+    }
+}
+
+/// Without an HTTP check: a TCP connect (as before), with a readable log line.
+struct TcpCheck {
+    inner: Box<TcpHealthCheck>,
+    label: Label,
+}
+
+#[async_trait]
+impl HealthCheck for TcpCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        self.inner.check(target).await
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.label.summary(target)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
+
+/// The HTTP check: pingora's [`HttpHealthCheck`], one per `addrs` entry, because its
+/// request (the `Host`) and peer template (the SNI) are fixed per instance and both
+/// depend on the entry an address came from. Each check connects afresh
+/// (`reuse_connection = false`), so it also proves the backend accepts connections.
+struct HttpCheck {
+    /// By entry index.
+    checks: Vec<HttpHealthCheck>,
+    failures: usize,
+    label: Label,
+}
+
+impl HttpCheck {
+    fn new(
+        spec: &UpstreamSpec,
+        hc: &HttpCheckSpec,
+        template: &HttpPeer,
+        label: Label,
+    ) -> io::Result<HttpCheck> {
+        // A backend that hangs fails within a period (at least 1 s) rather than after
+        // the whole `read_timeout`.
+        let timeout = spec
+            .read_timeout
+            .min(hc.interval.max(Duration::from_secs(1)));
+        let mut checks = Vec::with_capacity(label.hosts.len());
+        for h in label.hosts.iter() {
+            let mut c = HttpHealthCheck::new("localhost", spec.tls);
+            let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let host = match &spec.host {
+                Some(v) => req.insert_header("Host", v.clone()),
+                None => req.insert_header("Host", h.authority.as_str()),
+            };
+            host.and_then(|_| req.insert_header("User-Agent", "abgate-health-check"))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            c.req = req;
+            let mut peer = template.clone();
+            if spec.tls && spec.sni.is_none() {
+                peer.sni = h.name.clone();
+            }
+            peer.options.read_timeout = Some(timeout);
+            c.peer_template = peer;
+            c.consecutive_failure = hc.failures;
+            c.consecutive_success = hc.failures;
+            c.reuse_connection = false;
+            let expect = hc.expect.clone();
+            c.validator = Some(Box::new(move |resp: &ResponseHeader| {
+                let status = resp.status.as_u16();
+                if expect.contains(&status) {
+                    Ok(())
+                } else {
+                    pingora::Error::e_explain(
+                        pingora::ErrorType::CustomCode("unexpected health-check status", status),
+                        format!("status {status}, expected one of {expect:?}"),
+                    )
+                }
+            }));
+            checks.push(c);
+        }
+        Ok(HttpCheck {
+            checks,
+            failures: hc.failures,
+            label,
+        })
+    }
+}
+
+#[async_trait]
+impl HealthCheck for HttpCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        self.checks[self.label.host_of(target)].check(target).await
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.label.summary(target)
+    }
+
+    /// `failures` consecutive failures take an address out; as many consecutive
+    /// successes bring it back (one lucky answer does not).
+    fn health_threshold(&self, _success: bool) -> usize {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HttpHealthCheck as HcSpec;
+    use pingora::protocols::ALPN;
+    use std::sync::atomic::{AtomicU16, AtomicUsize};
+    use std::sync::Mutex;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// An upstream at `hosts` that resolved to `addrs`, every other key at its default.
+    fn spec(hosts: &[&str], addrs: &[&str], protocol: Protocol, tls: bool) -> UpstreamSpec {
+        UpstreamSpec {
+            name: Arc::from("m"),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            addrs: addrs.iter().map(|s| a(s)).collect(),
+            connect_timeout: Duration::from_millis(700),
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(45),
+            health_check_interval: Duration::from_secs(5),
+            health_check: None,
+            protocol,
+            tls,
+            sni: None,
+            ca: None,
+            verify: true,
+            host: None,
+            grpc_error_codes: 0,
+            resolve_interval: Duration::from_secs(30),
+        }
+    }
+
+    fn http_check(failures: usize) -> Option<HcSpec> {
+        Some(HcSpec {
+            path: "/health".into(),
+            interval: Duration::from_millis(200),
+            expect: vec![200],
+            failures,
+        })
+    }
+
+    fn versions(p: &HttpPeer) -> (u8, u8) {
+        (
+            p.options.alpn.get_max_http_version(),
+            p.options.alpn.get_min_http_version(),
+        )
+    }
+
+    #[test]
+    fn peer_options_follow_protocol_tls_and_timeouts() {
+        let p = Pool::new(&spec(
+            &["127.0.0.1:9001"],
+            &["127.0.0.1:9001"],
+            Protocol::Http1,
+            false,
+        ))
+        .unwrap()
+        .peer();
+        assert_eq!(p._address, PeerAddr::Inet(a("127.0.0.1:9001")));
+        assert!(!p.is_tls());
+        assert_eq!(p.sni, "");
+        assert_eq!(p.options.alpn, ALPN::H1);
+        assert_eq!(versions(&p), (1, 1));
+        assert_eq!(
+            p.options.connection_timeout,
+            Some(Duration::from_millis(700))
+        );
+        // The per-read timeout is the longer of read and idle timeouts (30 s, 45 s).
+        assert_eq!(p.options.read_timeout, Some(Duration::from_secs(45)));
+        assert_eq!(p.options.idle_timeout, None);
+        assert!(p.options.ca.is_none());
+
+        // h2c: HTTP/2 only, without TLS (prior knowledge).
+        let p = Pool::new(&spec(
+            &["127.0.0.1:9002"],
+            &["127.0.0.1:9002"],
+            Protocol::H2c,
+            false,
+        ))
+        .unwrap()
+        .peer();
+        assert!(!p.is_tls());
+        assert_eq!((p.options.alpn.clone(), versions(&p)), (ALPN::H2, (2, 2)));
+
+        // h2: HTTP/2 over TLS, SNI from the host name, certificates verified.
+        let p = Pool::new(&spec(
+            &["model.internal:443"],
+            &["10.0.0.1:443"],
+            Protocol::H2,
+            true,
+        ))
+        .unwrap()
+        .peer();
+        assert!(p.is_tls());
+        assert_eq!(p.sni, "model.internal");
+        assert_eq!((p.options.alpn.clone(), versions(&p)), (ALPN::H2, (2, 2)));
+        assert!(p.options.verify_cert && p.options.verify_hostname);
+
+        // HTTP/1.1 over TLS to an IP literal: the SNI is the IP (never empty, which
+        // would turn verification off).
+        let p = Pool::new(&spec(
+            &["127.0.0.1:8443"],
+            &["127.0.0.1:8443"],
+            Protocol::Http1,
+            true,
+        ))
+        .unwrap()
+        .peer();
+        assert!(p.is_tls());
+        assert_eq!(p.sni, "127.0.0.1");
+        assert_eq!(versions(&p), (1, 1));
+        let p = Pool::new(&spec(
+            &["[::1]:8443"],
+            &["[::1]:8443"],
+            Protocol::Http1,
+            true,
+        ))
+        .unwrap()
+        .peer();
+        assert_eq!(p.sni, "::1");
+
+        // A configured SNI wins; verify = false turns both checks off; the CA is passed.
+        let ca = test_pki::Pki::new().ca_der;
+        let mut s = spec(&["127.0.0.1:8443"], &["127.0.0.1:8443"], Protocol::H2, true);
+        s.sni = Some("m.example".into());
+        s.verify = false;
+        s.ca = Some(Arc::new(vec![ca.clone()]));
+        let p = Pool::new(&s).unwrap().peer();
+        assert_eq!(p.sni, "m.example");
+        assert!(!p.options.verify_cert && !p.options.verify_hostname);
+        let cas = p.options.ca.as_ref().unwrap();
+        assert_eq!(cas.len(), 1);
+        assert_eq!(cas[0].borrow_raw_cert(), &ca);
+    }
+
+    #[test]
+    fn each_address_gets_the_sni_of_its_entry() {
+        let s = spec(
+            &["a.internal:8443", "b.internal:9443", "10.0.0.9:9443"],
+            &["10.0.0.1:8443", "10.0.0.2:9443", "10.0.0.9:9443"],
+            Protocol::Http1,
+            true,
+        );
+        let pool = Pool::new(&s).unwrap();
+        assert!(!pool.resolve_at_start);
+        let mut seen = BTreeSet::new();
+        for _ in 0..6 {
+            let p = pool.peer();
+            seen.insert((p._address.as_inet().unwrap().to_string(), p.sni.clone()));
+        }
+        let want: BTreeSet<(String, String)> = [
+            ("10.0.0.1:8443", "a.internal"),
+            ("10.0.0.2:9443", "b.internal"),
+            ("10.0.0.9:9443", "10.0.0.9"),
+        ]
+        .iter()
+        .map(|(x, y)| (x.to_string(), y.to_string()))
+        .collect();
+        assert_eq!(seen, want);
+        // Two names on one port: which address is whose is a guess until resolved again.
+        let s = spec(
+            &["a.internal:443", "b.internal:443"],
+            &["10.0.0.1:443", "10.0.0.2:443"],
+            Protocol::Http1,
+            true,
+        );
+        assert!(Pool::new(&s).unwrap().resolve_at_start);
+    }
+
+    #[test]
+    fn health_check_host_is_the_entry_without_a_default_port() {
+        let e = HostEntry::parse("model.internal:443", true);
+        assert_eq!(
+            (e.authority.as_str(), e.name.as_str()),
+            ("model.internal", "model.internal")
+        );
+        let e = HostEntry::parse("model.internal:8000", false);
+        assert_eq!(e.authority, "model.internal:8000");
+        let e = HostEntry::parse("[::1]:80", false);
+        assert_eq!((e.authority.as_str(), e.name.as_str()), ("[::1]", "::1"));
+        assert_eq!(e.literal, Some(a("[::1]:80")));
+    }
+
+    /// Answers set by the test; `None` fails.
+    #[derive(Default)]
+    struct FakeResolver {
+        answers: Mutex<HashMap<String, Option<Vec<SocketAddr>>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeResolver {
+        fn set(&self, host: &str, answer: Option<&[&str]>) {
+            let v = answer.map(|l| l.iter().map(|s| a(s)).collect());
+            self.answers.lock().unwrap().insert(host.to_string(), v);
+        }
+    }
+
+    #[async_trait]
+    impl Resolve for FakeResolver {
+        async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
+            self.calls.lock().unwrap().push(host_port.to_string());
+            match self.answers.lock().unwrap().get(host_port) {
+                Some(Some(v)) => Ok(v.clone()),
+                _ => Err(io::Error::other("NXDOMAIN (fake)")),
+            }
+        }
+    }
+
+    /// (address, SNI) of `n` peers.
+    fn used(pool: &Pool, n: usize) -> BTreeSet<(String, String)> {
+        (0..n)
+            .map(|_| {
+                let p = pool.peer();
+                (p._address.as_inet().unwrap().to_string(), p.sni.clone())
+            })
+            .collect()
+    }
+
+    fn pairs(l: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+        l.iter()
+            .map(|(x, y)| (x.to_string(), y.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn re_resolution_uses_every_new_address_and_keeps_the_old_on_failure() {
+        let r = Arc::new(FakeResolver::default());
+        let s = spec(
+            &["svc.test:8000", "10.9.9.9:8000"],
+            &["10.0.0.1:8000", "10.9.9.9:8000"],
+            Protocol::Http1,
+            true,
+        );
+        let pool = Pool::with_resolver(&s, r.clone()).unwrap();
+        assert_eq!(
+            used(&pool, 8),
+            pairs(&[("10.0.0.1:8000", "svc.test"), ("10.9.9.9:8000", "10.9.9.9")])
+        );
+
+        // The name now has two other addresses: both are used, the old one no more.
+        r.set("svc.test:8000", Some(&["10.0.0.2:8000", "10.0.0.3:8000"]));
+        pool.resolve_now().await;
+        assert_eq!(
+            used(&pool, 12),
+            pairs(&[
+                ("10.0.0.2:8000", "svc.test"),
+                ("10.0.0.3:8000", "svc.test"),
+                ("10.9.9.9:8000", "10.9.9.9"),
+            ])
+        );
+        let health = pool.health();
+        assert_eq!(health.len(), 3);
+        assert!(health.iter().all(|h| h.healthy));
+        assert_eq!(health[0].host, "svc.test:8000");
+        assert_eq!(health[2].host, "10.9.9.9:8000");
+        // IP literals are never resolved.
+        assert_eq!(*r.calls.lock().unwrap(), ["svc.test:8000"]);
+
+        // A failed resolution keeps the previous addresses (and warns once per streak).
+        r.set("svc.test:8000", None);
+        pool.resolve_now().await;
+        assert!(pool.resolution.failing[0].load(Relaxed));
+        pool.resolve_now().await;
+        assert_eq!(used(&pool, 12).len(), 3);
+        assert_eq!(pool.health().len(), 3);
+
+        // It resolves again, to one address.
+        r.set("svc.test:8000", Some(&["10.0.0.4:8000"]));
+        pool.resolve_now().await;
+        assert!(!pool.resolution.failing[0].load(Relaxed));
+        assert_eq!(
+            used(&pool, 8),
+            pairs(&[("10.0.0.4:8000", "svc.test"), ("10.9.9.9:8000", "10.9.9.9")])
+        );
+        assert_eq!(r.calls.lock().unwrap().len(), 4);
+    }
+
+    /// A port nothing listens on.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn unhealthy_addresses_get_no_traffic_and_none_healthy_fails_open() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live_addr = live.local_addr().unwrap().to_string();
+        let dead = closed_port().to_string();
+        let s = spec(
+            &[&live_addr, &dead],
+            &[&live_addr, &dead],
+            Protocol::Http1,
+            false,
+        );
+        let pool = Pool::new(&s).unwrap();
+        // Every address starts healthy.
+        assert_eq!(pool.health().iter().filter(|h| h.healthy).count(), 2);
+        pool.check_now().await;
+        let health = pool.health();
+        assert_eq!(
+            health
+                .iter()
+                .map(|h| (h.host.as_str(), h.healthy))
+                .collect::<Vec<_>>(),
+            [(live_addr.as_str(), true), (dead.as_str(), false)]
+        );
+        for _ in 0..10 {
+            assert_eq!(pool.select().to_string(), live_addr);
+        }
+
+        // None healthy: the first address anyway.
+        let (d1, d2) = (closed_port().to_string(), closed_port().to_string());
+        let pool = Pool::new(&spec(&[&d1, &d2], &[&d1, &d2], Protocol::Http1, false)).unwrap();
+        pool.check_now().await;
+        assert!(pool.health().iter().all(|h| !h.healthy));
+        for _ in 0..4 {
+            assert_eq!(pool.peer()._address.as_inet().unwrap().to_string(), d1);
+        }
+    }
+
+    /// A backend answering every request with `status` (HTTP/1.1 or HTTP/2, over TLS
+    /// with `tls`), recording each request's version and host.
+    struct Backend {
+        addr: SocketAddr,
+        status: Arc<AtomicU16>,
+        seen: Arc<Mutex<Vec<(http::Version, String)>>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn backend(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = Backend {
+            addr: listener.local_addr().unwrap(),
+            status: Arc::new(AtomicU16::new(200)),
+            seen: Arc::default(),
+            hits: Arc::default(),
+        };
+        let (status, seen, hits) = (b.status.clone(), b.seen.clone(), b.hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                hits.fetch_add(1, Relaxed);
+                let (status, seen, tls) = (status.clone(), seen.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                        let host = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| {
+                                req.headers()
+                                    .get("host")
+                                    .map(|h| h.to_str().unwrap().to_string())
+                            })
+                            .unwrap_or_default();
+                        seen.lock().unwrap().push((req.version(), host));
+                        let _body: hyper::body::Incoming = req.into_body();
+                        let st = status.load(Relaxed);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(st)
+                                    .body(http_body_util::Full::new(bytes::Bytes::from("ok")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(tcp).await {
+                                let _ = server.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        b
+    }
+
+    #[tokio::test]
+    async fn http_check_needs_failures_in_a_row_both_ways_and_speaks_h2c() {
+        let b = backend(None).await;
+        let addr = b.addr.to_string();
+        let mut s = spec(&[&addr], &[&addr], Protocol::H2c, false);
+        s.health_check = http_check(2);
+        let pool = Pool::new(&s).unwrap();
+        let healthy = || pool.health()[0].healthy;
+        pool.check_now().await;
+        assert!(healthy());
+        b.status.store(503, Relaxed);
+        pool.check_now().await;
+        assert!(healthy(), "one failure is not `failures = 2`");
+        pool.check_now().await;
+        assert!(!healthy());
+        b.status.store(200, Relaxed);
+        pool.check_now().await;
+        assert!(!healthy(), "one success does not bring it back");
+        pool.check_now().await;
+        assert!(healthy());
+        // Each check is a new connection; all spoke HTTP/2 (prior knowledge) to the
+        // address as written.
+        assert_eq!(b.hits.load(Relaxed), 5);
+        let seen = b.seen.lock().unwrap();
+        assert_eq!(seen.len(), 5);
+        assert!(
+            seen.iter()
+                .all(|(v, host)| *v == http::Version::HTTP_2 && *host == addr),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_check_sends_the_configured_host_and_expects_its_statuses() {
+        let b = backend(None).await;
+        let addr = b.addr.to_string();
+        let mut s = spec(&[&addr], &[&addr], Protocol::Http1, false);
+        s.health_check = http_check(1);
+        s.health_check.as_mut().unwrap().expect = vec![204];
+        s.host = Some(http::HeaderValue::from_static("model.example"));
+        let pool = Pool::new(&s).unwrap();
+        pool.check_now().await;
+        assert!(!pool.health()[0].healthy, "200 is not in expect = [204]");
+        b.status.store(204, Relaxed);
+        pool.check_now().await;
+        assert!(pool.health()[0].healthy);
+        assert!(b
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, h)| h == "model.example"));
+    }
+
+    #[tokio::test]
+    async fn tls_peers_verify_the_certificate_of_an_ip_address() {
+        let pki = test_pki::Pki::new();
+        let other = test_pki::Pki::new();
+        let b = backend(Some(pki.acceptor())).await;
+        let addr = b.addr.to_string();
+        let connector = pingora::connectors::TransportConnector::new(None);
+        let tls_spec = |ca: &[u8], verify: bool, protocol: Protocol| {
+            let mut s = spec(&[&addr], &[&addr], protocol, true);
+            s.ca = Some(Arc::new(vec![ca.to_vec()]));
+            s.verify = verify;
+            s.health_check = http_check(1);
+            s
+        };
+
+        // The right CA: the IP SAN matches the SNI 127.0.0.1; HTTP/1.1 and h2 checks pass.
+        for protocol in [Protocol::Http1, Protocol::H2] {
+            let pool = Pool::new(&tls_spec(&pki.ca_der, true, protocol)).unwrap();
+            let peer = pool.peer();
+            assert_eq!(peer.sni, "127.0.0.1");
+            connector.new_stream(&*peer).await.unwrap();
+            pool.check_now().await;
+            assert!(pool.health()[0].healthy, "{protocol:?}");
+            let want = match protocol {
+                Protocol::H2 => http::Version::HTTP_2,
+                _ => http::Version::HTTP_11,
+            };
+            assert_eq!(b.seen.lock().unwrap().last().unwrap().0, want);
+        }
+
+        // Another CA: refused, and the check fails.
+        let pool = Pool::new(&tls_spec(&other.ca_der, true, Protocol::Http1)).unwrap();
+        let err = connector.new_stream(&*pool.peer()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
+        pool.check_now().await;
+        assert!(!pool.health()[0].healthy);
+
+        // A name the certificate does not hold: refused.
+        let mut s = tls_spec(&pki.ca_der, true, Protocol::Http1);
+        s.sni = Some("wrong.example".into());
+        let pool = Pool::new(&s).unwrap();
+        assert!(connector.new_stream(&*pool.peer()).await.is_err());
+
+        // verify = false accepts both.
+        let pool = Pool::new(&tls_spec(&other.ca_der, false, Protocol::Http1)).unwrap();
+        connector.new_stream(&*pool.peer()).await.unwrap();
+        let mut s = tls_spec(&other.ca_der, false, Protocol::Http1);
+        s.sni = Some("wrong.example".into());
+        let pool = Pool::new(&s).unwrap();
+        connector.new_stream(&*pool.peer()).await.unwrap();
+        pool.check_now().await;
+        assert!(pool.health()[0].healthy);
+    }
+
+    mod test_pki {
+        use std::sync::Arc;
+        use tokio_rustls::rustls;
+
+        /// A CA and a server certificate it signed for 127.0.0.1 and localhost.
+        pub struct Pki {
+            pub ca_der: Vec<u8>,
+            leaf_der: Vec<u8>,
+            leaf_key: Vec<u8>,
+        }
+
+        impl Pki {
+            pub fn new() -> Pki {
+                use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+                let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+                ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                ca.distinguished_name
+                    .push(rcgen::DnType::CommonName, "abgate test CA");
+                let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+                let key = KeyPair::generate().unwrap();
+                let leaf = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+                    .unwrap()
+                    .signed_by(&key, &ca)
+                    .unwrap();
+                Pki {
+                    ca_der: ca.der().to_vec(),
+                    leaf_der: leaf.der().to_vec(),
+                    leaf_key: key.serialize_der(),
+                }
+            }
+
+            pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![self.leaf_der.clone().into()],
+                        rustls::pki_types::PrivateKeyDer::Pkcs8(self.leaf_key.clone().into()),
+                    )
+                    .unwrap();
+                cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+            }
         }
     }
 }
