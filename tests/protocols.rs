@@ -779,15 +779,15 @@ fn tls_backends_are_verified_against_the_configured_ca() {
             Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
             Err(e) => panic!("{e}"),
         };
-        (status, body, g.logs(), dir)
+        (status, body, g, dir)
     };
-    let (status, body, _, _dir) = serve(good.addr, &[]);
+    let (status, body, _g, _dir) = serve(good.addr, &[]);
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("\"backend\":\"good\"") && body.contains("\"tls\":true"),
         "{body}"
     );
-    let (status, body, _, dir) = serve(rogue.addr, &[]);
+    let (status, body, _g, dir) = serve(rogue.addr, &[]);
     assert_eq!(status, 502, "{body}");
     assert_eq!(
         rogue.requests(),
@@ -798,9 +798,10 @@ fn tls_backends_are_verified_against_the_configured_ca() {
         events(&dir.path().join("events")).pop()
     });
     assert_eq!(exposure["error"], "connect", "{exposure}");
-    let (status, body, logs, _dir) = serve(rogue.addr, &["verify = false"]);
+    let (status, body, g, _dir) = serve(rogue.addr, &["verify = false"]);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"backend\":\"rogue\""), "{body}");
+    let logs = g.logs();
     assert!(logs.contains("verify = false"), "{logs}");
 }
 
