@@ -83,7 +83,9 @@ fn exposure(c: &Compiled) -> Event {
         upstream: c.upstream.clone(),
         status: 200,
         latency_ms: 12.4,
+        ttfb_ms: 3.1,
         error: None,
+        grpc_status: None,
         config_version: c.version.clone(),
     }))
 }
