@@ -38,6 +38,27 @@ pub struct RawConfig {
     /// `[[layer]]`: orthogonal layers of experiments.
     #[serde(default)]
     pub layer: Vec<RawLayer>,
+    /// `[fleet]`: share events, decisions and windows through NATS JetStream.
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFleet {
+    /// `nats://host:port` (several: comma-separated).
+    pub nats_url: Option<String>,
+    /// This sidecar's name, unique in the fleet.
+    pub instance: Option<String>,
+    /// JetStream stream of the events.
+    pub stream: Option<String>,
+    /// JetStream key-value bucket of decisions and windows.
+    pub bucket: Option<String>,
+    /// Ship the local event log to the stream.
+    pub ship_events: Option<bool>,
+    /// Guardrails judge the sum of every fresh sidecar's windows.
+    pub share_windows: Option<bool>,
+    /// Unshipped local log kept at most (`"1GiB"`, or bytes).
+    pub max_backlog: Option<toml::Value>,
 }
 
 /// `[server]`

@@ -11,6 +11,7 @@
 
 mod buckets;
 mod events;
+mod fleet;
 mod guardrails;
 mod holdout;
 mod identity;
@@ -55,6 +56,7 @@ pub(super) fn compile(
     };
     let layers = layers::compile_layers(d, &raw.layer, &lookups);
     routing::check_overlap(d, &raw.layer, &layers);
+    let fleet = raw.fleet.as_ref().map(|f| fleet::compile_fleet(d, f));
 
     if !d.is_empty() {
         return None;
@@ -70,6 +72,7 @@ pub(super) fn compile(
         events,
         state_dir,
         upstreams,
+        fleet,
         default_upstream,
         holdout,
         metrics,

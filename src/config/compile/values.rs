@@ -26,6 +26,43 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A size: a whole number of bytes, or a string with a unit (`"64MiB"`, `"1GiB"`,
+/// `"500MB"`; binary `KiB`/`MiB`/`GiB`/`TiB`, decimal `KB`/`MB`/`GB`/`TB`, or `B`).
+pub fn parse_size(v: &toml::Value) -> Result<u64, String> {
+    let err = |s: &str| {
+        format!("`{s}` is not a size; write bytes or a number and a unit, e.g. \"512MiB\", \"1GiB\"")
+    };
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        toml::Value::String(s) => {
+            let t = s.trim();
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: f64 = num.parse().map_err(|_| err(s))?;
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "TiB" => 1 << 40,
+                "KB" | "kB" => 1_000,
+                "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
+                "TB" => 1_000_000_000_000,
+                _ => return Err(err(s)),
+            };
+            let bytes = n * mult as f64;
+            if !(bytes.is_finite() && bytes >= 0.0 && bytes < 1.8e19) {
+                return Err(err(s));
+            }
+            Ok(bytes as u64)
+        }
+        other => Err(err(&other.to_string())),
+    }
+}
+
 /// A positive duration at `path`, or `default` when the key is absent (or invalid,
 /// after recording why).
 pub(super) fn dur(d: &mut Diagnostics, path: &str, v: &Option<String>, default: &str) -> Duration {

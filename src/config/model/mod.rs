@@ -36,6 +36,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Upstream pools, in name order; variants refer to them by index.
     pub upstreams: Vec<UpstreamSpec>,
+    /// `[fleet]`, when this sidecar is part of a fleet.
+    pub fleet: Option<FleetSettings>,
     /// Index into `upstreams` of `routing.default_upstream`.
     pub default_upstream: usize,
     /// Global holdout.
@@ -159,6 +161,25 @@ pub struct EventSettings {
     pub enabled: bool,
     /// Environment variable with the hash key.
     pub hash_key_env: String,
+}
+
+/// `[fleet]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// NATS server URLs (`nats://` or `tls://`), tried in order.
+    pub nats_urls: Vec<String>,
+    /// This sidecar's name in the fleet (events' `instance`, KV keys).
+    pub instance: String,
+    /// JetStream stream of the events (subjects `abgate.events.<type>`).
+    pub stream: String,
+    /// JetStream key-value bucket of decisions and windows.
+    pub bucket: String,
+    /// Ship the local event log to the stream.
+    pub ship_events: bool,
+    /// Guardrails judge the sum of every fresh sidecar's windows.
+    pub share_windows: bool,
+    /// Unshipped local log kept at most, in bytes.
+    pub max_backlog: u64,
 }
 
 /// One upstream pool.
