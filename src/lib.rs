@@ -31,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod events;
+pub mod fleet;
 pub mod guard;
 pub mod hash;
 pub mod metrics;

@@ -26,6 +26,7 @@ fn levels() -> BTreeMap<&'static str, u32> {
         ("proxy", 7),
         ("admin", 7),
         ("control", 7),
+        ("fleet", 7),
         ("server", 8),
         ("demo", 9),
         ("cli", 10),

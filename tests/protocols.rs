@@ -505,7 +505,12 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
     let whole = "/v1/chat/completions?stream=3&interval_ms=10";
     for (args, truncated_exit) in [(&[][..], 18), (&["--http2-prior-knowledge"][..], 92)] {
         let ok = curl(args, whole);
-        assert_eq!(ok.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
         let cut = curl(args, path);
         assert_eq!(
             cut.status.code(),
@@ -513,7 +518,12 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
             "{args:?}: {}",
             String::from_utf8_lossy(&cut.stderr)
         );
-        assert!(String::from_utf8_lossy(&cut.stdout).matches("data:").count() <= 3);
+        assert!(
+            String::from_utf8_lossy(&cut.stdout)
+                .matches("data:")
+                .count()
+                <= 3
+        );
     }
     // On the wire (HTTP/1.1): three events, then the connection closes without `0\r\n\r\n`.
     use std::io::{Read, Write};
@@ -539,7 +549,11 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
         (e.len() >= 7).then_some(e)
     });
     let failed: Vec<_> = exposures.iter().filter(|e| !e["error"].is_null()).collect();
-    assert_eq!(failed.len(), 5, "2 hyper, 2 curl and 1 raw truncated streams");
+    assert_eq!(
+        failed.len(),
+        5,
+        "2 hyper, 2 curl and 1 raw truncated streams"
+    );
     for e in failed {
         assert_eq!(e["status"], 200, "{e}");
         assert_eq!(e["error"], "reset", "{e}");

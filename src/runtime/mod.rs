@@ -35,6 +35,17 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
+/// What the fleet tasks (`crate::fleet`) report about themselves, for the admin API
+/// and the metrics: written there, read here and by the admin API, so neither depends
+/// on the other. All zero without `[fleet]`.
+#[derive(Debug, Default)]
+pub struct FleetStatus {
+    /// `[fleet]` is configured.
+    pub enabled: AtomicBool,
+    /// The broker connection is up.
+    pub connected: AtomicBool,
+}
+
 /// Process-wide state shared by the request path, admin API and background tasks.
 pub struct App {
     /// The current config generation.
@@ -56,6 +67,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Origin of the millisecond clock used by windows.
     pub epoch: Instant,
+    /// The fleet's status (`[fleet]`).
+    pub fleet: Arc<FleetStatus>,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -79,6 +92,7 @@ impl App {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             epoch: Instant::now(),
+            fleet: Arc::new(FleetStatus::default()),
             reload_lock: Mutex::new(()),
         }))
     }

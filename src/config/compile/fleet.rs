@@ -71,7 +71,13 @@ fn default_instance() -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{host}-{}", std::process::id())
 }
@@ -113,7 +119,10 @@ mod tests {
         let cfg = parse(&format!("{MINIMAL}[fleet]\n")).unwrap();
         let f = cfg.fleet.unwrap();
         assert_eq!(f.nats_urls, ["nats://127.0.0.1:4222"]);
-        assert_eq!((f.stream.as_str(), f.bucket.as_str()), ("ABGATE_EVENTS", "abgate_state"));
+        assert_eq!(
+            (f.stream.as_str(), f.bucket.as_str()),
+            ("ABGATE_EVENTS", "abgate_state")
+        );
         assert!(f.ship_events && f.share_windows);
         assert_eq!(f.max_backlog, 1 << 30);
         assert!(f.instance.ends_with(&format!("-{}", std::process::id())));
@@ -137,7 +146,10 @@ mod tests {
              max_backlog = \"lots\"\n"
         ));
         let keys: Vec<_> = e.iter().map(|(_, p, _)| p.as_str()).collect();
-        assert_eq!(keys, ["fleet.nats_url", "fleet.instance", "fleet.max_backlog"]);
+        assert_eq!(
+            keys,
+            ["fleet.nats_url", "fleet.instance", "fleet.max_backlog"]
+        );
         assert!(e[0].2.contains("nats:// or tls://"), "{e:?}");
     }
 }

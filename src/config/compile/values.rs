@@ -30,7 +30,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `"500MB"`; binary `KiB`/`MiB`/`GiB`/`TiB`, decimal `KB`/`MB`/`GB`/`TB`, or `B`).
 pub fn parse_size(v: &toml::Value) -> Result<u64, String> {
     let err = |s: &str| {
-        format!("`{s}` is not a size; write bytes or a number and a unit, e.g. \"512MiB\", \"1GiB\"")
+        format!(
+            "`{s}` is not a size; write bytes or a number and a unit, e.g. \"512MiB\", \"1GiB\""
+        )
     };
     match v {
         toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
