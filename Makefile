@@ -6,10 +6,14 @@ CARGO ?= cargo
 
 .PHONY: demo test deps bench lint
 
+# cmake builds pingora; curl is the tests' reference HTTP client for truncated streams.
 deps:
-	@command -v cmake >/dev/null 2>&1 || { echo "installing cmake (needed to build pingora)"; \
-	  (apt-get update -qq && apt-get install -y -qq cmake) || \
-	  (sudo apt-get update -qq && sudo apt-get install -y -qq cmake); }
+	@for tool in cmake:cmake curl:curl; do \
+	  cmd=$${tool%%:*}; pkg=$${tool##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || { echo "installing $$pkg (needed by the build or the tests)"; \
+	    (apt-get update -qq && apt-get install -y -qq $$pkg) || \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq $$pkg); }; \
+	done
 
 demo: deps
 	$(CARGO) run --release -- demo
