@@ -37,6 +37,7 @@ pub mod hash;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
+pub mod ratelog;
 pub mod rfc3339;
 pub mod runtime;
 pub mod server;

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `abgate_downstream_rejected_total{reason}`
     pub downstream_rejected: IntCounterVec,
+    /// `abgate_refused_total{reason}`
+    pub refused: IntCounterVec,
     /// `abgate_exposures_total{experiment,variant}`
     pub exposures: IntCounterVec,
     /// `abgate_outcomes_total{metric}`
@@ -130,9 +132,17 @@ impl Metrics {
             "Requests sent again to a backend after a failed attempt (a request that then succeeds is not an error).",
             &["upstream"],
         );
+        let refused = counter_vec(
+            "abgate_refused_total",
+            "Requests refused for a missing or wrong token or a bad QA force: force_token (403 on the proxy listener), force_invalid (400), admin_token (401 on the admin API).",
+            &["reason"],
+        );
+        for r in ["force_token", "force_invalid", "admin_token"] {
+            refused.with_label_values(&[r]);
+        }
         let downstream_rejected = counter_vec(
             "abgate_downstream_rejected_total",
-            "Requests refused before routing, by reason (bad_request: a request abgate could not read or frame).",
+            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read).",
             &["reason"],
         );
         let exposures = counter_vec(
@@ -231,7 +241,9 @@ impl Metrics {
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
         }
-        downstream_rejected.with_label_values(&["bad_request"]);
+        for r in ["bad_request", "bad_framing"] {
+            downstream_rejected.with_label_values(&[r]);
+        }
         let proxied_by_class =
             std::array::from_fn(|i| proxied.with_label_values(&[STATUS_CLASSES[i]]));
         Arc::new(Metrics {
@@ -243,6 +255,7 @@ impl Metrics {
             upstream_errors,
             upstream_retries,
             downstream_rejected,
+            refused,
             exposures,
             outcomes,
             events_dropped,

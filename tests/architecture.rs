@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 fn levels() -> BTreeMap<&'static str, u32> {
     BTreeMap::from([
         ("hash", 0),
+        ("ratelog", 0),
         ("stats", 0),
         ("rfc3339", 0),
         ("mock", 0),

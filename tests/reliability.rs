@@ -214,3 +214,120 @@ fn an_admin_listener_off_loopback_is_warned_about_at_start() {
         g2.logs()
     );
 }
+
+/// Framing the client got wrong is the client's fault: conflicting `Content-Length`
+/// gets abgate's 400 and never reaches the backend; a chunked body abgate cannot read
+/// gets a 400 that does not blame the upstream; neither is an error of a variant.
+#[test]
+fn bad_request_framing_is_a_400_from_abgate_not_an_error_of_the_variant() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .toml();
+    let g = start(dir.path(), &config);
+    // Some of these pingora refuses itself while parsing (its own bare 400); the rest
+    // reach abgate's check, which answers with its reason.
+    let mut ours = 0.0;
+    for cl in [
+        "Content-Length: 5, 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+        "Content-Length: +5\r\n",
+    ] {
+        let req = format!("POST /v1/x HTTP/1.1\r\nHost: x\r\n{cl}\r\nhello");
+        let resp = raw_request(&g.proxy, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400"), "{cl:?}: {resp}");
+        if resp.contains("abgate: bad request") {
+            assert!(resp.contains("Content-Length"), "{resp}");
+            ours += 1.0;
+        }
+    }
+    assert!(ours >= 1.0, "abgate's framing check answered none of them");
+    assert_eq!(
+        mock.requests(),
+        0,
+        "a badly framed request reached the backend"
+    );
+    let bad_chunked = b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n";
+    let resp = raw_request(&g.proxy, bad_chunked);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("abgate: bad request"), "{resp}");
+    assert!(
+        !resp.contains("upstream"),
+        "the client's fault blamed the upstream: {resp}"
+    );
+    let m = wait_metric(
+        &g,
+        "abgate_downstream_rejected_total",
+        &["bad_framing"],
+        ours,
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_upstream_errors_total", &[]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_downstream_rejected_total", &["bad_request"]),
+        1.0,
+        "{m}"
+    );
+    let e = wait_for(10, "the bad chunked request's exposure", || {
+        events(&dir.path().join("events"))
+            .into_iter()
+            .find(|e| e["status"] == 400)
+    });
+    assert!(e["error"].is_null(), "{e}");
+}
+
+/// Refused forces and admin tokens are counted by reason and logged, once per 10 s
+/// however many arrive; abgate's own answers count in `abgate_proxied_requests_total`.
+#[test]
+fn refused_tokens_and_forces_are_counted_and_logged_without_flooding() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let b = abgate::mock::MockServer::builder()
+        .name("b")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(dir.path(), &two_backend_config(&mock, &b, ""));
+    for _ in 0..20 {
+        let r = agent()
+            .get(&g.url("/v1/chat"))
+            .set("x-abgate-force", "ranker_v2=treatment")
+            .set("x-abgate-token", "guess")
+            .call();
+        assert!(matches!(r, Err(ureq::Error::Status(403, _))));
+        let r = agent()
+            .post(&g.admin_url("/admin/experiments/ranker_v2/pause"))
+            .set("authorization", "Bearer guess")
+            .call();
+        assert!(matches!(r, Err(ureq::Error::Status(401, _))));
+    }
+    let r = agent()
+        .get(&g.url("/v1/chat"))
+        .set("x-abgate-force", "ranker_v2=nope")
+        .set("x-abgate-token", TOKEN)
+        .call();
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))));
+    let m = wait_metric(&g, "abgate_refused_total", &["force_token"], 20.0);
+    assert_eq!(
+        metric_sum(&m, "abgate_refused_total", &["admin_token"]),
+        20.0
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_refused_total", &["force_invalid"]),
+        1.0
+    );
+    wait_metric(&g, "abgate_proxied_requests_total", &["4xx"], 21.0);
+    let logs = g.logs();
+    let lines = logs.lines().filter(|l| l.contains("refused")).count();
+    assert_eq!(lines, 1, "one line for 41 refusals within 10 s:\n{logs}");
+    assert!(logs.contains("from 127.0.0.1"), "{logs}");
+}

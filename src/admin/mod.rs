@@ -57,7 +57,7 @@ pub async fn run(
     let app = admin.app;
     let mut backoff = AcceptBackoff::default();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => { backoff.reset(); s }
                 Err(e) => {
@@ -74,8 +74,10 @@ pub async fn run(
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let app = app.clone();
+                // The client's address, for the log line of a refused token.
+                req.extensions_mut().insert(peer);
                 async move { Ok::<_, std::convert::Infallible>(route(&app, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -29,6 +29,15 @@ pub fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
         ));
     }
     if !snap.token_ok(presented.as_bytes()) {
+        let from = req
+            .extensions()
+            .get::<std::net::SocketAddr>()
+            .map_or_else(|| "?".to_string(), |a| a.ip().to_string());
+        app.refused(
+            "admin_token",
+            &format!("{} {}", req.method(), req.uri().path()),
+            &from,
+        );
         return Some(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token: send Authorization: Bearer <token>",

@@ -36,6 +36,25 @@ pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 
+/// Why a request's framing is refused, if it is: more than one `Content-Length` (as
+/// separate headers or a list such as `5, 5`) or one that is not a number. RFC 9112
+/// §6.3 lets a recipient reject these; forwarding them lets the backend reject the
+/// request instead, which would count against the variant.
+///
+/// Hot path: one header lookup per request.
+pub fn bad_framing(headers: &http::HeaderMap) -> Option<&'static str> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some("abgate: bad request: more than one Content-Length header");
+    }
+    let v = first.as_bytes();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Some("abgate: bad request: Content-Length must be one decimal number");
+    }
+    None
+}
+
 /// The error kind of a failure to connect.
 pub fn connect_failure(e: &Error) -> ErrorKind {
     if matches!(e.etype(), ErrorType::ConnectTimedout) {

@@ -118,6 +118,19 @@ impl ProxyHttp for AbgateProxy {
             outcome::handle(&self.app, &snap, session).await?;
             return Ok(true);
         }
+        if let Some(msg) = failure::bad_framing(&session.req_header().headers) {
+            // The client's fault, answered here: forwarded, the backend's rejection would
+            // be recorded as an error of the variant.
+            ctx.local = true;
+            self.app
+                .metrics
+                .downstream_rejected
+                .with_label_values(&["bad_framing"])
+                .inc();
+            session.set_keepalive(None);
+            respond(session, 400, Some(json_error(msg, None)), &[]).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         identify::identify(&snap, &req.headers, &self.app.metrics, ctx);
         let view = RequestView {
@@ -134,6 +147,16 @@ impl ProxyHttp for AbgateProxy {
         ctx.holdout = assign::assign(cfg, &ids, &view, &mut ctx.assignments);
         if let Err((status, body)) = Self::force(&snap, req, ctx) {
             ctx.local = true;
+            let from = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map_or_else(|| "?".to_string(), |a| a.ip().to_string());
+            let reason = if status == 403 {
+                "force_token"
+            } else {
+                "force_invalid"
+            };
+            self.app.refused(reason, "x-abgate-force", &from);
             respond(session, status, Some(body), &[]).await?;
             return Ok(true);
         }
@@ -421,8 +444,11 @@ impl ProxyHttp for AbgateProxy {
                 .as_ref()
                 .map(|s| s.pools[ctx.upstream].spec.name.to_string())
                 .unwrap_or_default();
-            let what = ctx.error.map(|k| k.as_str()).unwrap_or("bad request");
-            let msg = format!("abgate: upstream `{upstream}` failed ({what})");
+            let msg = match ctx.error {
+                Some(kind) => format!("abgate: upstream `{upstream}` failed ({})", kind.as_str()),
+                // The client's fault (a body abgate could not read): not the upstream's.
+                None => format!("abgate: bad request: {}", e.etype().as_str()),
+            };
             let written = if respond::is_grpc(session.req_header()) {
                 let grpc = respond::grpc_code_for(code);
                 ctx.grpc_status = Some(grpc);
@@ -451,6 +477,10 @@ impl ProxyHttp for AbgateProxy {
         let Some(snap) = ctx.snap.take() else { return };
         if !ctx.local {
             record::record(&self.app, &snap, status_of(session), ctx);
+        } else if snap.config.admin.request_metrics {
+            // abgate's own answers (outcome endpoint, refusals) count once too.
+            let class = crate::metrics::status_class(status_of(session));
+            self.app.metrics.proxied_by_class[class].inc();
         }
     }
 }

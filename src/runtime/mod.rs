@@ -69,6 +69,9 @@ pub struct App {
     pub epoch: Instant,
     /// The fleet's status (`[fleet]`).
     pub fleet: Arc<FleetStatus>,
+    /// One WARN per 10 s about refused tokens and forces (counted in
+    /// `abgate_refused_total`): a guessing attempt leaves a trace without flooding.
+    pub refusal_log: crate::ratelog::RateLog,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -93,6 +96,7 @@ impl App {
             draining: AtomicBool::new(false),
             epoch: Instant::now(),
             fleet: Arc::new(FleetStatus::default()),
+            refusal_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(10)),
             reload_lock: Mutex::new(()),
         }))
     }
@@ -107,6 +111,19 @@ impl App {
     #[inline]
     pub fn ms_at(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+}
+
+impl App {
+    /// Count and (rate-limited) log a refusal: `reason` is its `abgate_refused_total`
+    /// label, `what` says what was refused, `from` the client's address.
+    pub fn refused(&self, reason: &str, what: &str, from: &str) {
+        self.metrics.refused.with_label_values(&[reason]).inc();
+        if let Some(n) = self.refusal_log.hit() {
+            tracing::warn!(
+                "refused {n} request(s) with a wrong token or force since the last report; latest: {what} from {from} (abgate_refused_total counts them by reason)"
+            );
+        }
     }
 }
 
