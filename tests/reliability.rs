@@ -331,3 +331,61 @@ fn refused_tokens_and_forces_are_counted_and_logged_without_flooding() {
     assert_eq!(lines, 1, "one line for 41 refusals within 10 s:\n{logs}");
     assert!(logs.contains("from 127.0.0.1"), "{logs}");
 }
+
+/// A backend whose responses pingora cannot parse (300 headers of 1 KB each) fails
+/// every request; the log says so in at most one truncated line per second instead of
+/// one line with the raw buffer (hundreds of KB) per request.
+#[test]
+fn a_backend_that_fails_every_request_does_not_flood_the_log() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut reply = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..300 {
+            reply.push_str(&format!("x-h-{i}: {}\r\n", "v".repeat(1000)));
+        }
+        reply.push_str("content-length: 2\r\n\r\nok");
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[addr])
+        .toml();
+    let g = start(dir.path(), &config);
+    for _ in 0..30 {
+        let r = agent().get(&g.url("/v1/x")).call();
+        assert!(matches!(r, Err(ureq::Error::Status(502, _))), "{r:?}");
+    }
+    wait_metric(&g, "abgate_proxied_requests_total", &["5xx"], 30.0);
+    let logs = g.logs();
+    let failed: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert!(
+        !failed.is_empty() && failed.len() <= 3,
+        "{} lines",
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|l| l.len() < 1200),
+        "a line of {} bytes",
+        failed.iter().map(|l| l.len()).max().unwrap()
+    );
+    assert!(
+        logs.len() < 20_000,
+        "{} bytes of log for 30 failed requests",
+        logs.len()
+    );
+}

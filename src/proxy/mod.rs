@@ -389,19 +389,40 @@ impl ProxyHttp for AbgateProxy {
         e
     }
 
-    /// pingora logs every failed request at ERROR. A client that hangs up (a cancelled
-    /// generation, its own timeout) is routine in front of model servers and says
-    /// nothing about the backend: it is counted (`status_class="none"`), its exposure
-    /// has status 0 and no error, and it is logged at DEBUG only.
-    fn suppress_error_log(&self, session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
-        let gone = failure::client_went_away(e);
-        if gone {
+    /// pingora logs every failed request at ERROR, with whatever the error carries (a
+    /// backend sending 300 headers puts its raw buffer, hundreds of KB, in each line).
+    /// abgate writes those lines itself instead: a client that hangs up (a cancelled
+    /// generation, its own timeout) is routine and says nothing about the backend — it
+    /// is counted (`status_class="none"`), its exposure has status 0 and no error, and
+    /// it is logged at DEBUG only; any other failure is logged at ERROR, truncated to
+    /// 512 characters, at most one line per second with the count of the others
+    /// (each is still counted in the metrics and recorded in its exposure).
+    fn suppress_error_log(&self, session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        if failure::client_went_away(e) {
             tracing::debug!(
                 "client went away: {e}, {}",
                 session.as_ref().request_summary()
             );
+        } else if let Some(n) = self.app.failure_log.hit() {
+            let upstream = ctx
+                .snap
+                .as_ref()
+                .map(|s| s.pools[ctx.upstream].spec.name.to_string())
+                .unwrap_or_default();
+            let mut what = format!("{e}, {}", session.as_ref().request_summary());
+            if what.len() > 512 {
+                let mut cut = 512;
+                while !what.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                what.truncate(cut);
+                what.push_str("… (truncated)");
+            }
+            tracing::error!(
+                "request failed (upstream `{upstream}`): {what}; {n} failed request(s) since the last line (abgate_upstream_errors_total counts them)"
+            );
         }
-        gone
+        true
     }
 
     async fn fail_to_proxy(

@@ -72,6 +72,8 @@ pub struct App {
     /// One WARN per 10 s about refused tokens and forces (counted in
     /// `abgate_refused_total`): a guessing attempt leaves a trace without flooding.
     pub refusal_log: crate::ratelog::RateLog,
+    /// One ERROR line per second about failed requests (each is counted anyway).
+    pub failure_log: crate::ratelog::RateLog,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -97,6 +99,7 @@ impl App {
             epoch: Instant::now(),
             fleet: Arc::new(FleetStatus::default()),
             refusal_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(10)),
+            failure_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(1)),
             reload_lock: Mutex::new(()),
         }))
     }
