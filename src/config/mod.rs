@@ -45,8 +45,9 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         diagnostics,
     };
-    // A syntax or type error leaves nothing to validate: it is the only message.
-    let (raw, unknown) = deserialize(text).map_err(|d| fail(vec![d]))?;
+    // A syntax error leaves nothing to validate: it is the only message. Type errors
+    // are all reported (each at its line), and then there is nothing more to validate.
+    let (raw, unknown) = deserialize(text).map_err(fail)?;
     let mut diags = Diagnostics::default();
     for key in &unknown {
         diags.push_unknown_key(key);
@@ -65,12 +66,60 @@ pub fn config_version(text: &str) -> String {
 }
 
 /// The raw structs of `text` and the key paths serde did not use, in file order.
-fn deserialize(text: &str) -> Result<(raw::RawConfig, Vec<String>), Diagnostic> {
-    let de = toml::de::Deserializer::parse(text).map_err(|e| Diagnostic::from_toml(text, &e))?;
-    let mut unknown = Vec::new();
-    let raw = serde_ignored::deserialize(de, |p| unknown.push(path_string(&p)))
-        .map_err(|e| Diagnostic::from_toml(text, &e))?;
-    Ok((raw, unknown))
+///
+/// serde stops at the first value of the wrong type. To report every one, each is
+/// blanked out (its lines replaced by spaces, so later line numbers stay true) and the
+/// text deserialized again, up to [`MAX_TYPE_ERRORS`] times.
+fn deserialize(text: &str) -> Result<(raw::RawConfig, Vec<String>), Vec<Diagnostic>> {
+    let mut masked = std::borrow::Cow::Borrowed(text);
+    let mut errors = Vec::new();
+    let in_file_order = |mut e: Vec<Diagnostic>| {
+        e.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+        e
+    };
+    for _ in 0..MAX_TYPE_ERRORS {
+        let de = match toml::de::Deserializer::parse(&masked) {
+            Ok(de) => de,
+            // A syntax error (on the first pass; later passes only blank whole lines).
+            Err(e) if errors.is_empty() => return Err(vec![Diagnostic::from_toml(text, &e)]),
+            Err(_) => return Err(in_file_order(errors)),
+        };
+        let mut unknown = Vec::new();
+        match serde_ignored::deserialize(de, |p| unknown.push(path_string(&p))) {
+            Ok(raw) if errors.is_empty() => return Ok((raw, unknown)),
+            Ok(_) => return Err(in_file_order(errors)),
+            Err(e) => {
+                errors.push(Diagnostic::from_toml(text, &e));
+                let Some(span) = e.span() else {
+                    return Err(in_file_order(errors));
+                };
+                masked = std::borrow::Cow::Owned(blank_lines(&masked, span));
+            }
+        }
+    }
+    Err(in_file_order(errors))
+}
+
+/// How many type errors one `check` reports at most.
+const MAX_TYPE_ERRORS: usize = 50;
+
+/// `text` with every line that `span` touches replaced by spaces (newlines kept).
+fn blank_lines(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end = text[span.end.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| span.end + i);
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.extend(
+        text[start..end]
+            .chars()
+            .map(|c| if c == '\n' { c } else { ' ' }),
+    );
+    out.push_str(&text[end..]);
+    out
 }
 
 /// A serde path as a config key path: `layer[0].experiment[1].colour`.
@@ -103,6 +152,21 @@ mod tests {
         assert_eq!(cfg.version, super::config_version(MINIMAL));
         assert_eq!(cfg.server.listen, ["127.0.0.1:8080"]);
         assert!(cfg.layers.is_empty());
+    }
+
+    #[test]
+    fn every_value_of_the_wrong_type_is_reported_at_its_line() {
+        let d = diagnostics(&format!(
+            "{MINIMAL}[server]\nthreads = \"two\"\ndebug_header = 1\n[admin]\nlisten = 1\n\
+             [[layer]]\nname = \"l\"\n[[layer.experiment]]\nname = \"e\"\ntraffic = 1.0\n\
+             [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+             headers = {{ \"x-when\" = 1979-05-27T07:32:00Z }}\n\
+             [layer.experiment.guardrails]\nalpha = 18446744073709551616\n"
+        ));
+        let lines: Vec<_> = d.iter().map(|d| d.line).collect();
+        let base = MINIMAL.lines().count();
+        assert_eq!(lines, [2, 3, 5, 14, 16].map(|l| Some(base + l)), "{d:#?}");
+        assert!(d[0].message.contains("expected"), "{d:#?}");
     }
 
     #[test]
