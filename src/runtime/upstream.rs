@@ -1114,9 +1114,10 @@ mod tests {
         assert!(!healthy(), "one success does not bring it back");
         pool.check_now().await;
         assert!(healthy());
-        // Each check is a new connection; all spoke HTTP/2 (prior knowledge) to the
-        // address as written.
-        assert_eq!(b.hits.load(Relaxed), 5);
+        // Five checks, five requests, all HTTP/2 (prior knowledge) to the address as
+        // written. How many connections carried them is pingora's affair: an HTTP/2
+        // connection still open from the last check may carry the next one.
+        assert!((1..=5).contains(&b.hits.load(Relaxed)));
         let seen = b.seen.lock().unwrap();
         assert_eq!(seen.len(), 5);
         assert!(
