@@ -41,6 +41,9 @@ use tokio::sync::watch;
 /// The longest the acknowledged position goes unrecorded while shipping.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
+/// How often a wait for an acknowledgement checks that the connection is still up.
+const CONNECTION_CHECK: Duration = Duration::from_millis(100);
+
 /// How the shipper runs.
 #[derive(Debug, Clone)]
 pub struct ShipperOptions {
@@ -187,7 +190,9 @@ impl<P: Publisher> Shipper<P> {
             if let Err(e) = self.housekeeping().await {
                 return e.into();
             }
-            if self.stop.borrow().is_some() || self.sleep_or_deadline(self.opts.poll).await {
+            // a stopping sidecar waits for the connection too, until its deadline: the
+            // connection may be coming up (or back) within it
+            if self.sleep_or_deadline(self.opts.poll).await {
                 return Ended::Stopped;
             }
         }
@@ -280,15 +285,23 @@ impl<P: Publisher> Shipper<P> {
 
     /// Wait for the oldest message's acknowledgement.
     async fn await_ack(&mut self, in_flight: &mut VecDeque<(Pos, AckFuture)>) -> Result<(), Ended> {
-        let Some((pos, ack)) = in_flight.pop_front() else {
+        let Some((pos, mut ack)) = in_flight.pop_front() else {
             return Ok(());
         };
-        match until_deadline(&mut self.stop, ack).await {
-            Some(r) => {
-                self.acked_one(pos, r?);
-                Ok(())
+        loop {
+            // a lost connection fails the wait at once, not after the ack timeout
+            let wait = tokio::time::timeout(CONNECTION_CHECK, &mut ack);
+            match until_deadline(&mut self.stop, wait).await {
+                Some(Ok(r)) => {
+                    self.acked_one(pos, r?);
+                    return Ok(());
+                }
+                Some(Err(_)) if !self.publisher.ready() => {
+                    return Err(ShipError::NotConnected.into())
+                }
+                Some(Err(_)) => {}
+                None => return Err(Ended::Stopped),
             }
-            None => Err(Ended::Stopped),
         }
     }
 
