@@ -10,6 +10,10 @@ deps:
 	@command -v cmake >/dev/null 2>&1 || { echo "installing cmake (needed to build pingora)"; \
 	  (apt-get update -qq && apt-get install -y -qq cmake) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq cmake); }
+	@command -v nats-server >/dev/null 2>&1 || test -x /usr/sbin/nats-server || \
+	  { echo "installing nats-server (the fleet tests run a real JetStream broker)"; \
+	  (apt-get update -qq && apt-get install -y -qq nats-server) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq nats-server); }
 
 demo: deps
 	$(CARGO) run --release -- demo
