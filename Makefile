@@ -6,11 +6,12 @@ CARGO ?= cargo
 
 .PHONY: demo test deps bench lint
 
-# cmake builds pingora; curl is the tests' reference HTTP client for truncated streams.
+# cmake builds pingora; curl is the tests' reference HTTP client for truncated streams;
+# nats-server is the real JetStream broker of the fleet tests.
 deps:
-	@for tool in cmake:cmake curl:curl; do \
+	@for tool in cmake:cmake curl:curl nats-server:nats-server; do \
 	  cmd=$${tool%%:*}; pkg=$${tool##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || { echo "installing $$pkg (needed by the build or the tests)"; \
+	  command -v $$cmd >/dev/null 2>&1 || test -x /usr/sbin/$$cmd || { echo "installing $$pkg (needed by the build or the tests)"; \
 	    (apt-get update -qq && apt-get install -y -qq $$pkg) || \
 	    (sudo apt-get update -qq && sudo apt-get install -y -qq $$pkg); }; \
 	done

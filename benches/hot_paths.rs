@@ -181,6 +181,7 @@ fn benches(c: &mut Criterion) {
         flush_interval: Duration::from_millis(50),
         queue: 1 << 20,
         hash_key: None,
+        instance: None,
     })
     .unwrap();
     let sink = writer.sink();
@@ -216,6 +217,7 @@ fn benches(c: &mut Criterion) {
                     flush_interval: Duration::from_millis(5),
                     queue: 1_100_000,
                     hash_key: None,
+                    instance: None,
                 })
                 .unwrap();
                 let sink = writer.sink();

@@ -82,7 +82,29 @@ pub struct Metrics {
     /// `abgate_upstream_healthy{upstream,addr}`: set at scrape from the pools
     /// ([`Metrics::set_upstream_health`]).
     pub upstream_healthy: IntGaugeVec,
+    /// `abgate_fleet_connected`: 1 while the broker connection is up (set at scrape).
+    pub fleet_connected: IntGauge,
+    /// `abgate_events_shipped_total`: events the stream acknowledged (set at scrape).
+    pub events_shipped: IntCounter,
+    /// `abgate_events_ship_backlog_bytes`: local log not yet acknowledged (set at scrape).
+    pub ship_backlog_bytes: IntGauge,
+    /// `abgate_events_ship_dropped_total`: events skipped by `fleet.max_backlog`.
+    pub ship_dropped: IntCounter,
     started: std::time::Instant,
+}
+
+/// The fleet's figures at scrape time (from `runtime::FleetStatus`, which this module
+/// cannot see).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FleetFigures {
+    /// The broker connection is up.
+    pub connected: bool,
+    /// Events acknowledged by the stream.
+    pub shipped: u64,
+    /// Events skipped by `max_backlog`.
+    pub dropped: u64,
+    /// Unshipped bytes of the local log.
+    pub backlog_bytes: u64,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -227,6 +249,32 @@ impl Metrics {
             &["upstream", "addr"],
         ));
         must(registry.register(Box::new(upstream_healthy.clone())));
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let fleet_connected = gauge(
+            "abgate_fleet_connected",
+            "1 while the connection to the fleet's broker ([fleet]) is up, else 0.",
+        );
+        let events_shipped = counter(
+            "abgate_events_shipped_total",
+            "Events of the local log published to the fleet's stream and acknowledged by it (a re-published event counts again).",
+        );
+        let ship_backlog_bytes = gauge(
+            "abgate_events_ship_backlog_bytes",
+            "Bytes of the local event log not yet acknowledged by the fleet's stream.",
+        );
+        let ship_dropped = counter(
+            "abgate_events_ship_dropped_total",
+            "Events never shipped to the fleet's stream: skipped because the unshipped log exceeded fleet.max_backlog (they stay in the local files).",
+        );
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -270,6 +318,10 @@ impl Metrics {
             uptime,
             srm_p_value,
             upstream_healthy,
+            fleet_connected,
+            events_shipped,
+            ship_backlog_bytes,
+            ship_dropped,
             started: std::time::Instant::now(),
         })
     }
@@ -318,6 +370,21 @@ impl Metrics {
             self.upstream_healthy
                 .with_label_values(&[upstream, &addr.to_string()])
                 .set(healthy as i64);
+        }
+    }
+
+    /// Set the fleet's metrics from its status (before a scrape renders).
+    pub fn set_fleet(&self, f: FleetFigures) {
+        self.fleet_connected.set(f.connected as i64);
+        self.ship_backlog_bytes.set(f.backlog_bytes as i64);
+        for (c, v) in [
+            (&self.events_shipped, f.shipped),
+            (&self.ship_dropped, f.dropped),
+        ] {
+            let cur = c.get();
+            if v > cur {
+                c.inc_by(v - cur);
+            }
         }
     }
 

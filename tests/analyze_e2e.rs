@@ -219,6 +219,48 @@ fn known_effect_null_and_srm_get_the_expected_verdicts() {
 }
 
 #[test]
+fn a_repeated_event_id_counts_once_and_events_without_one_all_count() {
+    let dir = synthetic();
+    let path = dir.path().join("events-1.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // every complete line gets an id; a third of them arrive twice (as a stream
+    // consumer may write them after a re-published batch)
+    let (mut once, mut twice, mut twice_no_ids, mut repeated) =
+        (String::new(), String::new(), String::new(), 0);
+    for (i, l) in text.lines().filter(|l| l.ends_with('}')).enumerate() {
+        let with_id = format!(
+            "{},\"event_id\":\"{i:026}\",\"instance\":\"pod-a\"}}\n",
+            &l[..l.len() - 1]
+        );
+        once.push_str(&with_id);
+        twice.push_str(&with_id);
+        twice_no_ids.push_str(l);
+        twice_no_ids.push('\n');
+        if i % 3 == 0 {
+            twice.push_str(&with_id);
+            twice_no_ids.push_str(l);
+            twice_no_ids.push('\n');
+            repeated += 1;
+        }
+    }
+    let run = |log: &str| {
+        std::fs::write(&path, log).unwrap();
+        let (code, out, err) = analyze(dir.path(), &["--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (a, b, c) = (run(&once), run(&twice), run(&twice_no_ids));
+    assert_eq!(a["read"]["duplicates"], 0);
+    assert_eq!(b["read"]["duplicates"], repeated);
+    assert_eq!(a["read"]["exposures"], b["read"]["exposures"]);
+    assert_eq!(a["experiments"], b["experiments"]);
+    // without ids, identical lines are distinct events
+    assert_eq!(c["read"]["duplicates"], 0);
+    assert!(c["read"]["exposures"].as_u64() > a["read"]["exposures"].as_u64());
+    assert_ne!(a["experiments"], c["experiments"]);
+}
+
+#[test]
 fn outcomes_before_exposure_are_ignored() {
     let dir = synthetic();
     let (_, out, _) = analyze(dir.path(), &["--format", "json"]);

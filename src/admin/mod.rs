@@ -139,6 +139,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         }
         ["metrics"] if get_only(&method) => {
             views::refresh_upstream_health(app);
+            views::refresh_fleet(app);
             let (ct, body) = app.metrics.render(app.sink.stats());
             Response::builder()
                 .status(StatusCode::OK)

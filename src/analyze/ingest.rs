@@ -2,6 +2,9 @@
 //! folded into the aggregates of its experiments ([`ExpAcc`]); unreadable lines and
 //! unknown experiments are counted and reported as warnings once the pass is over.
 //!
+//! An event whose `event_id` was already read (shipped or collected twice) counts once;
+//! events without an id are all distinct.
+//!
 //! Files are read in name (= time) order and lines in file order, so an outcome counts
 //! only for the experiments its unit was already exposed to when it is read. Nothing is
 //! allocated per line beyond what [`ExpAcc`] documents (and the first sighting of a unit
@@ -36,6 +39,49 @@ struct Pass<'c> {
     out: Ingested,
     unknown_experiments: BTreeMap<String, u64>,
     bad_lines: Vec<String>,
+    seen: SeenIds,
+}
+
+/// The `event_id`s read so far: a ULID is kept as its 128 bits, any other id as text.
+/// (Memory grows with the events that carry an id, 16 bytes and the set's overhead
+/// each: de-duplication needs every id seen.)
+#[derive(Default)]
+struct SeenIds {
+    ulids: hashbrown::HashSet<u128, rustc_hash::FxBuildHasher>,
+    other: hashbrown::HashSet<Box<str>, rustc_hash::FxBuildHasher>,
+}
+
+impl SeenIds {
+    /// Whether `id` is new (and remember it).
+    fn first_sighting(&mut self, id: &str) -> bool {
+        match ulid_bits(id) {
+            Some(u) => self.ulids.insert(u),
+            None => {
+                if self.other.contains(id) {
+                    return false;
+                }
+                self.other.insert(id.into())
+            }
+        }
+    }
+}
+
+/// The 128 bits of a 26-character ULID (Crockford base32, upper case as abgate writes).
+fn ulid_bits(id: &str) -> Option<u128> {
+    if id.len() != 26 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for (i, b) in id.bytes().enumerate() {
+        let d = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+            .iter()
+            .position(|&c| c == b)? as u128;
+        if i == 0 && d > 7 {
+            return None; // more than 128 bits
+        }
+        v = (v << 5) | d;
+    }
+    Some(v)
 }
 
 /// Read `files` once into per-experiment aggregates for the experiments `exps` (layer
@@ -99,6 +145,7 @@ impl<'c> Pass<'c> {
             },
             unknown_experiments: BTreeMap::new(),
             bad_lines: Vec::new(),
+            seen: SeenIds::default(),
         }
     }
 
@@ -114,6 +161,12 @@ impl<'c> Pass<'c> {
                 ));
             }
             return;
+        }
+        if let Some(id) = line.event_id.as_deref() {
+            if !self.seen.first_sighting(id) {
+                self.out.read.duplicates += 1;
+                return;
+            }
         }
         match &*line.ty {
             "exposure" => self.exposure(&line),
@@ -202,5 +255,24 @@ impl<'c> Pass<'c> {
             )));
         }
         Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulids_are_kept_as_bits_and_other_ids_as_text() {
+        let mut seen = SeenIds::default();
+        let id = crate::events::RequestId::new(std::time::SystemTime::now()).to_string();
+        assert!(seen.first_sighting(&id));
+        assert!(!seen.first_sighting(&id));
+        assert_eq!(seen.ulids.len(), 1);
+        assert!(seen.first_sighting("not-a-ulid"));
+        assert!(!seen.first_sighting("not-a-ulid"));
+        assert_eq!(ulid_bits("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"), None);
+        assert_eq!(ulid_bits("7ZZZZZZZZZZZZZZZZZZZZZZZZZ"), Some(u128::MAX));
+        assert_eq!(ulid_bits("0000000000000000000000000I"), None);
     }
 }

@@ -110,9 +110,13 @@ pub fn table(r: &Report) -> String {
         }
         s.push('\n');
     }
+    let duplicates = match r.read.duplicates {
+        0 => String::new(),
+        n => format!(", {n} duplicates counted once"),
+    };
     let _ = writeln!(
         s,
-        "read {} lines from {} files ({} exposures, {} outcomes, {} skipped); * = p < {alpha:.3}",
+        "read {} lines from {} files ({} exposures, {} outcomes, {} skipped{duplicates}); * = p < {alpha:.3}",
         r.read.lines, r.read.files, r.read.exposures, r.read.outcomes, r.read.skipped
     );
     s

@@ -17,6 +17,9 @@ pub struct ReadStats {
     pub exposures: u64,
     /// Outcomes read.
     pub outcomes: u64,
+    /// Lines skipped because their `event_id` was already read (an event shipped or
+    /// collected twice counts once).
+    pub duplicates: u64,
 }
 
 /// One side of a comparison.

@@ -32,6 +32,9 @@ pub(super) struct Line<'a> {
     pub latency_ms: Option<f64>,
     #[serde(borrow, default)]
     pub error: Option<Cow<'a, str>>,
+    /// With `[fleet]`: the event's id; a line whose id was already read is a duplicate.
+    #[serde(borrow, default)]
+    pub event_id: Option<Cow<'a, str>>,
 }
 
 /// One entry of an exposure's `assignments`.
@@ -58,6 +61,7 @@ impl Line<'_> {
             value: None,
             latency_ms: None,
             error: None,
+            event_id: None,
         }
     }
 }
@@ -337,7 +341,7 @@ impl<'a> Scanner<'a> {
     fn line(mut self, out: &mut Line<'a>) -> Option<()> {
         // The fields read, in the order of the bits of `seen` (a duplicate field is
         // serde's to report).
-        const FIELDS: [&str; 8] = [
+        const FIELDS: [&str; 9] = [
             "type",
             "ts",
             "unit_id",
@@ -346,8 +350,9 @@ impl<'a> Scanner<'a> {
             "value",
             "latency_ms",
             "error",
+            "event_id",
         ];
-        let mut seen = 0u8;
+        let mut seen = 0u16;
         self.ws();
         self.object(|s, key| {
             let Some(f) = FIELDS.iter().position(|k| *k == key) else {
@@ -365,7 +370,8 @@ impl<'a> Scanner<'a> {
                 4 => out.metric = s.opt_str()?,
                 5 => out.value = s.opt_number()?,
                 6 => out.latency_ms = s.opt_number()?,
-                _ => out.error = s.opt_str()?,
+                7 => out.error = s.opt_str()?,
+                _ => out.event_id = s.opt_str()?,
             }
             Some(())
         })?;
@@ -398,7 +404,7 @@ mod tests {
         Some(out)
     }
 
-    const EXPOSURE: &str = r#"{"type":"exposure","ts":"2026-11-23T02:00:00.000000Z","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-0","assignments":[{"layer":"model","experiment":"ranker_v2","variant":"control","served":"control"},{"layer":"prompt","experiment":"system_prompt","variant":"concise","served":"control","forced":false,"unit_id":"tenant-9"}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":13.048,"error":null,"config_version":"0e269387a367"}"#;
+    const EXPOSURE: &str = r#"{"type":"exposure","ts":"2026-11-23T02:00:00.000000Z","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-0","assignments":[{"layer":"model","experiment":"ranker_v2","variant":"control","served":"control"},{"layer":"prompt","experiment":"system_prompt","variant":"concise","served":"control","forced":false,"unit_id":"tenant-9"}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":13.048,"error":null,"config_version":"0e269387a367","event_id":"01M834KJ36J9JTBGECVT6VKNS7","instance":"pod-a"}"#;
     const OUTCOME: &str = r#"{"type":"outcome","ts":"2026-11-23T02:00:00.000000Z","unit_id":"user-1","metric":"revenue","value":12.5e-1,"source":"api","extra":{"a":[1,-2.5,true,null,"x\"y\\u"],"b":{}}}"#;
 
     #[test]
@@ -417,6 +423,7 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert_eq!(a[1].unit_id.as_deref(), Some("tenant-9"));
         assert_eq!(e.latency_ms, Some(13.048));
+        assert_eq!(e.event_id.as_deref(), Some("01M834KJ36J9JTBGECVT6VKNS7"));
         assert_eq!(fast(OUTCOME).unwrap().value, Some(1.25));
     }
 

@@ -239,6 +239,22 @@ pub fn outcome(buf: &mut Vec<u8>, o: &Outcome, hash: Option<&dyn Fn(&str) -> Str
     buf.push(b'}');
 }
 
+/// With `[fleet]`: close the line just encoded at the end of `buf` (`…}` and its
+/// `\n`) with `,"event_id":"<ULID>","instance":"<instance>"}` instead. The fields come
+/// last so readers can find the id from the end of the line; the writer calls this, so
+/// the request path never pays for it.
+pub fn fleet_fields(buf: &mut Vec<u8>, event_id: u128, instance: &str) {
+    if !buf.ends_with(b"}\n") {
+        return; // every encoded event ends so; never splice into anything else
+    }
+    buf.truncate(buf.len() - 2);
+    buf.extend_from_slice(b",\"event_id\":\"");
+    buf.extend_from_slice(&RequestId::ulid_bytes(event_id));
+    buf.extend_from_slice(b"\",\"instance\":");
+    string(buf, instance);
+    buf.extend_from_slice(b"}\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,17 @@ pub enum RequestId {
     Client(Box<str>),
 }
 
+/// A new ULID (what request ids and, with `[fleet]`, every event's `event_id` are):
+/// 48 bits of milliseconds since the epoch, 80 random bits.
+pub fn ulid(now: SystemTime) -> u128 {
+    let ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let rnd: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+    (ms << 80) | rnd
+}
+
 /// The longest client `x-request-id` abgate adopts (a UUID is 36 bytes, a W3C
 /// `traceparent` 55); a longer one is replaced by a minted id.
 pub const CLIENT_REQUEST_ID_MAX: usize = 128;
@@ -90,12 +101,7 @@ pub const CLIENT_REQUEST_ID_MAX: usize = 128;
 impl RequestId {
     /// A new id: 48 bits of milliseconds since the epoch, 80 random bits.
     pub fn new(now: SystemTime) -> Self {
-        let ms = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let rnd: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
-        RequestId::Ulid((ms << 80) | rnd)
+        RequestId::Ulid(ulid(now))
     }
 
     /// The client's `x-request-id` value as the request's id, if it is usable: 1 to

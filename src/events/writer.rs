@@ -16,6 +16,11 @@
 //! at least every `flush_interval`. When a file reaches `rotate_bytes` it is fsynced and
 //! closed, and a new file is started.
 //!
+//! With `[fleet]` ([`WriterOptions::instance`]) every line also ends with
+//! `"event_id"` (a ULID minted here, one per event) and `"instance"`: the fleet's event
+//! shipper reads these files from its checkpoint onward and publishes every line, so
+//! the files are its write-ahead log. The writer never deletes a file.
+//!
 //! # Disk errors
 //! A failed write counts every event in the buffer as `write_error`, logs (at most once
 //! per 10 s), closes the file and tries a fresh file at the next flush, so the writer
@@ -108,6 +113,9 @@ pub struct WriterOptions {
     pub queue: usize,
     /// Key for hashing unit ids, when enabled.
     pub hash_key: Option<Vec<u8>>,
+    /// With `[fleet]`: this sidecar's instance name. Every line then ends with a fresh
+    /// `event_id` and this `instance` (see [`super::encode::fleet_fields`]).
+    pub instance: Option<Arc<str>>,
 }
 
 /// The writer thread's handle.
@@ -214,6 +222,7 @@ impl WriterState {
         paused: Arc<AtomicBool>,
     ) {
         let key = self.opts.hash_key.clone();
+        let instance = self.opts.instance.clone();
         let hasher = key.map(|k| move |id: &str| super::keyed_unit_hash(&k, id));
         let hash_ref: Option<&dyn Fn(&str) -> String> =
             hasher.as_ref().map(|h| h as &dyn Fn(&str) -> String);
@@ -234,6 +243,10 @@ impl WriterState {
                 match rx.try_recv() {
                     Ok(ev) => {
                         ev.encode(&mut self.buf, hash_ref);
+                        if let Some(instance) = &instance {
+                            let id = super::ulid(SystemTime::now());
+                            super::encode::fleet_fields(&mut self.buf, id, instance);
+                        }
                         self.buf_events += 1;
                         if self.buf.len() >= BUFFER_BYTES {
                             self.flush();
@@ -354,6 +367,7 @@ mod tests {
             flush_interval: Duration::from_millis(20),
             queue,
             hash_key: None,
+            instance: None,
         }
     }
 
@@ -394,6 +408,31 @@ mod tests {
         let dropped = stats.dropped_queue_full.load(Relaxed);
         assert!(dropped >= 1000 - 17, "dropped {dropped}");
         assert_eq!(events.len() as u64 + dropped, 1000);
+    }
+
+    #[test]
+    fn with_an_instance_every_line_gets_its_own_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path(), 1000, 1 << 30);
+        o.instance = Some("pod-a".into());
+        let w = EventWriter::start(o).unwrap();
+        let sink = w.sink();
+        for i in 0..500 {
+            sink.send(outcome(i));
+        }
+        w.close();
+        let (events, skipped) = crate::events::reader::read_values(dir.path()).unwrap();
+        assert_eq!((events.len(), skipped), (500, 0));
+        let ids: std::collections::HashSet<_> = events
+            .iter()
+            .map(|v| {
+                assert_eq!(v["instance"], "pod-a");
+                assert_eq!(v["type"], "outcome");
+                v["event_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids.len(), 500);
+        assert!(ids.iter().all(|id| id.len() == 26));
     }
 
     #[test]

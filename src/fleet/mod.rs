@@ -3,6 +3,9 @@
 //! | file | what |
 //! |---|---|
 //! | [`conn`] | the broker connection: connects in the background, reconnects with jittered backoff, never blocks start-up or requests |
+//! | [`shipper`] | ships the local event log to the stream, at least once, from a checkpoint |
+//! | [`log`] | the event files as the shipper reads them: positions, the checkpoint file, the `max_backlog` skip |
+//! | [`publisher`] | the broker the shipper publishes to (a trait; JetStream implements it) |
 //!
 //! Everything here runs beside the request path: the proxy never waits on the broker.
 //! A sidecar without `[fleet]` starts none of it. What the admin API shows of the fleet
@@ -10,5 +13,58 @@
 //! reads (the admin API does not depend on this module).
 
 pub mod conn;
+pub mod log;
+pub mod publisher;
+pub mod shipper;
 
 pub use conn::FleetConn;
+pub use publisher::{JetStream, Publisher, ShipError};
+pub use shipper::{Shipper, ShipperOptions};
+
+use crate::config::FleetSettings;
+use crate::runtime::FleetStatus;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The fleet tasks of a running sidecar.
+pub struct Fleet {
+    /// The broker connection.
+    pub conn: Arc<FleetConn>,
+    shipper: Option<(shipper::StopSignal, tokio::task::JoinHandle<log::Pos>)>,
+}
+
+impl Fleet {
+    /// Connect (in the background) and start the shipper when `ship_events` is on.
+    pub async fn start(
+        settings: &FleetSettings,
+        status: Arc<FleetStatus>,
+        events_dir: &Path,
+        state_dir: &Path,
+    ) -> Result<Fleet, String> {
+        status.enabled.store(true, Relaxed);
+        let conn = FleetConn::start(settings, status.clone())
+            .await
+            .map_err(|e| format!("fleet: cannot start the broker connection: {e}"))?;
+        let shipper = settings.ship_events.then(|| {
+            let mut opts =
+                ShipperOptions::new(events_dir.to_path_buf(), state_dir, settings.max_backlog);
+            opts.instance = settings.instance.clone();
+            let publisher = Arc::new(JetStream::new(conn.clone(), &settings.stream));
+            let (s, stop) = Shipper::new(opts, publisher, status);
+            (stop, tokio::spawn(s.run()))
+        });
+        Ok(Fleet { conn, shipper })
+    }
+
+    /// Stop: the shipper ships what the writer left (for at most `grace`), records its
+    /// checkpoint and ends. Call after the event writer has drained.
+    pub async fn stop(self, grace: Duration) {
+        if let Some((stop, task)) = self.shipper {
+            let _ = stop.send(Some(Instant::now() + grace));
+            // the shipper honours the deadline; the margin covers a checkpoint write
+            let _ = tokio::time::timeout(grace + Duration::from_secs(2), task).await;
+        }
+    }
+}

@@ -19,7 +19,7 @@ use crate::guard::Guard;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,6 +44,13 @@ pub struct FleetStatus {
     pub enabled: AtomicBool,
     /// The broker connection is up.
     pub connected: AtomicBool,
+    /// Events the shipper published and the stream acknowledged (including those the
+    /// stream recognised as duplicates of an earlier publish).
+    pub shipped: AtomicU64,
+    /// Events skipped unshipped because the backlog exceeded `max_backlog`.
+    pub ship_dropped: AtomicU64,
+    /// Bytes of the local event log not yet acknowledged by the stream.
+    pub backlog_bytes: AtomicU64,
 }
 
 /// Process-wide state shared by the request path, admin API and background tasks.

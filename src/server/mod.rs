@@ -9,9 +9,11 @@
 //!   `SIGTERM`/`SIGINT`, reload on `SIGHUP`.
 //!
 //! Start-up order: open the guard state and the event writer → build the runtime state →
+//! with `[fleet]`, connect to the broker (in the background) and start the shipper →
 //! start the pingora service on the bound sockets, the admin API, the control loops and
 //! the config watcher → ready. Stop: not ready → stop accepting → wait for in-flight
-//! requests (bounded by `server.shutdown_timeout`) → drain the event queue and fsync.
+//! requests (bounded by `server.shutdown_timeout`) → drain the event queue and fsync →
+//! with `[fleet]`, let the shipper publish the log's tail (bounded).
 //! Every response that was sent has its exposure on disk when [`Running::stop`] returns.
 
 mod watch;
@@ -33,6 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a stopping sidecar gives the shipper to publish the tail of the event log
+/// (what it cannot ship by then stays in the log, and the next start ships it).
+const FLEET_STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the server failed, mapped to exit codes by the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +94,7 @@ impl Listeners {
 pub struct Running {
     app: Arc<App>,
     writer: EventWriter,
+    fleet: Option<crate::fleet::Fleet>,
     shutdown: tokio::sync::watch::Sender<bool>,
     proxy_task: tokio::task::JoinHandle<()>,
     /// The proxy's addresses, in `server.listen` order.
@@ -128,8 +135,21 @@ pub async fn start(
     }
     let threads = cfg.server.threads;
     let tls_files = cfg.server.tls.clone();
+    let fleet_dirs = (
+        cfg.fleet.clone(),
+        cfg.events.dir.clone(),
+        cfg.state_dir.clone(),
+    );
     let app = App::new(cfg, config_path, writer.sink(), guard, Metrics::new())
         .map_err(|e| ServeError::Runtime(format!("cannot build upstream pools: {e}")))?;
+    let fleet = match &fleet_dirs.0 {
+        Some(settings) => Some(
+            crate::fleet::Fleet::start(settings, app.fleet.clone(), &fleet_dirs.1, &fleet_dirs.2)
+                .await
+                .map_err(ServeError::Runtime)?,
+        ),
+        None => None,
+    };
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
 
     let sockets = ProxySockets {
@@ -159,6 +179,7 @@ pub async fn start(
     Ok(Running {
         app,
         writer,
+        fleet,
         shutdown,
         proxy_task,
         proxy_addrs,
@@ -187,6 +208,7 @@ fn writer_options(cfg: &Config) -> Result<WriterOptions, ServeError> {
         flush_interval: cfg.events.flush_interval,
         queue: cfg.events.queue,
         hash_key,
+        instance: cfg.fleet.as_ref().map(|f| f.instance.as_str().into()),
     })
 }
 
@@ -294,6 +316,10 @@ impl Running {
             .as_deref()
             .map(|s: &WriterStats| (s.written.load(Relaxed), s.dropped()))
             .unwrap_or_default();
+        if let Some(fleet) = self.fleet {
+            // the log is complete now: let the shipper publish its tail, briefly
+            fleet.stop(FLEET_STOP_GRACE).await;
+        }
         tracing::info!("stopped: {events_written} events written, {events_dropped} dropped");
         Stopped {
             abandoned,

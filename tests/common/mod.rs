@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod inprocess;
+pub mod nats;
 
 pub use abgate::mock::MockServer;
 #[allow(unused_imports)]

@@ -1,0 +1,306 @@
+//! The event shipper against a real `nats-server -js` and real abgate processes: every
+//! exposure reaches the stream with its `event_id` and `instance`; a broker killed under
+//! load costs no request and no event; a sidecar restart resumes at its checkpoint.
+
+mod common;
+
+use common::nats::Nats;
+use common::{agent, events, metric_sum, start, two_backend, wait_for, Abgate, MockServer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const STREAM: &str = "ABGATE_TEST";
+
+/// The two-backend config with `[fleet]` on `nats`.
+fn config(a: &MockServer, b: &MockServer, nats: &Nats, extra: &str) -> String {
+    two_backend(common::DIR_PLACEHOLDER, a.addr, b.addr)
+        .raw(&format!(
+            "[fleet]\nnats_url = \"{}\"\ninstance = \"pod-a\"\nstream = \"{STREAM}\"\n{extra}",
+            nats.url()
+        ))
+        .toml()
+}
+
+/// One request with its own `x-request-id`; the status (0: the request failed).
+fn request(g: &Abgate, id: &str) -> u16 {
+    match agent()
+        .get(&g.url("/v1/predict"))
+        .set("x-user-id", &format!("user-{id}"))
+        .set("x-request-id", id)
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(_) => 0,
+    }
+}
+
+/// One message of the stream.
+struct Msg {
+    subject: String,
+    msg_id: Option<String>,
+    event: serde_json::Value,
+}
+
+/// Every message of the stream, read with an ephemeral pull consumer (bounded: 30 s).
+fn read_stream(url: &str) -> Vec<Msg> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use async_nats::jetstream::consumer::{pull, AckPolicy};
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(STREAM).await.unwrap();
+        let total = stream.info().await.unwrap().state.messages as usize;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                ack_policy: AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < total {
+            assert!(Instant::now() < deadline, "read {} of {total}", out.len());
+            let mut batch = consumer
+                .batch()
+                .max_messages(1000)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(m) = batch.next().await {
+                let m = m.unwrap();
+                out.push(Msg {
+                    subject: m.subject.to_string(),
+                    msg_id: m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Msg-Id"))
+                        .map(|v| v.to_string()),
+                    event: serde_json::from_slice(&m.payload).unwrap(),
+                });
+            }
+        }
+        out
+    })
+}
+
+fn exposures(v: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    v.iter().filter(|e| e["type"] == "exposure").collect()
+}
+
+fn shipped(g: &Abgate) -> f64 {
+    metric_sum(&g.metrics(), "abgate_events_shipped_total", &[])
+}
+
+#[test]
+fn every_exposure_reaches_the_stream_with_its_id_and_instance() {
+    let (a, b) = (
+        MockServer::builder().name("a").start().unwrap(),
+        MockServer::builder().name("b").start().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let g = start(dir.path(), &config(&a, &b, &nats, ""));
+    let n = 300;
+    for i in 0..n {
+        assert_eq!(request(&g, &format!("req-{i}")), 200);
+    }
+    let local = wait_for(10, "the local log", || {
+        let ev = events(&dir.path().join("events"));
+        (exposures(&ev).len() == n).then_some(ev)
+    });
+    wait_for(30, "the stream's acks", || {
+        (shipped(&g) >= n as f64).then_some(())
+    });
+    let m = g.metrics();
+    assert_eq!(metric_sum(&m, "abgate_fleet_connected", &[]), 1.0);
+    assert_eq!(metric_sum(&m, "abgate_events_ship_backlog_bytes", &[]), 0.0);
+
+    let msgs = read_stream(&nats.url());
+    assert_eq!(msgs.len(), local.len());
+    for m in &msgs {
+        let id = m.event["event_id"].as_str().unwrap();
+        assert_eq!(id.len(), 26);
+        assert_eq!(m.msg_id.as_deref(), Some(id), "Nats-Msg-Id is the event id");
+        assert_eq!(m.event["instance"], "pod-a");
+        assert_eq!(
+            m.subject,
+            format!("abgate.events.{}", m.event["type"].as_str().unwrap())
+        );
+    }
+    // the stream holds exactly the local lines
+    let as_set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+    let stream_lines = as_set(msgs.iter().map(|m| m.event.to_string()).collect());
+    let local_lines = as_set(local.iter().map(|e| e.to_string()).collect());
+    assert_eq!(stream_lines, local_lines);
+    let ids: BTreeSet<_> = local.iter().map(|e| e["event_id"].to_string()).collect();
+    assert_eq!(ids.len(), local.len(), "event ids are unique");
+    eprintln!("shipped {} events", msgs.len());
+}
+
+#[test]
+fn a_broker_killed_under_load_costs_no_request_and_no_event() {
+    let (a, b) = (
+        MockServer::builder().name("a").start().unwrap(),
+        MockServer::builder().name("b").start().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(&dir.path().join("nats"));
+    let g = Arc::new(start(dir.path(), &config(&a, &b, &nats, "")));
+    wait_for(10, "the broker connection", || {
+        (metric_sum(&g.metrics(), "abgate_fleet_connected", &[]) == 1.0).then_some(())
+    });
+
+    // load: two clients, each request with its own id, until told to stop
+    let (stop, sent, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    // a failed assertion below must still stop and join the clients, or their handles
+    // would keep abgate alive past the test
+    struct Clients(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+    impl Drop for Clients {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+            for c in self.1.drain(..) {
+                let _ = c.join();
+            }
+        }
+    }
+    let clients = Clients(
+        stop.clone(),
+        (0..2)
+            .map(|c| {
+                let (g, stop, sent, failed) =
+                    (g.clone(), stop.clone(), sent.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Relaxed) && i < 200_000 {
+                        if request(&g, &format!("c{c}-{i}")) != 200 {
+                            failed.fetch_add(1, Relaxed);
+                        }
+                        sent.fetch_add(1, Relaxed);
+                        i += 1;
+                    }
+                })
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    nats.kill();
+    let down = Instant::now();
+    let backlog = |g: &Abgate| metric_sum(&g.metrics(), "abgate_events_ship_backlog_bytes", &[]);
+    let mut peak = 0.0f64;
+    let mut samples = Vec::new();
+    while down.elapsed() < Duration::from_secs(4) {
+        let b = backlog(&g);
+        samples.push(b);
+        peak = peak.max(b);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(metric_sum(&g.metrics(), "abgate_fleet_connected", &[]), 0.0);
+    assert!(
+        samples.last() > samples.first() && peak > 0.0,
+        "the backlog grows while the broker is down: {samples:?}"
+    );
+    nats.restart();
+    let up = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(clients);
+    let sent = sent.load(Relaxed);
+    assert_eq!(failed.load(Relaxed), 0, "no request failed ({sent} sent)");
+
+    let local = wait_for(10, "every exposure in the local log", || {
+        let ev = events(&dir.path().join("events"));
+        (exposures(&ev).len() as u64 == sent).then_some(ev)
+    });
+    wait_for(60, "the backlog to drain", || {
+        (backlog(&g) == 0.0 && shipped(&g) >= local.len() as f64).then_some(())
+    });
+    let drained = up.elapsed();
+    let msgs = read_stream(&nats.url());
+    // duplicates (if any got past the stream's window) carry the same event id and line
+    let mut by_id: BTreeMap<String, Vec<&Msg>> = BTreeMap::new();
+    for m in &msgs {
+        by_id
+            .entry(m.event["event_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(m);
+    }
+    for copies in by_id.values() {
+        assert!(copies.iter().all(|c| c.event == copies[0].event));
+    }
+    assert_eq!(by_id.len(), local.len(), "every local event, once by id");
+    // after de-duplication, each response has exactly one exposure
+    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
+    for copies in by_id.values() {
+        let e = &copies[0].event;
+        if e["type"] == "exposure" {
+            *per_request
+                .entry(e["request_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_request.len() as u64, sent);
+    assert!(per_request.values().all(|&n| n == 1));
+    eprintln!(
+        "{sent} requests, 0 failed; backlog peak {peak} bytes; drained {:.1} s after the broker returned; {} messages in the stream for {} events",
+        drained.as_secs_f64(),
+        msgs.len(),
+        by_id.len()
+    );
+}
+
+#[test]
+fn a_restarted_sidecar_resumes_at_its_checkpoint() {
+    let (a, b) = (
+        MockServer::builder().name("a").start().unwrap(),
+        MockServer::builder().name("b").start().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let text = config(&a, &b, &nats, "");
+    let g = start(dir.path(), &text);
+    for i in 0..200 {
+        assert_eq!(request(&g, &format!("first-{i}")), 200);
+    }
+    assert!(g.stop().success());
+    let checkpoint = dir.path().join("state").join("shipper.checkpoint");
+    assert!(checkpoint.exists(), "the stop records the checkpoint");
+    let first_run = read_stream(&nats.url()).len();
+    assert_eq!(first_run, 200, "a graceful stop ships the tail");
+
+    let g = start(dir.path(), &text);
+    for i in 0..100 {
+        assert_eq!(request(&g, &format!("second-{i}")), 200);
+    }
+    wait_for(30, "the new events shipped", || {
+        (shipped(&g) >= 100.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let second_run = shipped(&g);
+    // nothing of the first run is published again beyond the in-flight window (256)
+    assert!(
+        (100.0..=100.0 + 256.0).contains(&second_run),
+        "second run shipped {second_run}"
+    );
+    let local = events(&dir.path().join("events"));
+    assert_eq!(exposures(&local).len(), 300);
+    let msgs = read_stream(&nats.url());
+    let ids: BTreeSet<_> = msgs
+        .iter()
+        .map(|m| m.event["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 300, "nothing lost");
+    assert!(g.stop().success());
+    eprintln!("restart: first run {first_run} events, second run shipped {second_run} (100 new)");
+}
