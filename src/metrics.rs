@@ -80,6 +80,17 @@ pub struct Metrics {
     /// `abgate_upstream_healthy{upstream,addr}`: set at scrape from the pools
     /// ([`Metrics::set_upstream_health`]).
     pub upstream_healthy: IntGaugeVec,
+    /// `abgate_fleet_enabled`: 1 with `[fleet]`, else 0 (set at scrape).
+    pub fleet_enabled: IntGauge,
+    /// `abgate_fleet_connected`: 1 while the broker connection is up (set at scrape).
+    pub fleet_connected: IntGauge,
+    /// `abgate_fleet_instances`: instances with a fresh heartbeat (set at scrape).
+    pub fleet_instances: IntGauge,
+    /// `abgate_fleet_state_age_seconds` (set at scrape).
+    pub fleet_state_age: prometheus::Gauge,
+    /// `abgate_fleet_decisions_applied_total{action}`: decisions other sidecars took,
+    /// applied here.
+    pub fleet_decisions_applied: IntCounterVec,
     started: std::time::Instant,
 }
 
@@ -217,6 +228,36 @@ impl Metrics {
             &["upstream", "addr"],
         ));
         must(registry.register(Box::new(upstream_healthy.clone())));
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let fleet_enabled = gauge(
+            "abgate_fleet_enabled",
+            "1 when this sidecar is part of a fleet ([fleet]), else 0.",
+        );
+        let fleet_connected = gauge(
+            "abgate_fleet_connected",
+            "1 while the connection to the fleet's broker is up, else 0.",
+        );
+        let fleet_instances = gauge(
+            "abgate_fleet_instances",
+            "Sidecars of the fleet with a heartbeat in the last 10 s, this one included.",
+        );
+        let fleet_state_age = must(prometheus::Gauge::new(
+            "abgate_fleet_state_age_seconds",
+            "Seconds since the fleet's decisions were last read in full or updated by the watch (0 without [fleet]).",
+        ));
+        must(registry.register(Box::new(fleet_state_age.clone())));
+        let fleet_decisions_applied = counter_vec(
+            "abgate_fleet_decisions_applied_total",
+            "Decisions taken by another sidecar of the fleet and applied here, by action.",
+            &["action"],
+        );
+        for a in ["rollback", "manual_rollback", "pause", "resume"] {
+            fleet_decisions_applied.with_label_values(&[a]);
+        }
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -257,6 +298,11 @@ impl Metrics {
             uptime,
             srm_p_value,
             upstream_healthy,
+            fleet_enabled,
+            fleet_connected,
+            fleet_instances,
+            fleet_state_age,
+            fleet_decisions_applied,
             started: std::time::Instant::now(),
         })
     }

@@ -128,9 +128,17 @@ pub async fn start(
     }
     let threads = cfg.server.threads;
     let tls_files = cfg.server.tls.clone();
+    let fleet = cfg.fleet.clone();
     let app = App::new(cfg, config_path, writer.sink(), guard, Metrics::new())
         .map_err(|e| ServeError::Runtime(format!("cannot build upstream pools: {e}")))?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let fleet_conn = match &fleet {
+        Some(settings) => crate::fleet::connect(&app, settings).await,
+        None => None,
+    };
+    if let Some(conn) = &fleet_conn {
+        crate::fleet::decisions::spawn(app.clone(), conn.clone(), shutdown_rx.clone());
+    }
 
     let sockets = ProxySockets {
         plain: listeners.proxy,
