@@ -84,6 +84,8 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, shutdown: watch::Receiver<bool
         connects_seen: 0,
         ever_connected: false,
         started: Instant::now(),
+        bucket_retry_at: Instant::now(),
+        bucket_warned: false,
     };
     tokio::spawn(store.run(rx, shutdown));
 }
@@ -103,6 +105,8 @@ struct Store {
     connects_seen: u64,
     ever_connected: bool,
     started: Instant,
+    bucket_retry_at: Instant,
+    bucket_warned: bool,
 }
 
 enum Ev {
@@ -480,27 +484,27 @@ impl Store {
         if let Some(kv) = &self.kv {
             return Some(kv.clone());
         }
+        if Instant::now() < self.bucket_retry_at {
+            return None;
+        }
         let js = self.conn.jetstream();
         let name = self.conn.settings.bucket.clone();
         let store = match bounded(js.get_key_value(name.as_str())).await {
             Ok(Ok(s)) => Ok(s),
-            _ => bounded(js.create_key_value(kv::Config {
-                bucket: name.clone(),
-                description: "abgate fleet: decisions and heartbeats".into(),
-                history: HISTORY,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string())),
+            _ => create_bucket(js, &name).await,
         };
         match store {
             Ok(s) => {
                 self.kv = Some(s.clone());
+                self.bucket_warned = false;
                 Some(s)
             }
             Err(e) => {
-                tracing::warn!("fleet: cannot open or create bucket {name}: {e}");
+                self.bucket_retry_at = Instant::now() + Duration::from_secs(1);
+                if !self.bucket_warned {
+                    self.bucket_warned = true;
+                    tracing::warn!("fleet: cannot open or create bucket {name}: {e}; retrying every second");
+                }
                 None
             }
         }
@@ -564,6 +568,32 @@ impl Store {
             Err(e) => tracing::error!("fleet: writing the fleet state failed: {e}"),
         }
     }
+}
+
+/// Create the bucket's stream as `async_nats`'s `create_key_value` would, without its
+/// account query: the account-info answer of nats-server 2.9 does not parse in the
+/// client, the stream calls do. Two sidecars creating it at once is fine (same config).
+async fn create_bucket(js: &async_nats::jetstream::Context, name: &str) -> Result<kv::Store, String> {
+    use async_nats::jetstream::stream;
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some("abgate fleet: decisions and heartbeats".into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: HISTORY,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    bounded(js.get_or_create_stream(config))
+        .await?
+        .map_err(|e| e.to_string())?;
+    bounded(js.get_key_value(name))
+        .await?
+        .map_err(|e| e.to_string())
 }
 
 /// The current value of `key`, if it holds a decision.
