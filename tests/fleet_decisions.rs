@@ -19,7 +19,13 @@ const EXP: &str = "ranker_v2";
 const KEY: &str = "decision.ranker_v2.treatment";
 
 /// One sidecar's config: the two-backend setup on `a` and `b`, in the fleet at `nats`.
-fn sidecar_config(nats: &str, instance: &str, a: &MockServer, b: &MockServer, guard: &str) -> String {
+fn sidecar_config(
+    nats: &str,
+    instance: &str,
+    a: &MockServer,
+    b: &MockServer,
+    guard: &str,
+) -> String {
     let mut c = two_backend(DIR_PLACEHOLDER, a.addr, b.addr).raw(&format!(
         "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = false\n"
     ));
@@ -72,7 +78,11 @@ impl Sidecar {
 
     fn post(&self, action: &str) {
         let r = agent()
-            .post(&self.g.admin_url(&format!("/admin/experiments/{EXP}/{action}")))
+            .post(
+                &self
+                    .g
+                    .admin_url(&format!("/admin/experiments/{EXP}/{action}")),
+            )
             .set("authorization", &format!("Bearer {TOKEN}"))
             .call()
             .unwrap();
@@ -121,7 +131,11 @@ fn wait_all(sidecars: &[&Sidecar], want: &str, t0: Instant, secs: u64) -> Vec<u1
         assert!(
             Instant::now() < deadline,
             "not every sidecar reached {want} within {secs} s: {at:?}\n{}",
-            sidecars.iter().map(|s| s.g.logs()).collect::<Vec<_>>().join("\n---\n")
+            sidecars
+                .iter()
+                .map(|s| s.g.logs())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -186,7 +200,10 @@ fn admin_rollback_on_one_sidecar_is_served_by_all_three_within_2s_and_resume_on_
     let t0 = Instant::now();
     s[0].post("rollback");
     let took = wait_all(&all, "rolled_back", t0, 5);
-    println!("rollback on s1 applied after {took:?} ms (spread {} ms)", spread(&took));
+    println!(
+        "rollback on s1 applied after {took:?} ms (spread {} ms)",
+        spread(&took)
+    );
     assert!(took.iter().all(|&ms| ms <= 2_000), "{took:?}");
 
     // Every sidecar serves treatment units from control.
@@ -198,17 +215,28 @@ fn admin_rollback_on_one_sidecar_is_served_by_all_three_within_2s_and_resume_on_
             assert_eq!(status, 200);
         }
     }
-    assert_eq!(b.requests(), before, "a rolled-back treatment reached its backend");
+    assert_eq!(
+        b.requests(),
+        before,
+        "a rolled-back treatment reached its backend"
+    );
 
     let t1 = Instant::now();
     s[1].post("resume");
     let took = wait_all(&all, "running", t1, 5);
-    println!("resume on s2 applied after {took:?} ms (spread {} ms)", spread(&took));
+    println!(
+        "resume on s2 applied after {took:?} ms (spread {} ms)",
+        spread(&took)
+    );
     assert!(took.iter().all(|&ms| ms <= 2_000), "{took:?}");
     for side in &s {
         get_as(&side.g, "/v1/chat", &users[0]);
     }
-    assert_eq!(b.requests(), before + 3, "resumed treatment is served again");
+    assert_eq!(
+        b.requests(),
+        before + 3,
+        "resumed treatment is served again"
+    );
 
     // Each decision is in the bucket once, the resume a generation above the rollback,
     // and written as an event by its taker only.
@@ -228,7 +256,11 @@ fn admin_rollback_on_one_sidecar_is_served_by_all_three_within_2s_and_resume_on_
     assert!(s[2].guardrail_events().is_empty());
     let m = s[2].g.metrics();
     assert_eq!(
-        metric_sum(&m, "abgate_fleet_decisions_applied_total", &["manual_rollback"]),
+        metric_sum(
+            &m,
+            "abgate_fleet_decisions_applied_total",
+            &["manual_rollback"]
+        ),
         1.0
     );
     assert_eq!(metric_sum(&m, "abgate_fleet_instances", &[]), 3.0);
@@ -246,7 +278,11 @@ fn guardrail_rollback_on_the_one_failing_sidecar_is_applied_by_the_others() {
     let a = MockServer::builder().name("a").start().unwrap();
     let b = MockServer::builder().name("b").start().unwrap();
     // Only s1's treatment backend fails; s2 and s3 see no traffic at all.
-    let bad = MockServer::builder().name("b").error_rate(1.0).start().unwrap();
+    let bad = MockServer::builder()
+        .name("b")
+        .error_rate(1.0)
+        .start()
+        .unwrap();
     let guard = r#"min_requests = 20, check_interval = "200ms", window = "1m", error_rate = { max_increase = 0.05 }"#;
     let s1 = Sidecar::start(&sidecar_config(&nats.url(), "s1", &a, &bad, guard));
     let s2 = Sidecar::start(&sidecar_config(&nats.url(), "s2", &a, &b, guard));
@@ -274,7 +310,10 @@ fn guardrail_rollback_on_the_one_failing_sidecar_is_applied_by_the_others() {
         "guardrail rollback on s1 seen on s1, s2, s3 at {took:?} ms (spread {} ms)",
         spread(&took)
     );
-    assert!(took[1] <= took[0] + 2_000 && took[2] <= took[0] + 2_000, "{took:?}");
+    assert!(
+        took[1] <= took[0] + 2_000 && took[2] <= took[0] + 2_000,
+        "{took:?}"
+    );
 
     wait_for(5, "s1's guardrail event", || {
         (s[0].guardrail_events().len() == 1).then_some(())
@@ -288,7 +327,10 @@ fn guardrail_rollback_on_the_one_failing_sidecar_is_applied_by_the_others() {
         .cloned()
         .unwrap();
     assert_eq!(applied["action"], "rollback", "{applied}");
-    assert!(applied["n_treatment"].as_u64().unwrap() >= 20, "the taker's numbers: {applied}");
+    assert!(
+        applied["n_treatment"].as_u64().unwrap() >= 20,
+        "the taker's numbers: {applied}"
+    );
     assert!(s[1].g.logs().contains("taken by s1, applied here"));
 }
 
@@ -318,11 +360,18 @@ fn concurrent_rollbacks_from_three_sidecars_leave_one_decision_and_one_event() {
     // Give a loser time to (wrongly) write its own.
     std::thread::sleep(Duration::from_millis(1_000));
     let n: Vec<usize> = s.iter().map(|x| x.guardrail_events().len()).collect();
-    assert_eq!(n.iter().sum::<usize>(), 1, "guardrail events per sidecar: {n:?} (first seen {events:?})");
+    assert_eq!(
+        n.iter().sum::<usize>(),
+        1,
+        "guardrail events per sidecar: {n:?} (first seen {events:?})"
+    );
     let h = history(&nats, KEY);
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!((h[0].0, h[0].1.as_str()), (1, "manual_rollback"));
-    let winner = ["s1", "s2", "s3"].iter().position(|&i| i == h[0].2).unwrap();
+    let winner = ["s1", "s2", "s3"]
+        .iter()
+        .position(|&i| i == h[0].2)
+        .unwrap();
     assert_eq!(n[winner], 1, "the event is the winner's: {n:?} {h:?}");
     println!("concurrent rollbacks: winner {} of 3", h[0].2);
 }

@@ -30,6 +30,7 @@
 //! seen, `abgate_fleet_instances`). Nothing here is on the request path; every broker
 //! operation is bounded by a timeout.
 
+mod bucket;
 mod persist;
 pub mod plan;
 
@@ -37,6 +38,7 @@ use crate::fleet::FleetConn;
 use crate::guard::Decision;
 use crate::runtime::{unix_ms, App};
 use async_nats::jetstream::kv;
+use bucket::{bounded, create_bucket, read};
 use futures_util::{StreamExt, TryStreamExt};
 use persist::{FleetFile, Pending};
 use plan::{decision_key, instance_key, is_news, plan, stance, Current, FleetDecision, Plan};
@@ -46,8 +48,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
-/// Longest wait for one broker operation.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait to share one local decision before announcing it as taken alone.
 const SHARE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the store looks at the connection, pending decisions and its timers.
@@ -58,8 +58,6 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const FULL_READ_EVERY: Duration = Duration::from_secs(5);
 /// Attempts to write one decision while other writers keep moving the key.
 const PUBLISH_ATTEMPTS: usize = 5;
-/// Values kept per key in the bucket.
-const HISTORY: i64 = 10;
 
 /// Start the decision store of this sidecar on `conn`: from now on [`App::decide`]
 /// hands it every decision to share.
@@ -226,10 +224,15 @@ impl Store {
                 instance: self.instance.clone(),
                 decision: p.decision.clone(),
             };
-            let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?.into();
+            let body = serde_json::to_vec(&value)
+                .map_err(|e| e.to_string())?
+                .into();
             let written = match write {
                 None => bounded(kv.create(key, body)).await?.map_err(|e| {
-                    (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
                 }),
                 Some(rev) => bounded(kv.update(key, body, rev)).await?.map_err(|e| {
                     (
@@ -479,7 +482,7 @@ impl Store {
         false
     }
 
-    /// The bucket, created (history [`HISTORY`]) if missing.
+    /// The bucket, created if missing ([`create_bucket`]).
     async fn bucket(&mut self) -> Option<kv::Store> {
         if let Some(kv) = &self.kv {
             return Some(kv.clone());
@@ -503,7 +506,9 @@ impl Store {
                 self.bucket_retry_at = Instant::now() + Duration::from_secs(1);
                 if !self.bucket_warned {
                     self.bucket_warned = true;
-                    tracing::warn!("fleet: cannot open or create bucket {name}: {e}; retrying every second");
+                    tracing::warn!(
+                        "fleet: cannot open or create bucket {name}: {e}; retrying every second"
+                    );
                 }
                 None
             }
@@ -568,55 +573,6 @@ impl Store {
             Err(e) => tracing::error!("fleet: writing the fleet state failed: {e}"),
         }
     }
-}
-
-/// Create the bucket's stream as `async_nats`'s `create_key_value` would, without its
-/// account query: the account-info answer of nats-server 2.9 does not parse in the
-/// client, the stream calls do. Two sidecars creating it at once is fine (same config).
-async fn create_bucket(js: &async_nats::jetstream::Context, name: &str) -> Result<kv::Store, String> {
-    use async_nats::jetstream::stream;
-    let config = stream::Config {
-        name: format!("KV_{name}"),
-        description: Some("abgate fleet: decisions and heartbeats".into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: HISTORY,
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    bounded(js.get_or_create_stream(config))
-        .await?
-        .map_err(|e| e.to_string())?;
-    bounded(js.get_key_value(name))
-        .await?
-        .map_err(|e| e.to_string())
-}
-
-/// The current value of `key`, if it holds a decision.
-async fn read(kv: &kv::Store, key: &str) -> Result<Option<Current>, String> {
-    let entry = bounded(kv.entry(key)).await?.map_err(|e| e.to_string())?;
-    match entry {
-        Some(e) if e.operation == kv::Operation::Put => {
-            let value = serde_json::from_slice(&e.value)
-                .map_err(|err| format!("unreadable value of {key}: {err}"))?;
-            Ok(Some(Current {
-                revision: e.revision,
-                value,
-            }))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// `f`, or an error after [`OP_TIMEOUT`].
-async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(OP_TIMEOUT, f)
-        .await
-        .map_err(|_| format!("no answer from the broker within {OP_TIMEOUT:?}"))
 }
 
 fn due(last: Option<Instant>, every: Duration) -> bool {

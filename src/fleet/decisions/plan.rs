@@ -141,8 +141,14 @@ mod tests {
     #[test]
     fn a_second_rollback_adopts_the_first_whoever_was_later() {
         let first = current(7, 1, decision(Action::Rollback, 10));
-        assert_eq!(plan(Some(&first), &decision(Action::Rollback, 11)), Plan::Adopt);
-        assert_eq!(plan(Some(&first), &decision(Action::Rollback, 9)), Plan::Adopt);
+        assert_eq!(
+            plan(Some(&first), &decision(Action::Rollback, 11)),
+            Plan::Adopt
+        );
+        assert_eq!(
+            plan(Some(&first), &decision(Action::Rollback, 9)),
+            Plan::Adopt
+        );
         // A manual rollback is the same stance as a guardrail's.
         assert_eq!(
             plan(Some(&first), &decision(Action::ManualRollback, 12)),
@@ -194,7 +200,10 @@ mod tests {
                 generation: 2
             }
         );
-        assert_eq!(plan(Some(&paused), &decision(Action::Pause, 11)), Plan::Adopt);
+        assert_eq!(
+            plan(Some(&paused), &decision(Action::Pause, 11)),
+            Plan::Adopt
+        );
     }
 
     #[test]
@@ -214,7 +223,10 @@ mod tests {
             decision: decision(Action::Rollback, 0),
         };
         let text = serde_json::to_string(&v).unwrap();
-        assert!(text.starts_with(r#"{"generation":3,"instance":"pod-b","ts":"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"generation":3,"instance":"pod-b","ts":"#),
+            "{text}"
+        );
         assert!(text.contains(r#""experiment":"exp","variant":"b","action":"rollback""#));
         assert_eq!(serde_json::from_str::<FleetDecision>(&text).unwrap(), v);
         assert_eq!(decision_key("exp", "b"), "decision.exp.b");
