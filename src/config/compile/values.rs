@@ -56,7 +56,7 @@ pub fn parse_size(v: &toml::Value) -> Result<u64, String> {
                 _ => return Err(err(s)),
             };
             let bytes = n * mult as f64;
-            if !(bytes.is_finite() && bytes >= 0.0 && bytes < 1.8e19) {
+            if !(bytes.is_finite() && (0.0..1.8e19).contains(&bytes)) {
                 return Err(err(s));
             }
             Ok(bytes as u64)
