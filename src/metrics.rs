@@ -82,8 +82,17 @@ pub struct Metrics {
     /// `abgate_upstream_healthy{upstream,addr}`: set at scrape from the pools
     /// ([`Metrics::set_upstream_health`]).
     pub upstream_healthy: IntGaugeVec,
+    /// `abgate_fleet_enabled`: 1 with `[fleet]`, else 0 (set at scrape).
+    pub fleet_enabled: IntGauge,
     /// `abgate_fleet_connected`: 1 while the broker connection is up (set at scrape).
     pub fleet_connected: IntGauge,
+    /// `abgate_fleet_instances`: instances with a fresh heartbeat (set at scrape).
+    pub fleet_instances: IntGauge,
+    /// `abgate_fleet_state_age_seconds` (set at scrape).
+    pub fleet_state_age: prometheus::Gauge,
+    /// `abgate_fleet_decisions_applied_total{action}`: decisions other sidecars took,
+    /// applied here.
+    pub fleet_decisions_applied: IntCounterVec,
     /// `abgate_events_shipped_total`: events the stream acknowledged (set at scrape).
     pub events_shipped: IntCounter,
     /// `abgate_events_ship_backlog_bytes`: local log not yet acknowledged (set at scrape).
@@ -97,8 +106,14 @@ pub struct Metrics {
 /// cannot see).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FleetFigures {
+    /// `[fleet]` is configured.
+    pub enabled: bool,
     /// The broker connection is up.
     pub connected: bool,
+    /// Instances with a fresh heartbeat.
+    pub instances_fresh: usize,
+    /// Seconds since the fleet's decisions were last read or updated.
+    pub state_age_seconds: f64,
     /// Events acknowledged by the stream.
     pub shipped: u64,
     /// Events skipped by `max_backlog`.
@@ -259,10 +274,6 @@ impl Metrics {
             must(registry.register(Box::new(c.clone())));
             c
         };
-        let fleet_connected = gauge(
-            "abgate_fleet_connected",
-            "1 while the connection to the fleet's broker ([fleet]) is up, else 0.",
-        );
         let events_shipped = counter(
             "abgate_events_shipped_total",
             "Events of the local log published to the fleet's stream and acknowledged by it (a re-published event counts again).",
@@ -275,6 +286,31 @@ impl Metrics {
             "abgate_events_ship_dropped_total",
             "Events never shipped to the fleet's stream: skipped because the unshipped log exceeded fleet.max_backlog (they stay in the local files).",
         );
+        let fleet_enabled = gauge(
+            "abgate_fleet_enabled",
+            "1 when this sidecar is part of a fleet ([fleet]), else 0.",
+        );
+        let fleet_connected = gauge(
+            "abgate_fleet_connected",
+            "1 while the connection to the fleet's broker is up, else 0.",
+        );
+        let fleet_instances = gauge(
+            "abgate_fleet_instances",
+            "Sidecars of the fleet with a heartbeat in the last 10 s, this one included.",
+        );
+        let fleet_state_age = must(prometheus::Gauge::new(
+            "abgate_fleet_state_age_seconds",
+            "Seconds since the fleet's decisions were last read in full or updated by the watch (0 without [fleet]).",
+        ));
+        must(registry.register(Box::new(fleet_state_age.clone())));
+        let fleet_decisions_applied = counter_vec(
+            "abgate_fleet_decisions_applied_total",
+            "Decisions taken by another sidecar of the fleet and applied here, by action.",
+            &["action"],
+        );
+        for a in ["rollback", "manual_rollback", "pause", "resume"] {
+            fleet_decisions_applied.with_label_values(&[a]);
+        }
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -318,7 +354,11 @@ impl Metrics {
             uptime,
             srm_p_value,
             upstream_healthy,
+            fleet_enabled,
             fleet_connected,
+            fleet_instances,
+            fleet_state_age,
+            fleet_decisions_applied,
             events_shipped,
             ship_backlog_bytes,
             ship_dropped,
@@ -375,7 +415,10 @@ impl Metrics {
 
     /// Set the fleet's metrics from its status (before a scrape renders).
     pub fn set_fleet(&self, f: FleetFigures) {
+        self.fleet_enabled.set(f.enabled as i64);
         self.fleet_connected.set(f.connected as i64);
+        self.fleet_instances.set(f.instances_fresh as i64);
+        self.fleet_state_age.set(f.state_age_seconds);
         self.ship_backlog_bytes.set(f.backlog_bytes as i64);
         for (c, v) in [
             (&self.events_shipped, f.shipped),

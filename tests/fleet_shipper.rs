@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::nats::Nats;
+use common::nats::NatsServer;
 use common::{agent, events, metric_sum, start, two_backend, wait_for, Abgate, MockServer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const STREAM: &str = "ABGATE_TEST";
 
 /// The two-backend config with `[fleet]` on `nats`.
-fn config(a: &MockServer, b: &MockServer, nats: &Nats, extra: &str) -> String {
+fn config(a: &MockServer, b: &MockServer, nats: &NatsServer, extra: &str) -> String {
     two_backend(common::DIR_PLACEHOLDER, a.addr, b.addr)
         .raw(&format!(
             "[fleet]\nnats_url = \"{}\"\ninstance = \"pod-a\"\nstream = \"{STREAM}\"\n{extra}",
@@ -107,7 +107,7 @@ fn every_exposure_reaches_the_stream_with_its_id_and_instance() {
         MockServer::builder().name("b").start().unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&dir.path().join("nats"));
+    let nats = NatsServer::start();
     let g = start(dir.path(), &config(&a, &b, &nats, ""));
     let n = 300;
     for i in 0..n {
@@ -153,7 +153,7 @@ fn a_broker_killed_under_load_costs_no_request_and_no_event() {
         MockServer::builder().name("b").start().unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut nats = Nats::start(&dir.path().join("nats"));
+    let mut nats = NatsServer::start();
     let g = Arc::new(start(dir.path(), &config(&a, &b, &nats, "")));
     wait_for(10, "the broker connection", || {
         (metric_sum(&g.metrics(), "abgate_fleet_connected", &[]) == 1.0).then_some(())
@@ -196,7 +196,7 @@ fn a_broker_killed_under_load_costs_no_request_and_no_event() {
             .collect(),
     );
     std::thread::sleep(Duration::from_secs(1));
-    nats.kill();
+    nats.stop();
     let down = Instant::now();
     let backlog = |g: &Abgate| metric_sum(&g.metrics(), "abgate_events_ship_backlog_bytes", &[]);
     let mut peak = 0.0f64;
@@ -267,7 +267,7 @@ fn a_restarted_sidecar_resumes_at_its_checkpoint() {
         MockServer::builder().name("b").start().unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&dir.path().join("nats"));
+    let nats = NatsServer::start();
     let text = config(&a, &b, &nats, "");
     let g = start(dir.path(), &text);
     for i in 0..200 {

@@ -485,7 +485,17 @@ fn a_stream_that_fails_midway_looks_failed_to_http1_and_http2_clients() {
     let rt = runtime();
     for h2 in [false, true] {
         let s = rt.block_on(stream_events(&format!("http://{}{path}", g.proxy), h2));
-        assert_eq!(s.arrivals.len(), 3, "h2={h2}");
+        if h2 {
+            // RST_STREAM discards DATA frames the connection has not flushed yet
+            // (docs/protocols.md says so): the client may see fewer, never more.
+            assert!(
+                (1..=3).contains(&s.arrivals.len()),
+                "h2: {}",
+                s.arrivals.len()
+            );
+        } else {
+            assert_eq!(s.arrivals.len(), 3, "h1");
+        }
         assert!(
             s.end.is_err(),
             "h2={h2}: the truncated stream ended cleanly"

@@ -7,6 +7,7 @@
 //! | `/metrics` | GET | no | Prometheus text format 0.0.4 |
 //! | `/admin/experiments` | GET | no | every experiment: state, allocation, live counts, guardrails |
 //! | `/admin/upstreams` | GET | no | every upstream: protocol, TLS, each address with its health |
+//! | `/admin/fleet` | GET | no | the fleet (`[fleet]`): this instance, broker connection, instances seen, state age |
 //! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
@@ -16,6 +17,7 @@
 //! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
 //! compared in constant time): 401 without it, 405 on the wrong method.
 
+mod fleet_view;
 mod mutate;
 mod respond;
 mod views;
@@ -139,7 +141,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         }
         ["metrics"] if get_only(&method) => {
             views::refresh_upstream_health(app);
-            views::refresh_fleet(app);
+            fleet_view::refresh_fleet_metrics(app);
             let (ct, body) = app.metrics.render(app.sink.stats());
             Response::builder()
                 .status(StatusCode::OK)
@@ -157,6 +159,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         ["admin", "upstreams"] if get_only(&method) => {
             json_resp(StatusCode::OK, views::upstreams_json(app))
         }
+        ["admin", "fleet"] if get_only(&method) => json_resp(StatusCode::OK, fleet_view::fleet_json(app)),
         ["admin", "experiments", name, "report"] if get_only(&method) => {
             match views::report_json(app, name) {
                 Some(v) => json_resp(StatusCode::OK, v),
@@ -182,6 +185,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["metrics"]
         | ["admin", "experiments"]
         | ["admin", "upstreams"]
+        | ["admin", "fleet"]
         | ["admin", "experiments", _, "report"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         ["admin", "experiments", _, "rollback" | "resume" | "pause"] | ["admin", "reload"] => {
             error(
@@ -191,7 +195,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "unknown endpoint; see /admin/experiments, /admin/upstreams, /metrics, /healthz, /readyz",
+            "unknown endpoint; see /admin/experiments, /admin/upstreams, /admin/fleet, /metrics, /healthz, /readyz",
         ),
     }
 }

@@ -157,14 +157,3 @@ pub fn refresh_upstream_health(app: &App) {
     });
     app.metrics.set_upstream_health(rows);
 }
-
-/// Set the fleet's metrics from `App.fleet` (before a scrape renders).
-pub fn refresh_fleet(app: &App) {
-    let f = &app.fleet;
-    app.metrics.set_fleet(crate::metrics::FleetFigures {
-        connected: f.connected.load(Relaxed),
-        shipped: f.shipped.load(Relaxed),
-        dropped: f.ship_dropped.load(Relaxed),
-        backlog_bytes: f.backlog_bytes.load(Relaxed),
-    });
-}

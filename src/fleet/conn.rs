@@ -43,6 +43,7 @@ impl FleetConn {
                     match e {
                         async_nats::Event::Connected => {
                             events.connected.store(true, Relaxed);
+                            events.connects.fetch_add(1, Relaxed);
                             tracing::info!("fleet: connected to the broker");
                         }
                         async_nats::Event::Disconnected => {

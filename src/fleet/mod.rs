@@ -6,6 +6,7 @@
 //! | [`shipper`] | ships the local event log to the stream, at least once, from a checkpoint |
 //! | [`log`] | the event files as the shipper reads them: positions, the checkpoint file, the `max_backlog` skip |
 //! | [`publisher`] | the broker the shipper publishes to (a trait; JetStream implements it) |
+//! | [`decisions`] | the decision store: rollbacks, pauses and resumes shared through the key-value bucket, applied by every sidecar |
 //!
 //! Everything here runs beside the request path: the proxy never waits on the broker.
 //! A sidecar without `[fleet]` starts none of it. What the admin API shows of the fleet
@@ -13,6 +14,7 @@
 //! reads (the admin API does not depend on this module).
 
 pub mod conn;
+pub mod decisions;
 pub mod log;
 pub mod publisher;
 pub mod shipper;
@@ -22,13 +24,15 @@ pub use publisher::{JetStream, Publisher, ShipError};
 pub use shipper::{Shipper, ShipperOptions};
 
 use crate::config::FleetSettings;
-use crate::runtime::FleetStatus;
+use crate::runtime::App;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
-/// The fleet tasks of a running sidecar.
+/// The fleet tasks of a running sidecar: one broker connection, shared by the
+/// shipper and the decision store.
 pub struct Fleet {
     /// The broker connection.
     pub conn: Arc<FleetConn>,
@@ -36,26 +40,39 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Connect (in the background) and start the shipper when `ship_events` is on.
+    /// Join the fleet: mark it in the status the admin API reads, start the broker
+    /// connection (it comes up in the background; an unreachable broker is no error),
+    /// the shipper when `ship_events` is on, and the decision store. `None` (with a
+    /// WARN) only if the client cannot even be set up: the sidecar then serves with
+    /// local events and decisions.
     pub async fn start(
+        app: &Arc<App>,
         settings: &FleetSettings,
-        status: Arc<FleetStatus>,
         events_dir: &Path,
         state_dir: &Path,
-    ) -> Result<Fleet, String> {
-        status.enabled.store(true, Relaxed);
-        let conn = FleetConn::start(settings, status.clone())
-            .await
-            .map_err(|e| format!("fleet: cannot start the broker connection: {e}"))?;
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<Fleet> {
+        app.fleet.enabled.store(true, Relaxed);
+        let _ = app.fleet.instance.set(settings.instance.clone());
+        let conn = match FleetConn::start(settings, app.fleet.clone()).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(
+                    "fleet: cannot set up the broker connection ({e}); serving with local events and decisions only"
+                );
+                return None;
+            }
+        };
         let shipper = settings.ship_events.then(|| {
             let mut opts =
                 ShipperOptions::new(events_dir.to_path_buf(), state_dir, settings.max_backlog);
             opts.instance = settings.instance.clone();
             let publisher = Arc::new(JetStream::new(conn.clone(), &settings.stream));
-            let (s, stop) = Shipper::new(opts, publisher, status);
+            let (s, stop) = Shipper::new(opts, publisher, app.fleet.clone());
             (stop, tokio::spawn(s.run()))
         });
-        Ok(Fleet { conn, shipper })
+        decisions::spawn(app.clone(), conn.clone(), shutdown);
+        Some(Fleet { conn, shipper })
     }
 
     /// Stop: the shipper ships what the writer left (for at most `grace`), records its

@@ -1,6 +1,8 @@
 //! The one place a decision about a variant takes effect: persisted and applied by the
 //! guard store, counted, logged, and written to the event log. The guardrail checks and
-//! the admin API both call [`App::decide`].
+//! the admin API both call [`App::decide`]; the fleet's decision store calls
+//! [`App::announce`] for a decision this sidecar took and [`App::apply_remote`] for one
+//! another sidecar took.
 
 use super::{App, Live};
 use crate::events::Event;
@@ -11,8 +13,10 @@ impl App {
     ///
     /// The guard store persists it before the live state changes (a rollback that cannot
     /// be persisted is still applied in memory: serving control is the safe side, and the
-    /// error says it will not survive a restart). Then `abgate_rollbacks_total` counts a
-    /// rollback, the log says what happened and why, and a `guardrail` event records it.
+    /// error says it will not survive a restart). Then it is announced ([`App::announce`]):
+    /// at once without a fleet; in a fleet, the decision store shares it first and
+    /// announces it only if this sidecar's decision is the one the fleet keeps, so a
+    /// decision taken by several sidecars at once is announced once.
     /// Returns the store's error, if persisting failed.
     pub fn decide(
         &self,
@@ -32,26 +36,78 @@ impl App {
                 );
             }
         }
-        if decision.action.rolls_back() {
-            self.metrics
-                .rollbacks
-                .with_label_values(&[name, &decision.variant, decision.guardrail.as_str()])
-                .inc();
-        }
-        log(exp, &decision);
         if persisted.is_ok() || decision.action.rolls_back() {
-            self.sink.send(Event::Guardrail(decision));
+            let shared = match (decision.action, self.fleet_decisions.get()) {
+                (Action::Alert, _) | (_, None) => Some(decision),
+                (_, Some(fleet)) => fleet.send(decision).err().map(|e| e.0),
+            };
+            if let Some(d) = shared {
+                self.announce(&d);
+            }
         }
         persisted
     }
+
+    /// Announce a decision this sidecar took: `abgate_rollbacks_total` counts a rollback,
+    /// the log says what happened and why, and a `guardrail` event records it.
+    pub fn announce(&self, decision: &Decision) {
+        if decision.action.rolls_back() {
+            self.metrics
+                .rollbacks
+                .with_label_values(&[
+                    &decision.experiment,
+                    &decision.variant,
+                    decision.guardrail.as_str(),
+                ])
+                .inc();
+        }
+        let snap = self.snapshot.load();
+        let control = snap
+            .find(&decision.experiment)
+            .map(|e| e.config.variants[e.config.control].name.clone());
+        log(control.as_deref().unwrap_or("control"), decision);
+        self.sink.send(Event::Guardrail(decision.clone()));
+    }
+
+    /// Apply a decision another sidecar of the fleet took (`from`): the same store and
+    /// live state as [`App::decide`], logged at INFO and counted in
+    /// `abgate_fleet_decisions_applied_total`, but no `guardrail` event (its taker wrote
+    /// that) and no `abgate_rollbacks_total`. Returns false when this config has no such
+    /// experiment or variant (a sidecar on another config version).
+    pub fn apply_remote(&self, decision: &Decision, from: &str) -> Result<bool, GuardError> {
+        let snap = self.snapshot.load();
+        let Some(exp) = snap.find(&decision.experiment) else {
+            return Ok(false);
+        };
+        let Some(i) = exp
+            .config
+            .variants
+            .iter()
+            .position(|v| v.name == decision.variant)
+        else {
+            return Ok(false);
+        };
+        let applied = self.guard.apply(exp.state(), i, decision);
+        tracing::info!(
+            "fleet: experiment {} variant {}: {} ({}) taken by {from}, applied here",
+            decision.experiment,
+            decision.variant,
+            decision.action.as_str(),
+            decision.guardrail.as_str()
+        );
+        self.metrics
+            .fleet_decisions_applied
+            .with_label_values(&[decision.action.as_str()])
+            .inc();
+        applied.map(|()| true)
+    }
 }
 
-fn log(exp: Live<'_>, d: &Decision) {
-    let (name, variant, guardrail) = (&exp.config.name, &d.variant, d.guardrail.as_str());
+fn log(control: &str, d: &Decision) {
+    let (name, variant, guardrail) = (&d.experiment, &d.variant, d.guardrail.as_str());
     match d.action {
         Action::Rollback => tracing::warn!(
-            "guardrail {guardrail} violated: experiment {name} variant {variant} rolled back to {} (control {:.4}, treatment {:.4}, p {:?}, n {}/{})",
-            exp.config.variants[exp.config.control].name,
+            "guardrail {guardrail} violated: experiment {name} variant {variant} rolled back to {control} (control {:.4}, treatment {:.4}, p {:?}, n {}/{})",
             d.control, d.treatment, d.p_value, d.n_control, d.n_treatment
         ),
         Action::Alert => tracing::warn!(

@@ -15,12 +15,13 @@ pub use snapshot::{build_snapshot, ExperimentRuntime, Live, Snapshot};
 
 use crate::config::Config;
 use crate::events::EventSink;
-use crate::guard::Guard;
+use crate::guard::{Decision, Guard};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Result of a reload attempt.
@@ -51,6 +52,48 @@ pub struct FleetStatus {
     pub ship_dropped: AtomicU64,
     /// Bytes of the local event log not yet acknowledged by the stream.
     pub backlog_bytes: AtomicU64,
+    /// Times the broker connection came up (a change means a reconnect).
+    pub connects: AtomicU64,
+    /// This sidecar's name in the fleet (set once at start).
+    pub instance: OnceLock<String>,
+    /// Unix time (ms) of the last successful full read of the decision bucket or watch
+    /// update; 0 = never.
+    pub state_updated_unix_ms: AtomicU64,
+    /// Instances seen in the bucket: name → unix time (ms) of their last heartbeat.
+    pub instances: Mutex<BTreeMap<String, u64>>,
+}
+
+impl FleetStatus {
+    /// A heartbeat older than this no longer counts the instance as present.
+    pub const INSTANCE_FRESH_MS: u64 = 10_000;
+
+    /// Seconds since the fleet state was last read in full or updated by the watch, at
+    /// unix time `now_ms` (0 without `[fleet]`; since start when never read).
+    pub fn state_age_seconds(&self, now_ms: u64, started_ms: u64) -> f64 {
+        if !self.enabled.load(Relaxed) {
+            return 0.0;
+        }
+        let at = match self.state_updated_unix_ms.load(Relaxed) {
+            0 => started_ms,
+            t => t,
+        };
+        now_ms.saturating_sub(at) as f64 / 1000.0
+    }
+
+    /// Instances with their last report's age in ms at unix time `now_ms`, and how
+    /// many of them are fresh.
+    pub fn instances_seen(&self, now_ms: u64) -> (Vec<(String, u64)>, usize) {
+        let seen = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<(String, u64)> = seen
+            .iter()
+            .map(|(name, at)| (name.clone(), now_ms.saturating_sub(*at)))
+            .collect();
+        let fresh = list
+            .iter()
+            .filter(|(_, age)| *age <= Self::INSTANCE_FRESH_MS)
+            .count();
+        (list, fresh)
+    }
 }
 
 /// Process-wide state shared by the request path, admin API and background tasks.
@@ -81,6 +124,11 @@ pub struct App {
     pub refusal_log: crate::ratelog::RateLog,
     /// One ERROR line per second about failed requests (each is counted anyway).
     pub failure_log: crate::ratelog::RateLog,
+    /// Where [`App::decide`] hands a decision for the fleet to share (set once by the
+    /// fleet's decision store; without it decisions stay local).
+    pub fleet_decisions: OnceLock<tokio::sync::mpsc::UnboundedSender<Decision>>,
+    /// Unix time (ms) at start.
+    pub started_unix_ms: u64,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -107,6 +155,8 @@ impl App {
             fleet: Arc::new(FleetStatus::default()),
             refusal_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(10)),
             failure_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(1)),
+            fleet_decisions: OnceLock::new(),
+            started_unix_ms: unix_ms(std::time::SystemTime::now()),
             reload_lock: Mutex::new(()),
         }))
     }
@@ -135,6 +185,12 @@ impl App {
             );
         }
     }
+}
+
+/// Milliseconds since the unix epoch at `t` (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Count a request in flight for the duration of the guard.

@@ -135,22 +135,18 @@ pub async fn start(
     }
     let threads = cfg.server.threads;
     let tls_files = cfg.server.tls.clone();
-    let fleet_dirs = (
-        cfg.fleet.clone(),
-        cfg.events.dir.clone(),
-        cfg.state_dir.clone(),
-    );
+    let fleet_settings = cfg.fleet.clone();
+    let (events_dir, state_dir) = (cfg.events.dir.clone(), cfg.state_dir.clone());
     let app = App::new(cfg, config_path, writer.sink(), guard, Metrics::new())
         .map_err(|e| ServeError::Runtime(format!("cannot build upstream pools: {e}")))?;
-    let fleet = match &fleet_dirs.0 {
-        Some(settings) => Some(
-            crate::fleet::Fleet::start(settings, app.fleet.clone(), &fleet_dirs.1, &fleet_dirs.2)
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let fleet = match &fleet_settings {
+        Some(settings) => {
+            crate::fleet::Fleet::start(&app, settings, &events_dir, &state_dir, shutdown_rx.clone())
                 .await
-                .map_err(ServeError::Runtime)?,
-        ),
+        }
         None => None,
     };
-    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
 
     let sockets = ProxySockets {
         plain: listeners.proxy,

@@ -1,0 +1,422 @@
+//! Fleet decisions across real processes: three `abgate serve` sidecars with `[fleet]`
+//! (instances s1, s2, s3, each with its own dirs), one real `nats-server -js`, and mock
+//! backends. A decision taken on one sidecar — admin API or guardrail — is served by all
+//! three within 2 s; concurrent rollbacks leave one decision and one `guardrail` event;
+//! a sidecar keeps and later publishes what it decided while the broker was away.
+//!
+//! Run: `cargo test --test fleet_decisions -- --nocapture` (prints the spreads).
+
+mod common;
+
+use common::nats::NatsServer;
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const EXP: &str = "ranker_v2";
+const KEY: &str = "decision.ranker_v2.treatment";
+
+/// One sidecar's config: the two-backend setup on `a` and `b`, in the fleet at `nats`.
+fn sidecar_config(
+    nats: &str,
+    instance: &str,
+    a: &MockServer,
+    b: &MockServer,
+    guard: &str,
+) -> String {
+    let mut c = two_backend(DIR_PLACEHOLDER, a.addr, b.addr).raw(&format!(
+        "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = false\n"
+    ));
+    if !guard.is_empty() {
+        c = c.guardrails(EXP, guard);
+    }
+    c.toml()
+}
+
+struct Sidecar {
+    g: Abgate,
+    dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(config: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let g = start(dir.path(), config);
+        Sidecar { g, dir }
+    }
+
+    /// Stop and start again on the same dirs and config.
+    fn restart(self) -> Sidecar {
+        let Sidecar { g, dir } = self;
+        let config = g.config.clone();
+        g.stop();
+        let g = start_file(dir.path(), &config);
+        Sidecar { g, dir }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        agent()
+            .get(&self.g.admin_url(path))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    fn state(&self) -> String {
+        self.get("/admin/experiments")["experiments"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn fleet(&self) -> Value {
+        self.get("/admin/fleet")
+    }
+
+    fn post(&self, action: &str) {
+        let r = agent()
+            .post(
+                &self
+                    .g
+                    .admin_url(&format!("/admin/experiments/{EXP}/{action}")),
+            )
+            .set("authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// `guardrail` events in this sidecar's log.
+    fn guardrail_events(&self) -> Vec<Value> {
+        events(&self.dir.path().join("events"))
+            .into_iter()
+            .filter(|e| e["type"] == "guardrail")
+            .collect()
+    }
+}
+
+/// Three sidecars on the same backends, in the fleet at `nats`, once each sees all three.
+fn three(nats: &NatsServer, a: &MockServer, b: &MockServer, guard: &str) -> Vec<Sidecar> {
+    let s: Vec<Sidecar> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|name| Sidecar::start(&sidecar_config(&nats.url(), name, a, b, guard)))
+        .collect();
+    wait_connected(&s, 3);
+    s
+}
+
+/// Wait until every sidecar is connected and sees `n` fresh instances (bounded).
+fn wait_connected(sidecars: &[Sidecar], n: u64) {
+    for s in sidecars {
+        wait_for(20, "the fleet to assemble", || {
+            let f = s.fleet();
+            (f["connected"] == true && f["instances_fresh"].as_u64() == Some(n)).then_some(())
+        });
+    }
+}
+
+/// Poll every sidecar until each is in `want`; returns each one's delay since `t0` (ms).
+fn wait_all(sidecars: &[&Sidecar], want: &str, t0: Instant, secs: u64) -> Vec<u128> {
+    let mut at: Vec<Option<u128>> = vec![None; sidecars.len()];
+    let deadline = t0 + Duration::from_secs(secs);
+    while at.iter().any(Option::is_none) {
+        for (i, s) in sidecars.iter().enumerate() {
+            if at[i].is_none() && s.state() == want {
+                at[i] = Some(t0.elapsed().as_millis());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every sidecar reached {want} within {secs} s: {at:?}\n{}",
+            sidecars
+                .iter()
+                .map(|s| s.g.logs())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    at.into_iter().map(Option::unwrap).collect()
+}
+
+/// Users of the test's experiment assigned to the treatment.
+fn treated_users(s: &Sidecar, n: usize) -> Vec<String> {
+    let cfg = abgate::config::load_file(&s.g.config).unwrap();
+    let exp = &cfg.layers[0].experiments[0];
+    (0..)
+        .map(|i| format!("u{i}"))
+        .filter(|u| abgate::assign::variant_of(exp, u) == 1)
+        .take(n)
+        .collect()
+}
+
+/// The bucket's history of `key`: (generation, action, instance) per revision.
+fn history(nats: &NatsServer, key: &str) -> Vec<(u64, String, String)> {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("abgate_state")
+            .await
+            .unwrap();
+        let mut h = kv.history(key).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(e)) = tokio::time::timeout(Duration::from_secs(2), h.next())
+            .await
+            .ok()
+            .flatten()
+        {
+            let v: Value = serde_json::from_slice(&e.value).unwrap();
+            out.push((
+                v["generation"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["instance"].as_str().unwrap().to_string(),
+            ));
+        }
+        out
+    })
+}
+
+fn spread(ms: &[u128]) -> u128 {
+    ms.iter().max().unwrap() - ms.iter().min().unwrap()
+}
+
+#[test]
+fn admin_rollback_on_one_sidecar_is_served_by_all_three_within_2s_and_resume_on_another_reenables_them(
+) {
+    let nats = NatsServer::start();
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let s = three(&nats, &a, &b, "");
+    let all: Vec<&Sidecar> = s.iter().collect();
+
+    let t0 = Instant::now();
+    s[0].post("rollback");
+    let took = wait_all(&all, "rolled_back", t0, 5);
+    println!(
+        "rollback on s1 applied after {took:?} ms (spread {} ms)",
+        spread(&took)
+    );
+    assert!(took.iter().all(|&ms| ms <= 2_000), "{took:?}");
+
+    // Every sidecar serves treatment units from control.
+    let users = treated_users(&s[0], 10);
+    let before = b.requests();
+    for side in &s {
+        for u in &users {
+            let (status, _, _) = get_as(&side.g, "/v1/chat", u);
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(
+        b.requests(),
+        before,
+        "a rolled-back treatment reached its backend"
+    );
+
+    let t1 = Instant::now();
+    s[1].post("resume");
+    let took = wait_all(&all, "running", t1, 5);
+    println!(
+        "resume on s2 applied after {took:?} ms (spread {} ms)",
+        spread(&took)
+    );
+    assert!(took.iter().all(|&ms| ms <= 2_000), "{took:?}");
+    for side in &s {
+        get_as(&side.g, "/v1/chat", &users[0]);
+    }
+    assert_eq!(
+        b.requests(),
+        before + 3,
+        "resumed treatment is served again"
+    );
+
+    // Each decision is in the bucket once, the resume a generation above the rollback,
+    // and written as an event by its taker only.
+    let h = history(&nats, KEY);
+    assert_eq!(
+        h,
+        vec![
+            (1, "manual_rollback".into(), "s1".into()),
+            (2, "resume".into(), "s2".into())
+        ]
+    );
+    wait_for(5, "the taker's events", || {
+        (s[0].guardrail_events().len() == 1 && s[1].guardrail_events().len() == 1).then_some(())
+    });
+    assert_eq!(s[0].guardrail_events()[0]["action"], "manual_rollback");
+    assert_eq!(s[1].guardrail_events()[0]["action"], "resume");
+    assert!(s[2].guardrail_events().is_empty());
+    let m = s[2].g.metrics();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "abgate_fleet_decisions_applied_total",
+            &["manual_rollback"]
+        ),
+        1.0
+    );
+    assert_eq!(metric_sum(&m, "abgate_fleet_instances", &[]), 3.0);
+    assert_eq!(metric_sum(&m, "abgate_fleet_connected", &[]), 1.0);
+    assert!(metric_sum(&m, "abgate_fleet_state_age_seconds", &[]) < 10.0);
+    let f = s[2].fleet();
+    assert_eq!(f["enabled"], true);
+    assert_eq!(f["instance"], "s3");
+    assert_eq!(f["instances"].as_array().unwrap().len(), 3, "{f}");
+}
+
+#[test]
+fn guardrail_rollback_on_the_one_failing_sidecar_is_applied_by_the_others() {
+    let nats = NatsServer::start();
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    // Only s1's treatment backend fails; s2 and s3 see no traffic at all.
+    let bad = MockServer::builder()
+        .name("b")
+        .error_rate(1.0)
+        .start()
+        .unwrap();
+    let guard = r#"min_requests = 20, check_interval = "200ms", window = "1m", error_rate = { max_increase = 0.05 }"#;
+    let s1 = Sidecar::start(&sidecar_config(&nats.url(), "s1", &a, &bad, guard));
+    let s2 = Sidecar::start(&sidecar_config(&nats.url(), "s2", &a, &b, guard));
+    let s3 = Sidecar::start(&sidecar_config(&nats.url(), "s3", &a, &b, guard));
+    let s = [s1, s2, s3];
+    wait_connected(&s, 3);
+
+    // Traffic through s1 only, until the test is done; meanwhile watch all three.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let took = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..20_000 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                get_as(&s[0].g, "/v1/chat", &format!("g{}", i % 200));
+            }
+        });
+        let all: Vec<&Sidecar> = s.iter().collect();
+        let took = wait_all(&all, "rolled_back", Instant::now(), 30);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        took
+    });
+    println!(
+        "guardrail rollback on s1 seen on s1, s2, s3 at {took:?} ms (spread {} ms)",
+        spread(&took)
+    );
+    assert!(
+        took[1] <= took[0] + 2_000 && took[2] <= took[0] + 2_000,
+        "{took:?}"
+    );
+
+    wait_for(5, "s1's guardrail event", || {
+        (s[0].guardrail_events().len() == 1).then_some(())
+    });
+    assert_eq!(s[0].guardrail_events()[0]["action"], "rollback");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s[1].guardrail_events().is_empty() && s[2].guardrail_events().is_empty());
+    let applied = s[1]
+        .get("/admin/experiments")
+        .pointer("/experiments/0/variants/1/last_decision")
+        .cloned()
+        .unwrap();
+    assert_eq!(applied["action"], "rollback", "{applied}");
+    assert!(
+        applied["n_treatment"].as_u64().unwrap() >= 20,
+        "the taker's numbers: {applied}"
+    );
+    assert!(s[1].g.logs().contains("taken by s1, applied here"));
+}
+
+#[test]
+fn concurrent_rollbacks_from_three_sidecars_leave_one_decision_and_one_event() {
+    let nats = NatsServer::start();
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let s = three(&nats, &a, &b, "");
+    let barrier = std::sync::Barrier::new(3);
+    std::thread::scope(|scope| {
+        for side in &s {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                barrier.wait();
+                side.post("rollback");
+            });
+        }
+    });
+    let all: Vec<&Sidecar> = s.iter().collect();
+    wait_all(&all, "rolled_back", Instant::now(), 5);
+
+    let events = wait_for(5, "the winner's event", || {
+        let n: Vec<usize> = s.iter().map(|x| x.guardrail_events().len()).collect();
+        (n.iter().sum::<usize>() >= 1).then_some(n)
+    });
+    // Give a loser time to (wrongly) write its own.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let n: Vec<usize> = s.iter().map(|x| x.guardrail_events().len()).collect();
+    assert_eq!(
+        n.iter().sum::<usize>(),
+        1,
+        "guardrail events per sidecar: {n:?} (first seen {events:?})"
+    );
+    let h = history(&nats, KEY);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!((h[0].0, h[0].1.as_str()), (1, "manual_rollback"));
+    let winner = ["s1", "s2", "s3"]
+        .iter()
+        .position(|&i| i == h[0].2)
+        .unwrap();
+    assert_eq!(n[winner], 1, "the event is the winner's: {n:?} {h:?}");
+    println!("concurrent rollbacks: winner {} of 3", h[0].2);
+}
+
+#[test]
+fn cut_off_sidecars_keep_fleet_decisions_across_restart_and_publish_their_own_on_return() {
+    let mut nats = NatsServer::start();
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder().name("b").start().unwrap();
+    let mut s = three(&nats, &a, &b, "");
+    let all: Vec<&Sidecar> = s.iter().collect();
+    s[0].post("rollback");
+    wait_all(&all, "rolled_back", Instant::now(), 5);
+
+    // The broker goes away; s3 restarts meanwhile and still honours the rollback.
+    nats.stop();
+    let s3 = s.pop().unwrap().restart();
+    assert_eq!(s3.state(), "rolled_back");
+    assert_eq!(s3.fleet()["connected"], false);
+    s.push(s3);
+
+    // Cut off, s2 resumes: it holds there at once, nowhere else yet.
+    s[1].post("resume");
+    assert_eq!(s[1].state(), "running");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s[0].state(), "rolled_back");
+    assert_eq!(s[2].state(), "rolled_back");
+    wait_for(5, "s2's own event while cut off", || {
+        (s[1].guardrail_events().len() == 1).then_some(())
+    });
+
+    // The broker returns: s2 publishes its resume, s1 and s3 apply it.
+    let t0 = Instant::now();
+    nats.restart();
+    let all: Vec<&Sidecar> = s.iter().collect();
+    let took = wait_all(&all, "running", t0, 20);
+    println!("resume taken while cut off applied {took:?} ms after the broker returned");
+    let h = history(&nats, KEY);
+    assert_eq!(
+        h.last().unwrap(),
+        &(2, "resume".to_string(), "s2".to_string()),
+        "{h:?}"
+    );
+    assert_eq!(h.len(), 2, "{h:?}");
+    // The resume's event was written once, by its taker.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s[1].guardrail_events().len(), 1);
+    assert!(s[2].guardrail_events().is_empty());
+    assert_eq!(s[0].guardrail_events().len(), 1, "s1's rollback only");
+}
