@@ -24,8 +24,19 @@ fn sidecar_config(
     b: &MockServer,
     guard: &str,
 ) -> String {
+    fleet_config(nats, instance, a, b, guard, false)
+}
+
+fn fleet_config(
+    nats: &str,
+    instance: &str,
+    a: &MockServer,
+    b: &MockServer,
+    guard: &str,
+    share_windows: bool,
+) -> String {
     let mut c = two_backend(DIR_PLACEHOLDER, a.addr, b.addr).raw(&format!(
-        "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = false\n"
+        "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = {share_windows}\n"
     ));
     if !guard.is_empty() {
         c = c.guardrails(EXP, guard);
@@ -419,4 +430,128 @@ fn cut_off_sidecars_keep_fleet_decisions_across_restart_and_publish_their_own_on
     assert_eq!(s[1].guardrail_events().len(), 1);
     assert!(s[2].guardrail_events().is_empty());
     assert_eq!(s[0].guardrail_events().len(), 1, "s1's rollback only");
+}
+
+/// Thin traffic: 3 sidecars share their windows; `per_sidecar` requests through each
+/// (users `w0…`, round robin), with the control backend failing 5% of requests and the
+/// treatment backend `treatment_errors`. Returns the sidecars once every one has held
+/// the two others' windows with all their traffic (or the experiment left `running`).
+fn thin_fleet(
+    nats: &NatsServer,
+    treatment_errors: f64,
+    per_sidecar: usize,
+) -> (Vec<Sidecar>, MockServer, MockServer) {
+    let a = MockServer::builder()
+        .name("a")
+        .error_rate(0.05)
+        .start()
+        .unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .error_rate(treatment_errors)
+        .start()
+        .unwrap();
+    let guard = r#"min_requests = 300, check_interval = "300ms", window = "5m", error_rate = { max_increase = 0.05 }"#;
+    let s: Vec<Sidecar> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|name| Sidecar::start(&fleet_config(&nats.url(), name, &a, &b, guard, true)))
+        .collect();
+    wait_connected(&s, 3);
+    for i in 0..per_sidecar * 3 {
+        get_as(&s[i % 3].g, "/v1/chat", &format!("w{i}"));
+    }
+    (s, a, b)
+}
+
+/// Each sidecar's own window of `variant` (requests).
+fn local_requests(s: &Sidecar, variant: usize) -> u64 {
+    s.get("/admin/experiments")
+        .pointer(&format!(
+            "/experiments/0/variants/{variant}/window/requests"
+        ))
+        .and_then(Value::as_u64)
+        .unwrap()
+}
+
+#[test]
+fn thin_traffic_below_min_requests_on_each_sidecar_is_rolled_back_on_the_fleet_sum() {
+    let nats = NatsServer::start();
+    // 250 requests per sidecar: about 125 per variant each, under min_requests = 300;
+    // the fleet's sum, about 375 per variant, is over it. Treatment fails 25% against
+    // control's 5%: +20 points.
+    let (s, _a, _b) = thin_fleet(&nats, 0.25, 250);
+    let all: Vec<&Sidecar> = s.iter().collect();
+    for sc in &s {
+        for v in 0..2 {
+            let n = local_requests(sc, v);
+            assert!(n < 300, "a sidecar alone has {n} requests of variant {v}");
+        }
+    }
+    let took = wait_all(&all, "rolled_back", Instant::now(), 15);
+    println!("thin traffic: rolled back on s1, s2, s3 after {took:?} ms");
+    // One decision for the fleet: one `guardrail` event in all three logs, taken on the
+    // summed windows (n_control, n_treatment over min_requests), and one value in the
+    // bucket.
+    wait_for(5, "the guardrail event", || {
+        let n: usize = s.iter().map(|sc| sc.guardrail_events().len()).sum();
+        (n >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let events: Vec<Value> = s.iter().flat_map(|sc| sc.guardrail_events()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["action"], "rollback");
+    assert_eq!(e["guardrail"], "error_rate");
+    assert!(
+        e["n_control"].as_u64().unwrap() >= 300 && e["n_treatment"].as_u64().unwrap() >= 300,
+        "decided on the fleet's sum: {e}"
+    );
+    let t = e["treatment"].as_f64().unwrap() - e["control"].as_f64().unwrap();
+    assert!((0.1..0.3).contains(&t), "error rates {e}");
+    assert_eq!(history(&nats, KEY).len(), 1);
+    // GET /admin/fleet shows what each sidecar held of the others.
+    let f = s[0].fleet();
+    let peers = f["peer_windows"].as_array().unwrap();
+    let from: std::collections::BTreeSet<&str> = peers
+        .iter()
+        .map(|p| p["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(from, ["s2", "s3"].into_iter().collect(), "{f}");
+}
+
+#[test]
+fn an_aa_fleet_on_thin_traffic_is_not_rolled_back() {
+    let nats = NatsServer::start();
+    // Both backends fail 5% of requests: the fleet sum crosses min_requests and keeps
+    // being judged, and nothing is rolled back.
+    let (s, _a, _b) = thin_fleet(&nats, 0.05, 400);
+    // Every sidecar holds both peers' complete windows (the fleet sum is over
+    // min_requests everywhere), then a dozen more checks pass.
+    for sc in &s {
+        wait_for(10, "the peers' windows", || {
+            let f = sc.fleet();
+            let total: u64 = f["peer_windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["requests"].as_u64().unwrap())
+                .sum::<u64>()
+                + local_requests(sc, 0)
+                + local_requests(sc, 1);
+            (total == 1200).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(12 * 300));
+    for sc in &s {
+        assert_eq!(sc.state(), "running");
+        assert!(sc.guardrail_events().is_empty());
+        // Judged on the sum (each sidecar alone has under min_requests): `pass`.
+        assert!(local_requests(sc, 1) < 300);
+        assert_eq!(
+            sc.get("/admin/experiments")
+                .pointer("/experiments/0/variants/1/guardrail_status")
+                .cloned(),
+            Some(Value::from("pass"))
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Guardrail checks: every `check_interval`, each treatment against its control (the
 //! rule is [`crate::guard::evaluator::evaluate`]), then a violation becomes a
-//! [`Decision`] taken through [`App::decide`].
+//! [`Decision`] taken through [`App::decide`]. With `[fleet] share_windows` the windows
+//! judged are the sum of this sidecar's and the fresh ones of the others.
 
 use crate::config::{GuardAction, Guardrails};
 use crate::guard::evaluator::{evaluate, Verdict, Violation};
@@ -35,15 +36,14 @@ fn check(app: &App, exp: Live<'_>, g: &Guardrails) {
     let now_ms = app.now_ms();
     let state = exp.state();
     let control = &state.variants[exp.config.control];
-    let cstats = control.window.stats(now_ms);
-    let crecent = control.window.recent();
+    let (cstats, crecent) = fleet_window(app, exp, g, control, now_ms);
     for (vi, v) in state.variants.iter().enumerate() {
         if vi == exp.config.control || v.rolled_back.load(Relaxed) {
             continue;
         }
-        let tstats = v.window.stats(now_ms);
+        let (tstats, trecent) = fleet_window(app, exp, g, v, now_ms);
         let strikes = v.latency_strikes.load(Relaxed);
-        match evaluate(g, &cstats, &tstats, crecent, v.window.recent(), strikes) {
+        match evaluate(g, &cstats, &tstats, crecent, trecent, strikes) {
             Verdict::InsufficientData => v.set_status(GuardStatus::InsufficientData),
             Verdict::Pass { latency_strike } => {
                 v.set_status(GuardStatus::Pass);
@@ -68,6 +68,32 @@ fn check(app: &App, exp: Live<'_>, g: &Guardrails) {
             }
         }
     }
+}
+
+/// The window the rule judges for variant `v`: this sidecar's, plus with
+/// `share_windows` the other sidecars' windows received within two check intervals
+/// that start after the last resume known here. A cut-off sidecar receives none, so it
+/// judges its own traffic alone.
+fn fleet_window(
+    app: &App,
+    exp: Live<'_>,
+    g: &Guardrails,
+    v: &VariantState,
+    now_ms: u64,
+) -> (WindowStats, (u64, u64)) {
+    let (mut stats, mut recent) = (v.window.stats(now_ms), v.window.recent());
+    if app.fleet.share_windows.load(Relaxed) {
+        let state = exp.state();
+        let peers = app.fleet.peer_windows(
+            &exp.config.name,
+            &v.name,
+            g.check_interval * 2,
+            state.resumed_unix_ms.load(Relaxed),
+        );
+        stats.add(&peers.stats);
+        recent = (recent.0 + peers.recent.0, recent.1 + peers.recent.1);
+    }
+    (stats, recent)
 }
 
 fn violation_gauge(app: &App, exp: Live<'_>, v: &VariantState, kind: GuardrailKind, val: i64) {

@@ -34,7 +34,7 @@ mod bucket;
 mod persist;
 pub mod plan;
 
-use crate::fleet::FleetConn;
+use crate::fleet::{windows, FleetConn};
 use crate::guard::Decision;
 use crate::runtime::{unix_ms, App};
 use async_nats::jetstream::kv;
@@ -84,6 +84,7 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, shutdown: watch::Receiver<bool
         started: Instant::now(),
         bucket_retry_at: Instant::now(),
         bucket_warned: false,
+        windows: Default::default(),
     };
     tokio::spawn(store.run(rx, shutdown));
 }
@@ -105,6 +106,7 @@ struct Store {
     started: Instant,
     bucket_retry_at: Instant,
     bucket_warned: bool,
+    windows: crate::fleet::windows::Publisher,
 }
 
 enum Ev {
@@ -283,6 +285,10 @@ impl Store {
 
     /// A value read from the bucket (watch or full read).
     async fn on_entry(&mut self, e: kv::Entry) {
+        if e.key.starts_with(windows::WINDOW_PREFIX) {
+            windows::received(&self.app, &self.instance, &e);
+            return;
+        }
         if let Some(name) = e.key.strip_prefix(plan::INSTANCE_PREFIX) {
             self.heard_from(name, &e);
             return;
@@ -397,6 +403,9 @@ impl Store {
             }
         }
         self.publish_pending().await;
+        if windows::sharing(&self.app) {
+            self.windows.publish(&self.app, &self.instance, &kv).await;
+        }
         if due(self.last_heartbeat, HEARTBEAT_EVERY) {
             self.heartbeat(&kv).await;
         }
@@ -458,6 +467,7 @@ impl Store {
             Err(e) => return self.read_failed(&e),
         };
         let mut news = false;
+        let now = unix_ms(SystemTime::now());
         for key in keys {
             let entry = match bounded(kv.entry(key.as_str())).await {
                 Ok(Ok(Some(e))) => e,
@@ -465,6 +475,13 @@ impl Store {
                 Ok(Err(e)) => return self.read_failed(&e),
                 Err(e) => return self.read_failed(&e),
             };
+            let per_instance =
+                key.starts_with(windows::WINDOW_PREFIX) || key.starts_with(plan::INSTANCE_PREFIX);
+            if per_instance && windows::is_gone(&entry, now) {
+                // A sidecar gone for an hour: its keys go (whoever reads them first).
+                let _ = bounded(kv.delete(key.as_str())).await;
+                continue;
+            }
             if entry.key.starts_with(plan::DECISION_PREFIX)
                 && is_news(self.file.known.get(&entry.key), entry.revision)
                 && !self.file.pending.contains_key(&entry.key)

@@ -6,6 +6,7 @@
 //! | [`shipper`] | ships the local event log to the stream, at least once, from a checkpoint |
 //! | [`log`] | the event files as the shipper reads them: positions, the checkpoint file, the `max_backlog` skip |
 //! | [`publisher`] | the broker the shipper publishes to (a trait; JetStream implements it) |
+//! | [`windows`] | shared guardrail windows (`share_windows`): each sidecar's windows published to the bucket, the others' kept for the guardrail checks |
 //! | [`decisions`] | the decision store: rollbacks, pauses and resumes shared through the key-value bucket, applied by every sidecar |
 //!
 //! Everything here runs beside the request path: the proxy never waits on the broker.
@@ -18,6 +19,7 @@ pub mod decisions;
 pub mod log;
 pub mod publisher;
 pub mod shipper;
+pub mod windows;
 
 pub use conn::FleetConn;
 pub use publisher::{JetStream, Publisher, ShipError};
@@ -53,6 +55,9 @@ impl Fleet {
         shutdown: watch::Receiver<bool>,
     ) -> Option<Fleet> {
         app.fleet.enabled.store(true, Relaxed);
+        app.fleet
+            .share_windows
+            .store(settings.share_windows, Relaxed);
         let _ = app.fleet.instance.set(settings.instance.clone());
         let conn = match FleetConn::start(settings, app.fleet.clone()).await {
             Ok(conn) => conn,

@@ -137,6 +137,8 @@ impl<P: Publisher> Shipper<P> {
             None => log.first().unwrap_or_default(),
         };
         let (tx, stop) = watch::channel(None);
+        *status.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) =
+            saved.as_ref().map(|p| (p.file.clone(), p.offset));
         let s = Shipper {
             opts,
             publisher,
@@ -389,7 +391,15 @@ impl<P: Publisher> Shipper<P> {
         }
         let (path, pos) = (self.opts.checkpoint.clone(), self.acked.clone());
         match blocking(move || log::save_checkpoint(&path, &pos)).await {
-            Ok(()) => self.saved = Some(self.acked.clone()),
+            Ok(()) => {
+                *self
+                    .status
+                    .checkpoint
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some((self.acked.file.clone(), self.acked.offset));
+                self.saved = Some(self.acked.clone());
+            }
             Err(e) => tracing::warn!("shipper: cannot record the checkpoint: {e}"),
         }
         self.saved_at = Instant::now();

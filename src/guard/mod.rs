@@ -19,4 +19,4 @@ mod state;
 pub mod window;
 
 pub use decision::{Action, Decision, GuardrailKind};
-pub use state::{ExperimentState, Guard, GuardError, GuardStatus, VariantState};
+pub use state::{unix_ms, ExperimentState, Guard, GuardError, GuardStatus, VariantState};

@@ -10,7 +10,7 @@ use crate::config::{Config, Experiment};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,9 +76,23 @@ pub struct ExperimentState {
     /// Variants, in config order.
     pub variants: Vec<Arc<VariantState>>,
     window: Duration,
+    /// Unix time (ms) the windows' data starts: when this state was made, then the
+    /// time of each resume applied (a fleet shares it: [`Self::window_since_unix_ms`]).
+    created_unix_ms: u64,
+    /// Unix time (ms) of the last resume applied here (its decision's `ts`, the same on
+    /// every sidecar that applied it); 0 = none since start.
+    pub resumed_unix_ms: AtomicU64,
 }
 
 impl ExperimentState {
+    /// Unix time (ms) from which this sidecar's windows hold data: the later of when
+    /// the state was made and the last resume. A fleet evaluator sums another
+    /// sidecar's window only if it starts at or after the last resume it knows
+    /// (`share_windows`), so data from before a resume never re-triggers a rollback.
+    pub fn window_since_unix_ms(&self) -> u64 {
+        self.created_unix_ms.max(self.resumed_unix_ms.load(Relaxed))
+    }
+
     /// Whether the units of variant `i` are served by control right now.
     ///
     /// Hot path: one or two atomic loads.
@@ -221,6 +235,8 @@ impl Guard {
                 })
                 .collect(),
             window,
+            created_unix_ms: unix_ms(std::time::SystemTime::now()),
+            resumed_unix_ms: AtomicU64::new(0),
         });
         reg.insert(exp.name.to_string(), state.clone());
         state
@@ -294,6 +310,7 @@ impl Guard {
             Action::Pause => exp.paused.store(true, Relaxed),
             Action::Resume => {
                 exp.paused.store(false, Relaxed);
+                exp.resumed_unix_ms.store(unix_ms(decision.ts), Relaxed);
                 for v in &exp.variants {
                     v.rolled_back.store(false, Relaxed);
                     v.latency_strikes.store(0, Relaxed);
@@ -313,4 +330,10 @@ impl Guard {
         edit(&mut p);
         self.save(&p)
     }
+}
+
+/// Milliseconds since the unix epoch at `t` (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

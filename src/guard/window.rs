@@ -67,6 +67,18 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
+    /// Add `other` (another sidecar's window of the same variant) to this one.
+    pub fn add(&mut self, other: &WindowStats) {
+        self.n += other.n;
+        self.errors += other.errors;
+        if self.hist.len() < other.hist.len() {
+            self.hist.resize(other.hist.len(), 0);
+        }
+        for (h, o) in self.hist.iter_mut().zip(&other.hist) {
+            *h += o;
+        }
+    }
+
     /// Error rate (0 when empty).
     pub fn error_rate(&self) -> f64 {
         if self.n == 0 {

@@ -15,10 +15,11 @@ pub use snapshot::{build_snapshot, ExperimentRuntime, Live, Snapshot};
 
 use crate::config::Config;
 use crate::events::EventSink;
+use crate::guard::window::WindowStats;
 use crate::guard::{Decision, Guard};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -61,6 +62,40 @@ pub struct FleetStatus {
     pub state_updated_unix_ms: AtomicU64,
     /// Instances seen in the bucket: name → unix time (ms) of their last heartbeat.
     pub instances: Mutex<BTreeMap<String, u64>>,
+    /// The shipper's checkpoint: file name and byte offset acknowledged by the stream.
+    pub checkpoint: Mutex<Option<(String, u64)>>,
+    /// `share_windows`: the guardrails judge this sidecar's windows plus the fresh
+    /// windows of the others ([`FleetStatus::peer_windows`]).
+    pub share_windows: AtomicBool,
+    /// Windows other sidecars published: (experiment, variant) → instance → window.
+    /// Written by the fleet's store, read by the guardrail checks (off the request path).
+    pub windows: Mutex<HashMap<(String, String), HashMap<String, PeerWindow>>>,
+}
+
+/// Another sidecar's window of one variant, as last received.
+#[derive(Debug, Clone)]
+pub struct PeerWindow {
+    /// When this sidecar received it (freshness is judged on this clock alone).
+    pub received: Instant,
+    /// The bucket revision it came in (a full read of the same revision is no news).
+    pub revision: u64,
+    /// Unix time (ms) from which the publisher's window holds data.
+    pub since_unix_ms: u64,
+    /// Requests, errors and latency histogram in the publisher's window.
+    pub stats: WindowStats,
+    /// (requests, errors) among the publisher's last 100 requests (the breaker).
+    pub recent: (u64, u64),
+}
+
+/// The sum of the fresh windows of other sidecars for one variant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerSum {
+    /// Their windows added up.
+    pub stats: WindowStats,
+    /// Their recent (requests, errors) added up.
+    pub recent: (u64, u64),
+    /// How many sidecars contributed.
+    pub instances: usize,
 }
 
 impl FleetStatus {
@@ -93,6 +128,32 @@ impl FleetStatus {
             .filter(|(_, age)| *age <= Self::INSTANCE_FRESH_MS)
             .count();
         (list, fresh)
+    }
+
+    /// The other sidecars' windows of `variant` of `experiment` received within `fresh`
+    /// and starting at or after `resumed_unix_ms` (the last resume known here), summed.
+    pub fn peer_windows(
+        &self,
+        experiment: &str,
+        variant: &str,
+        fresh: std::time::Duration,
+        resumed_unix_ms: u64,
+    ) -> PeerSum {
+        let mut sum = PeerSum::default();
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peers) = windows.get(&(experiment.to_string(), variant.to_string())) else {
+            return sum;
+        };
+        for w in peers.values() {
+            if w.received.elapsed() > fresh || w.since_unix_ms < resumed_unix_ms {
+                continue;
+            }
+            sum.stats.add(&w.stats);
+            sum.recent.0 += w.recent.0;
+            sum.recent.1 += w.recent.1;
+            sum.instances += 1;
+        }
+        sum
     }
 }
 
@@ -187,11 +248,7 @@ impl App {
     }
 }
 
-/// Milliseconds since the unix epoch at `t` (0 before it).
-pub fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::guard::unix_ms;
 
 /// Count a request in flight for the duration of the guard.
 pub struct InflightGuard(pub Arc<App>);
@@ -199,5 +256,58 @@ pub struct InflightGuard(pub Arc<App>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn window(n: u64, errors: u64, since: u64, age: Duration) -> PeerWindow {
+        PeerWindow {
+            received: Instant::now() - age,
+            revision: 1,
+            since_unix_ms: since,
+            stats: WindowStats {
+                n,
+                errors,
+                hist: vec![n],
+            },
+            recent: (n.min(100), errors.min(100)),
+        }
+    }
+
+    #[test]
+    fn peer_windows_sum_the_fresh_ones_that_start_after_the_last_resume() {
+        let f = FleetStatus::default();
+        let key = ("exp".to_string(), "b".to_string());
+        f.windows.lock().unwrap().insert(
+            key,
+            HashMap::from([
+                ("fresh".to_string(), window(100, 10, 5_000, Duration::ZERO)),
+                (
+                    "fresh2".to_string(),
+                    window(50, 5, 9_000, Duration::from_millis(500)),
+                ),
+                (
+                    "silent".to_string(),
+                    window(1000, 900, 5_000, Duration::from_secs(3)),
+                ),
+                (
+                    "before_resume".to_string(),
+                    window(70, 70, 1_000, Duration::ZERO),
+                ),
+            ]),
+        );
+        let fresh = Duration::from_secs(2);
+        let s = f.peer_windows("exp", "b", fresh, 2_000);
+        assert_eq!(s.instances, 2);
+        assert_eq!((s.stats.n, s.stats.errors), (150, 15));
+        assert_eq!(s.stats.hist, vec![150]);
+        assert_eq!(s.recent, (150, 15));
+        // No resume known here: the older window counts too.
+        assert_eq!(f.peer_windows("exp", "b", fresh, 0).instances, 3);
+        assert_eq!(f.peer_windows("exp", "other", fresh, 0), PeerSum::default());
     }
 }
