@@ -1,6 +1,8 @@
 //! The event shipper against a real `nats-server -js` and real abgate processes: every
-//! exposure reaches the stream with its `event_id` and `instance`; a broker killed under
-//! load costs no request and no event; a sidecar restart resumes at its checkpoint.
+//! exposure reaches the stream with its `event_id` and `instance`; a broker killed for
+//! 30 s under load costs no request and no event; a sidecar restart resumes at its
+//! checkpoint; three sidecars through a sidecar stop, a broker `kill -9` and a sidecar
+//! restart leave exactly one exposure per answered request in the stream.
 
 mod common;
 
@@ -12,12 +14,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const STREAM: &str = "ABGATE_TEST";
+/// How long the broker stays down under load.
+const OUTAGE: Duration = Duration::from_secs(30);
 
 /// The two-backend config with `[fleet]` on `nats`.
 fn config(a: &MockServer, b: &MockServer, nats: &NatsServer, extra: &str) -> String {
+    config_of("pod-a", a, b, nats, extra)
+}
+
+/// The same for sidecar `instance`.
+fn config_of(
+    instance: &str,
+    a: &MockServer,
+    b: &MockServer,
+    nats: &NatsServer,
+    extra: &str,
+) -> String {
     two_backend(common::DIR_PLACEHOLDER, a.addr, b.addr)
         .raw(&format!(
-            "[fleet]\nnats_url = \"{}\"\ninstance = \"pod-a\"\nstream = \"{STREAM}\"\n{extra}",
+            "[fleet]\nnats_url = \"{}\"\ninstance = \"{instance}\"\nstream = \"{STREAM}\"\n{extra}",
             nats.url()
         ))
         .toml()
@@ -147,7 +162,7 @@ fn every_exposure_reaches_the_stream_with_its_id_and_instance() {
 }
 
 #[test]
-fn a_broker_killed_under_load_costs_no_request_and_no_event() {
+fn a_broker_down_for_30s_under_load_costs_no_request_and_no_event() {
     let (a, b) = (
         MockServer::builder().name("a").start().unwrap(),
         MockServer::builder().name("b").start().unwrap(),
@@ -190,6 +205,9 @@ fn a_broker_killed_under_load_costs_no_request_and_no_event() {
                         }
                         sent.fetch_add(1, Relaxed);
                         i += 1;
+                        // about 1,000 requests per second per client: a 30 s outage
+                        // stays a few tens of thousands of events
+                        std::thread::sleep(Duration::from_micros(700));
                     }
                 })
             })
@@ -201,7 +219,7 @@ fn a_broker_killed_under_load_costs_no_request_and_no_event() {
     let backlog = |g: &Abgate| metric_sum(&g.metrics(), "abgate_events_ship_backlog_bytes", &[]);
     let mut peak = 0.0f64;
     let mut samples = Vec::new();
-    while down.elapsed() < Duration::from_secs(4) {
+    while down.elapsed() < OUTAGE {
         let b = backlog(&g);
         samples.push(b);
         peak = peak.max(b);
@@ -303,4 +321,158 @@ fn a_restarted_sidecar_resumes_at_its_checkpoint() {
     assert_eq!(ids.len(), 300, "nothing lost");
     assert!(g.stop().success());
     eprintln!("restart: first run {first_run} events, second run shipped {second_run} (100 new)");
+}
+
+/// A client of one sidecar: requests with their own ids, paced, to whatever address
+/// `target` holds (none: the sidecar is down, wait); records the ids the backend
+/// answered (200: proxied, so exposed; a stopping sidecar's own 503 is not).
+fn client(
+    name: &'static str,
+    target: Arc<std::sync::Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        let mut i = 0;
+        while !stop.load(Relaxed) && i < 100_000 {
+            let url = target.lock().unwrap().clone();
+            let Some(url) = url else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let id = format!("{name}-{i}");
+            i += 1;
+            let r = agent()
+                .get(&format!("{url}/v1/predict"))
+                .set("x-user-id", &format!("user-{id}"))
+                .set("x-request-id", &id)
+                .call();
+            if r.is_ok_and(|r| r.status() == 200) {
+                answered.push(id);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        answered
+    })
+}
+
+#[test]
+fn three_sidecars_through_a_stop_a_broker_kill_and_a_restart_leave_one_exposure_per_response() {
+    let (a, b) = (
+        MockServer::builder().name("a").start().unwrap(),
+        MockServer::builder().name("b").start().unwrap(),
+    );
+    let mut nats = NatsServer::start();
+    let names = ["s1", "s2", "s3"];
+    let dirs: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut sidecars: Vec<Option<Abgate>> = names
+        .iter()
+        .zip(&dirs)
+        .map(|(n, d)| Some(start(d.path(), &config_of(n, &a, &b, &nats, ""))))
+        .collect();
+    for g in sidecars.iter().flatten() {
+        wait_for(10, "the broker connection", || {
+            (metric_sum(&g.metrics(), "abgate_fleet_connected", &[]) == 1.0).then_some(())
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let targets: Vec<_> = sidecars
+        .iter()
+        .map(|g| Arc::new(std::sync::Mutex::new(Some(g.as_ref().unwrap().url("")))))
+        .collect();
+    let clients: Vec<_> = names
+        .iter()
+        .zip(&targets)
+        .map(|(n, t)| client(n, t.clone(), stop.clone()))
+        .collect();
+    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+
+    // 1. SIGTERM s1 under load (its client stops with it).
+    pause(1000);
+    *targets[0].lock().unwrap() = None;
+    assert!(sidecars[0].take().unwrap().stop().success());
+    // 2. The broker killed (-9) and started again on the same store.
+    pause(1000);
+    nats.stop();
+    pause(2000);
+    nats.restart();
+    // 3. s2 restarted (SIGTERM, then started again on its dirs) under load.
+    pause(1000);
+    let s2 = sidecars[1].take().unwrap();
+    *targets[1].lock().unwrap() = None;
+    let s2_config = s2.config.clone();
+    assert!(s2.stop().success());
+    let s2 = common::start_file(dirs[1].path(), &s2_config);
+    *targets[1].lock().unwrap() = Some(s2.url(""));
+    sidecars[1] = Some(s2);
+    pause(1500);
+    stop.store(true, Relaxed);
+    let answered: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(answered.len() > 1000, "{} answered", answered.len());
+
+    // Every running sidecar ships what it logged; then the stream is read.
+    for g in sidecars.iter().flatten() {
+        wait_for(60, "the backlog to drain", || {
+            let m = g.metrics();
+            (metric_sum(&m, "abgate_events_ship_backlog_bytes", &[]) == 0.0
+                && metric_sum(&m, "abgate_fleet_connected", &[]) == 1.0)
+                .then_some(())
+        });
+    }
+    let local: usize = dirs
+        .iter()
+        .map(|d| events(&d.path().join("events")).len())
+        .sum();
+    let msgs = wait_for(30, "every local event in the stream", || {
+        let msgs = read_stream(&nats.url());
+        let ids: BTreeSet<&str> = msgs
+            .iter()
+            .map(|m| m.event["event_id"].as_str().unwrap())
+            .collect();
+        (ids.len() >= local).then_some(msgs)
+    });
+    // Duplicates share their event_id (and their whole line).
+    let mut by_id: BTreeMap<&str, Vec<&Msg>> = BTreeMap::new();
+    for m in &msgs {
+        assert_eq!(m.msg_id.as_deref(), m.event["event_id"].as_str());
+        by_id
+            .entry(m.event["event_id"].as_str().unwrap())
+            .or_default()
+            .push(m);
+    }
+    for copies in by_id.values() {
+        assert!(copies.iter().all(|c| c.event == copies[0].event));
+    }
+    assert_eq!(by_id.len(), local, "every local event, once by id");
+    // After de-duplication each answered request has exactly one exposure.
+    let mut per_request: BTreeMap<&str, usize> = BTreeMap::new();
+    for copies in by_id.values() {
+        let e = &copies[0].event;
+        if e["type"] == "exposure" {
+            *per_request
+                .entry(e["request_id"].as_str().unwrap())
+                .or_default() += 1;
+        }
+    }
+    for id in &answered {
+        assert_eq!(per_request.get(id.as_str()), Some(&1), "request {id}");
+    }
+    let instances: BTreeSet<&str> = by_id
+        .values()
+        .map(|c| c[0].event["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances, names.into_iter().collect());
+    eprintln!(
+        "three sidecars: {} answered requests, {} events, {} messages in the stream ({} duplicates by id)",
+        answered.len(),
+        by_id.len(),
+        msgs.len(),
+        msgs.len() - by_id.len()
+    );
+    for g in sidecars.into_iter().flatten() {
+        assert!(g.stop().success());
+    }
 }
