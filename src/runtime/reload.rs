@@ -4,6 +4,7 @@
 
 use super::{build_snapshot, App, ReloadOutcome};
 use crate::config::{self, Config, ConfigError};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 impl App {
@@ -29,7 +30,13 @@ impl App {
         if cfg.version == cur.config.version {
             return Ok(ReloadOutcome::Unchanged);
         }
-        warn_restart_only(&cur.config, &cfg);
+        let restart_only = restart_only_changes(&cur.config, &cfg);
+        if !restart_only.is_empty() {
+            tracing::warn!(
+                "config reload: {} changed; these apply only after a restart (the running values stay)",
+                restart_only.join(", ")
+            );
+        }
         let snap = match build_snapshot(Arc::new(cfg), &self.guard, &self.metrics) {
             Ok(s) => s,
             Err(e) => {
@@ -50,6 +57,10 @@ impl App {
         };
         let version = snap.config.version.clone();
         self.guard.retain(&snap.config);
+        // `share_windows` applies at once; the rest of `[fleet]` only after a restart.
+        if let (true, Some(f)) = (self.fleet.enabled.load(Relaxed), &snap.config.fleet) {
+            self.fleet.share_windows.store(f.share_windows, Relaxed);
+        }
         self.metrics.set_config_version(&version);
         self.snapshot.store(Arc::new(snap));
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -58,7 +69,8 @@ impl App {
     }
 }
 
-fn warn_restart_only(old: &Config, new: &Config) {
+/// The restart-only keys whose values differ between `old` and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if old.server.listen != new.server.listen {
         changed.push("server.listen");
@@ -89,10 +101,43 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.state_dir != new.state_dir {
         changed.push("state.dir");
     }
-    if !changed.is_empty() {
-        tracing::warn!(
-            "config reload: {} changed; these apply only after a restart (the running values stay)",
-            changed.join(", ")
+    let fleet_but_windows = |c: &Config| {
+        c.fleet.clone().map(|mut f| {
+            f.share_windows = false;
+            f
+        })
+    };
+    if fleet_but_windows(old) != fleet_but_windows(new) {
+        changed.push("fleet (all but share_windows)");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        use crate::config::test_support::{parse, MINIMAL};
+        parse(&format!("{MINIMAL}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn fleet_keys_but_share_windows_are_restart_only() {
+        let fleet = |more: &str| {
+            cfg(&format!(
+                "[fleet]\nnats_url = \"nats://127.0.0.1:4222\"\ninstance = \"p\"\n{more}"
+            ))
+        };
+        let none = cfg("");
+        assert!(restart_only_changes(&fleet(""), &fleet("")).is_empty());
+        assert!(restart_only_changes(&fleet(""), &fleet("share_windows = false")).is_empty());
+        let want = vec!["fleet (all but share_windows)"];
+        assert_eq!(
+            restart_only_changes(&fleet(""), &fleet("bucket = \"b2\"")),
+            want
         );
+        assert_eq!(restart_only_changes(&none, &fleet("")), want);
+        assert_eq!(restart_only_changes(&fleet(""), &none), want);
     }
 }
