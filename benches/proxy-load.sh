@@ -28,6 +28,13 @@
 # nghttp2-client: -c64 connections, 10 streams each, one user's cookie) against the same
 # HTTP/1.1 backend; `abgate_h2c` is reported as a ratio to `pingora_h2c`, the bare
 # passthrough with pingora's h2c enabled.
+# Fleet row (`abgate_fleet`): abgate with `[fleet]` shipping every event to a real
+# `nats-server -js` on CPU 0 (Debian's package); its CPU per request includes the
+# shipper's thread. After each of its rounds the script reports the events shipped per
+# second during the load, the backlog at its end and how long the stream took to hold
+# every event (the end-to-end lag at that load). BENCH_SHIP_SECS (default 10, 0 skips):
+# the shipper's sustained rate — that many seconds of load with the broker down, then
+# the time to ship the backlog once it is back.
 # Environment: BENCH_CONFIGS (a subset, e.g. "pingora_pass abgate"; `*_je` rows are
 # the jemalloc builds, only run when named), BENCH_SKIP_OHA=1,
 # BENCH_OUT (default target/bench-load). ROUNDS=0 runs only the optional phases.
@@ -98,6 +105,18 @@ PIDS+=($!)
 
 printf '{"prompt":"hello"}' > "$OUT/body.json"
 
+# ---- broker for the fleet row: nats-server with JetStream on CPU 0
+NPORT=$(free_port)
+NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
+NATS_PID=""
+start_nats() {
+  taskset -c 0 "$NATS_BIN" -js -a 127.0.0.1 -p "$NPORT" -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
+  NATS_PID=$!; PIDS+=($NATS_PID)
+  for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nats-server did not start"; cat "$OUT/nats.log"; return 1
+}
+stop_nats() { [ -n "$NATS_PID" ] && kill -KILL "$NATS_PID" 2>/dev/null; wait "$NATS_PID" 2>/dev/null; NATS_PID=""; }
+
 # ---- wrk script: rotating users in a realistic Cookie header
 cat > "$OUT/users.lua" <<'EOF'
 local n = 0
@@ -111,7 +130,7 @@ end
 EOF
 
 # ---- abgate config: 3 layers, 2-4 variants, targeting, events, metrics, guardrails
-abgate_config() { # $1 port, $2 admin port, $3 dir, $4 extra [admin] line, $5 extra [events] line
+abgate_config() { # $1 port, $2 admin port, $3 dir, $4 extra [admin] line, $5 extra [events] line, $6 extra tables
 cat <<EOF
 [server]
 listen = ["127.0.0.1:$1"]
@@ -193,6 +212,7 @@ name = "sampling"
     name = "t00"
     weight = 1
     headers = { "x-temperature" = "0.0" }
+${6:-}
 EOF
 }
 
@@ -212,7 +232,7 @@ start_proxy() {
       [ "$name" = pingora_pass_je ] && bin=target/jemalloc/release/examples/passthrough
       taskset -c 1 ${PROXY_PREFIX:-} "$bin" "127.0.0.1:$PPORT" "127.0.0.1:$BPORT" >"$dir/log" 2>&1 &
       PPID_=$! ;;
-    abgate|abgate_sys|abgate_je|abgate_noevents|abgate_nometrics|abgate_h2c)
+    abgate|abgate_sys|abgate_je|abgate_noevents|abgate_nometrics|abgate_h2c|abgate_fleet)
       local bin=target/release/abgate
       [ "$name" = abgate_sys ] && bin=target/sysalloc/release/abgate
       [ "$name" = abgate_je ] && bin=target/jemalloc/release/abgate
@@ -220,7 +240,9 @@ start_proxy() {
       local admin_extra="" events_extra=""
       [ "$name" = abgate_noevents ] && events_extra="enabled = false"
       [ "$name" = abgate_nometrics ] && admin_extra="request_metrics = false"
-      abgate_config "$PPORT" "$APORT" "$dir" "$admin_extra" "$events_extra" > "$dir/abgate.toml"
+      local tables=""
+      [ "$name" = abgate_fleet ] && tables=$(printf '[fleet]\nnats_url = "nats://127.0.0.1:%s"\ninstance = "bench"\nstream = "ABGATE_BENCH"\n' "$NPORT")
+      abgate_config "$PPORT" "$APORT" "$dir" "$admin_extra" "$events_extra" "$tables" > "$dir/abgate.toml"
       taskset -c 1 ${PROXY_PREFIX:-} "$bin" serve --config "$dir/abgate.toml" >"$dir/log" 2>&1 &
       PPID_=$! ;;
     nginx_split)
@@ -289,11 +311,32 @@ load() {
   esac
 }
 
+# metric NAME: the value of an unlabelled metric of the abgate under test
+metric() { curl -s "http://127.0.0.1:$APORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+# After an abgate_fleet round: events shipped per second during the load (SHIP0 and
+# SHIP_T0 are read when it starts), the backlog at its end, and the time until the
+# stream holds every event (bounded: 60 s).
+ship_report() {
+  local shipped backlog t_end waited=0
+  shipped=$(metric abgate_events_shipped_total); backlog=$(metric abgate_events_ship_backlog_bytes)
+  t_end=$(date +%s.%N)
+  while [ "$(metric abgate_events_ship_backlog_bytes)" != "0" ] && [ "$waited" -lt 600 ]; do
+    sleep 0.1; waited=$((waited + 1))
+  done
+  local t_drained; t_drained=$(date +%s.%N)
+  python3 -c "
+s0, s1, t0, t1, t2, b = map(float, '$SHIP0 $shipped $SHIP_T0 $t_end $t_drained $backlog'.split())
+print(f'      shipper, round $1: {(s1 - s0) / (t1 - t0):,.0f} events/s shipped during the load; backlog at its end {b:,.0f} bytes; every event in the stream {t2 - t1:.2f} s after the load stopped')
+" | tee -a "$OUT/ship.txt"
+}
+
 run_one() {
   local name=$1 round=$2
   start_proxy "$name" || return 0
   load "$WARM" >/dev/null 2>&1 || true
   local t0="0 0" th0=""; [ -n "$PPID_" ] && t0=$(cpu_ticks "$PPID_") && th0=$(thread_ticks "$PPID_")
+  if [ "$name" = abgate_fleet ]; then SHIP0=$(metric abgate_events_shipped_total); SHIP_T0=$(date +%s.%N); fi
   load "$SECS" > "$OUT/wrk-$name-$round.txt" 2>&1 || true
   local t1="0 0" th1=""; [ -n "$PPID_" ] && t1=$(cpu_ticks "$PPID_") && th1=$(thread_ticks "$PPID_")
   local reqs rps non2xx errs
@@ -317,6 +360,7 @@ run_one() {
   if [ "$name" = abgate ] || [ "$name" = abgate_sys ]; then
     curl -s "http://127.0.0.1:$APORT/admin/experiments" > "$OUT/$name-experiments-$round.json" || true
   fi
+  [ "$name" = abgate_fleet ] && ship_report "$round"
   stop_proxy
   # name round req/s cpu_us requests errors user_us sys_us
   echo "$name $round ${rps:-0} $cpu_us ${reqs:-0} $((non2xx + errs)) $user_us $sys_us" >> "$OUT/results.txt"
@@ -340,6 +384,11 @@ if [ -z "${BENCH_CONFIGS:-}" ]; then
   need nginx && CONFIGS+=(nginx_split)
   need haproxy && CONFIGS+=(haproxy_hash)
   need h2load && CONFIGS+=(pingora_h2c abgate_h2c)
+  [ -x "$NATS_BIN" ] && CONFIGS+=(abgate_fleet)
+fi
+: > "$OUT/ship.txt"
+if [ -x "$NATS_BIN" ]; then
+  rm -rf "$OUT/nats"; start_nats || CONFIGS=(${CONFIGS[@]/abgate_fleet})
 fi
 : > "$OUT/results.txt"; : > "$OUT/threads.txt"
 echo "== $ROUNDS rounds x ${SECS}s, configurations: ${CONFIGS[*]}"
@@ -349,6 +398,38 @@ for r in $(seq 1 "$ROUNDS"); do
     run_one "${CONFIGS[$(((i + r - 1) % n))]}" "$r"
   done
 done
+
+# ---- the shipper's sustained rate: a backlog built with the broker down, shipped
+# once it is back (BENCH_SHIP_SECS of load; 0 skips)
+SHIP_SECS=${BENCH_SHIP_SECS:-10}
+if [ "$SHIP_SECS" != 0 ] && [ -n "$NATS_PID" ]; then
+  name=abgate_fleet
+  if start_proxy abgate_fleet; then
+    load "$WARM" >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do [ "$(metric abgate_events_ship_backlog_bytes)" = 0 ] && break; sleep 0.1; done
+    stop_nats
+    load "$SHIP_SECS" > "$OUT/wrk-ship.txt" 2>&1 || true
+    s0=$(metric abgate_events_shipped_total); backlog=$(metric abgate_events_ship_backlog_bytes)
+    start_nats
+    t_first=""; t_done=""
+    for _ in $(seq 1 1200); do
+      now=$(date +%s.%N)
+      [ -z "$t_first" ] && [ "$(metric abgate_events_shipped_total)" != "$s0" ] && t_first=$now
+      if [ -n "$t_first" ] && [ "$(metric abgate_events_ship_backlog_bytes)" = 0 ]; then t_done=$now; break; fi
+      sleep 0.05
+    done
+    s1=$(metric abgate_events_shipped_total)
+    if [ -n "$t_done" ]; then
+      python3 -c "
+s0, s1, a, b, bl = map(float, '$s0 $s1 $t_first $t_done $backlog'.split())
+print(f'shipper sustained: a backlog of {s1 - s0:,.0f} events ({bl / 1e6:.1f} MB, {$SHIP_SECS} s of load with the broker down) shipped in {b - a:.2f} s after the first acknowledgement: {(s1 - s0) / (b - a):,.0f} events/s')
+" | tee -a "$OUT/ship.txt"
+    else
+      echo "shipper sustained: the backlog did not drain within 60 s"
+    fi
+    stop_proxy
+  fi
+fi
 
 # ---- latency at two fixed rates with oha (optional): rates are shares of the
 # passthrough's capacity measured in the rounds above
