@@ -179,7 +179,7 @@ impl Metrics {
         }
         let downstream_rejected = counter_vec(
             "abgate_downstream_rejected_total",
-            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read).",
+            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read; header_too_large: a request head over server.max_header_bytes, answered 431).",
             &["reason"],
         );
         let exposures = counter_vec(
@@ -325,7 +325,7 @@ impl Metrics {
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
         }
-        for r in ["bad_request", "bad_framing"] {
+        for r in ["bad_request", "bad_framing", "header_too_large"] {
             downstream_rejected.with_label_values(&[r]);
         }
         let proxied_by_class =

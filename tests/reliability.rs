@@ -389,3 +389,46 @@ fn a_backend_that_fails_every_request_does_not_flood_the_log() {
         logs.len()
     );
 }
+
+/// A request head over `server.max_header_bytes` is abgate's 431 with the limit in the
+/// message, never forwarded; one under it is proxied. Pingora's own ceiling (1 MiB)
+/// stays above any configurable limit.
+#[test]
+fn a_request_head_over_max_header_bytes_is_a_431_never_forwarded() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .server("max_header_bytes = \"8KiB\"")
+        .toml();
+    let g = start(dir.path(), &config);
+    let request = |bytes: usize| {
+        let req = format!(
+            "GET /v1/x HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+            "a".repeat(bytes)
+        );
+        raw_request(&g.proxy, req.as_bytes())
+    };
+    let small = request(7_000);
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    assert_eq!(mock.requests(), 1);
+    let big = request(9_000);
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+    assert!(big.contains("server.max_header_bytes"), "{big}");
+    assert!(connection_header(&big).as_deref() == Some("close"), "{big}");
+    assert_eq!(mock.requests(), 1, "the oversized request reached the backend");
+    let m = wait_metric(
+        &g,
+        "abgate_downstream_rejected_total",
+        &["header_too_large"],
+        1.0,
+    );
+    assert_eq!(
+        metric_sum(&m, "abgate_upstream_errors_total", &[]),
+        0.0,
+        "{m}"
+    );
+}

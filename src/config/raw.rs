@@ -78,6 +78,8 @@ pub struct RawServer {
     pub preserve_header_case: Option<bool>,
     /// Add `X-Forwarded-For` and `X-Forwarded-Proto` to backend requests.
     pub forwarded: Option<bool>,
+    /// Largest request head accepted (`"32KiB"`, or bytes).
+    pub max_header_bytes: Option<toml::Value>,
     /// `[server.tls]`: TLS listeners.
     pub tls: Option<RawServerTls>,
 }

@@ -55,6 +55,22 @@ pub fn bad_framing(headers: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// Whether the request head is larger than `limit` bytes (`server.max_header_bytes`):
+/// the request line plus each header line as written on the wire (`name: value\r\n`).
+///
+/// Hot path: one pass over the headers, no allocation; stops as soon as it is over.
+pub fn head_too_large(req: &pingora::http::RequestHeader, limit: usize) -> bool {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    let mut total = line;
+    for (name, value) in req.headers.iter() {
+        total += name.as_str().len() + value.len() + 4;
+        if total > limit {
+            return true;
+        }
+    }
+    total > limit
+}
+
 /// The error kind of a failure to connect.
 pub fn connect_failure(e: &Error) -> ErrorKind {
     if matches!(e.etype(), ErrorType::ConnectTimedout) {

@@ -131,6 +131,21 @@ impl ProxyHttp for AbgateProxy {
             respond(session, 400, Some(json_error(msg, None)), &[]).await?;
             return Ok(true);
         }
+        if failure::head_too_large(session.req_header(), cfg.server.max_header_bytes) {
+            ctx.local = true;
+            self.app
+                .metrics
+                .downstream_rejected
+                .with_label_values(&["header_too_large"])
+                .inc();
+            session.set_keepalive(None);
+            let msg = format!(
+                "abgate: request header fields too large (over {} bytes: server.max_header_bytes)",
+                cfg.server.max_header_bytes
+            );
+            respond(session, 431, Some(json_error(&msg, None)), &[]).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         identify::identify(&snap, &req.headers, &self.app.metrics, ctx);
         let view = RequestView {

@@ -46,7 +46,32 @@ pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer, base: &Path) 
         outcome_path,
         preserve_header_case: raw.preserve_header_case.unwrap_or(false),
         forwarded: raw.forwarded.unwrap_or(false),
+        max_header_bytes: max_header_bytes(d, raw.max_header_bytes.as_ref()),
         tls: raw.tls.as_ref().and_then(|t| compile_tls(d, t, base)),
+    }
+}
+
+/// The request-head limit: default 32 KiB (nginx's 1 KiB plus 4 × 8 KiB), at least
+/// 1 KiB, at most pingora's own 1 MiB (beyond it pingora answers 400 first).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 << 10;
+
+fn max_header_bytes(d: &mut Diagnostics, v: Option<&toml::Value>) -> usize {
+    let Some(v) = v else {
+        return DEFAULT_MAX_HEADER_BYTES;
+    };
+    match super::values::parse_size(v) {
+        Ok(b) if ((1 << 10)..=(1 << 20)).contains(&b) => b as usize,
+        Ok(b) => {
+            d.push(
+                "server.max_header_bytes",
+                format!("{b} bytes is out of range: between \"1KiB\" and \"1MiB\" (pingora reads at most 1 MiB of headers)"),
+            );
+            DEFAULT_MAX_HEADER_BYTES
+        }
+        Err(m) => {
+            d.push("server.max_header_bytes", m);
+            DEFAULT_MAX_HEADER_BYTES
+        }
     }
 }
 
@@ -163,6 +188,22 @@ mod tests {
         assert_eq!(cfg.admin.listen, "127.0.0.1:0");
         assert_eq!(cfg.admin.token_env, "T");
         assert!(!cfg.admin.request_metrics);
+    }
+
+    #[test]
+    fn max_header_bytes_defaults_to_32kib_and_is_bounded_by_1kib_and_1mib() {
+        assert_eq!(parse(MINIMAL).unwrap().server.max_header_bytes, 32 << 10);
+        let with = |v: &str| format!("{MINIMAL}[server]\nmax_header_bytes = {v}\n");
+        assert_eq!(
+            parse(&with("\"64KiB\"")).unwrap().server.max_header_bytes,
+            64 << 10
+        );
+        assert_eq!(parse(&with("4096")).unwrap().server.max_header_bytes, 4096);
+        for bad in ["100", "\"2MiB\"", "\"lots\""] {
+            let e = errors(&with(bad));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert_eq!((e[0].0, e[0].1.as_str()), (6, "server.max_header_bytes"));
+        }
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct ServerSettings {
     pub preserve_header_case: bool,
     /// Add `X-Forwarded-For` / `X-Forwarded-Proto` to backend requests.
     pub forwarded: bool,
+    /// Largest request head (request line and header lines) answered, in bytes; a
+    /// larger one gets 431 and is not forwarded.
+    pub max_header_bytes: usize,
     /// TLS listeners, if any.
     pub tls: Option<ServerTls>,
 }
