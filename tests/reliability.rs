@@ -419,7 +419,11 @@ fn a_request_head_over_max_header_bytes_is_a_431_never_forwarded() {
     assert!(big.starts_with("HTTP/1.1 431"), "{big}");
     assert!(big.contains("server.max_header_bytes"), "{big}");
     assert!(connection_header(&big).as_deref() == Some("close"), "{big}");
-    assert_eq!(mock.requests(), 1, "the oversized request reached the backend");
+    assert_eq!(
+        mock.requests(),
+        1,
+        "the oversized request reached the backend"
+    );
     let m = wait_metric(
         &g,
         "abgate_downstream_rejected_total",
