@@ -31,8 +31,10 @@
 //! operation is bounded by a timeout.
 
 mod bucket;
+mod heartbeat;
 mod persist;
 pub mod plan;
+mod stance;
 
 use crate::fleet::{windows, FleetConn};
 use crate::guard::Decision;
@@ -41,7 +43,7 @@ use async_nats::jetstream::kv;
 use bucket::{bounded, create_bucket, read};
 use futures_util::{StreamExt, TryStreamExt};
 use persist::{FleetFile, Pending};
-use plan::{decision_key, instance_key, is_news, plan, stance, Current, FleetDecision, Plan};
+use plan::{decision_key, is_news, plan, Current, FleetDecision, Plan};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -56,6 +58,8 @@ const TICK: Duration = Duration::from_millis(200);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How often the whole bucket is read again.
 const FULL_READ_EVERY: Duration = Duration::from_secs(5);
+/// Heartbeats failing in a row before the connection is made again.
+const SILENT_HEARTBEATS: u32 = 3;
 /// Attempts to write one decision while other writers keep moving the key.
 const PUBLISH_ATTEMPTS: usize = 5;
 
@@ -85,6 +89,7 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, shutdown: watch::Receiver<bool
         bucket_retry_at: Instant::now(),
         bucket_warned: false,
         windows: Default::default(),
+        heartbeat_failures: 0,
     };
     tokio::spawn(store.run(rx, shutdown));
 }
@@ -107,6 +112,7 @@ struct Store {
     bucket_retry_at: Instant,
     bucket_warned: bool,
     windows: crate::fleet::windows::Publisher,
+    heartbeat_failures: u32,
 }
 
 enum Ev {
@@ -219,7 +225,19 @@ impl Store {
                 Plan::Update {
                     revision,
                     generation,
-                } => (generation, Some(revision)),
+                } => {
+                    // The fleet moved on while this decision waited (a resume issued
+                    // while this sidecar was cut off): follow it first, so what is
+                    // written next lands on the fleet's state, not on a stale one.
+                    if let Some(c) = current.filter(|c| {
+                        is_news(self.file.known.get(key), c.revision)
+                            && c.value.instance != self.instance
+                    }) {
+                        self.file.known.insert(key.to_string(), c.clone());
+                        self.apply(&c.value).await;
+                    }
+                    (generation, Some(revision))
+                }
             };
             let value = FleetDecision {
                 generation,
@@ -269,6 +287,10 @@ impl Store {
         if let Some(p) = self.file.pending.remove(key) {
             if !p.announced {
                 self.app.announce(&p.decision);
+            } else if self.differs_here(&p.decision) {
+                // Taken here earlier, then a decision of the fleet applied over it: ours
+                // is the latest again, so it holds here again (no second event).
+                self.apply(&current.value).await;
             }
         }
         self.file.known.insert(key.to_string(), current);
@@ -323,26 +345,6 @@ impl Store {
             self.apply(&current.value).await;
         }
         self.save().await;
-    }
-
-    fn heard_from(&self, name: &str, e: &kv::Entry) {
-        let mut seen = self
-            .app
-            .fleet
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let at = serde_json::from_slice::<serde_json::Value>(&e.value)
-            .ok()
-            .and_then(|v| v["unix_ms"].as_u64());
-        match (e.operation, at) {
-            (kv::Operation::Put, Some(at)) => {
-                seen.insert(name.to_string(), at);
-            }
-            _ => {
-                seen.remove(name);
-            }
-        }
     }
 
     /// Apply a decision the fleet holds, off the async threads (the guard store fsyncs).
@@ -432,25 +434,6 @@ impl Store {
         }
     }
 
-    async fn heartbeat(&mut self, kv: &kv::Store) {
-        self.last_heartbeat = Some(Instant::now());
-        let now = unix_ms(SystemTime::now());
-        let body = serde_json::json!({ "unix_ms": now }).to_string();
-        match bounded(kv.put(instance_key(&self.instance), body.into())).await {
-            Ok(Ok(_)) => {
-                let mut seen = self
-                    .app
-                    .fleet
-                    .instances
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                seen.insert(self.instance.clone(), now);
-            }
-            Ok(Err(e)) => tracing::debug!("fleet: heartbeat: {e}"),
-            Err(e) => tracing::debug!("fleet: heartbeat: {e}"),
-        }
-    }
-
     /// Read every key again; returns whether a decision was news (the watch missed it).
     async fn full_read(&mut self, kv: &kv::Store) -> bool {
         self.last_full_read = Some(Instant::now());
@@ -529,35 +512,6 @@ impl Store {
                 }
                 None
             }
-        }
-    }
-
-    /// Re-apply the fleet's last known rollbacks and pauses the guard store lacks (a
-    /// crash between applying and persisting): the safe side, before anything else.
-    async fn reconcile_at_start(&self) {
-        for (key, c) in &self.file.known {
-            if self.file.pending.contains_key(key) || !self.missing_here(&c.value.decision) {
-                continue;
-            }
-            self.apply(&c.value).await;
-        }
-    }
-
-    /// Whether `d` is a rollback or pause this sidecar does not hold.
-    fn missing_here(&self, d: &Decision) -> bool {
-        let snap = self.app.snapshot.load();
-        let Some(exp) = snap.find(&d.experiment) else {
-            return false;
-        };
-        let state = exp.state();
-        match stance(d.action) {
-            plan::Stance::Served => false,
-            plan::Stance::Paused => !state.paused.load(Relaxed),
-            plan::Stance::RolledBack => state
-                .variants
-                .iter()
-                .find(|v| v.name == d.variant)
-                .is_some_and(|v| !v.rolled_back.load(Relaxed)),
         }
     }
 

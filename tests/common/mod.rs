@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod inprocess;
 pub mod nats;
+pub mod relay;
 
 pub use abgate::mock::MockServer;
 #[allow(unused_imports)]
