@@ -187,8 +187,15 @@ impl Log {
         let mut f = File::open(self.dir.join(name))?;
         f.seek(SeekFrom::Start(pos.offset))?;
         let want = (*size - pos.offset).min(max as u64) as usize;
-        let mut data = vec![0u8; want];
-        f.read_exact(&mut data)?;
+        // read into spare capacity: no zeroing of a buffer about to be overwritten
+        let mut data = Vec::with_capacity(want);
+        (&mut f).take(want as u64).read_to_end(&mut data)?;
+        if data.len() < want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{name} shrank while being read"),
+            ));
+        }
         let mut last = memchr::memrchr(b'\n', &data);
         if last.is_none() && want < (*size - pos.offset) as usize {
             // a line longer than `max`: read the rest of the file

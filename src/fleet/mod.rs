@@ -33,20 +33,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The fleet tasks of a running sidecar: one broker connection, shared by the
-/// shipper and the decision store.
+/// The fleet tasks of a running sidecar, on a thread of their own (`abgate-fleet`, one
+/// current-thread runtime): the broker connection, the shipper and the decision store.
+/// Their socket reads and writes, JSON, log reads and state-file writes never run on
+/// the proxy's threads, so a broker that floods or stalls the connection cannot take
+/// CPU time from requests scheduled beside it.
 pub struct Fleet {
     /// The broker connection.
     pub conn: Arc<FleetConn>,
-    shipper: Option<(shipper::StopSignal, tokio::task::JoinHandle<log::Pos>)>,
+    shipper: Option<shipper::StopSignal>,
+    /// Resolves when the fleet thread's work is over.
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Fleet {
-    /// Join the fleet: mark it in the status the admin API reads, start the broker
-    /// connection (it comes up in the background; an unreachable broker is no error),
-    /// the shipper when `ship_events` is on, and the decision store. `None` (with a
-    /// WARN) only if the client cannot even be set up: the sidecar then serves with
-    /// local events and decisions.
+    /// Join the fleet: mark it in the status the admin API reads, start the fleet
+    /// thread with the broker connection (it comes up in the background; an
+    /// unreachable broker is no error), the shipper when `ship_events` is on, and the
+    /// decision store. `None` (with a WARN) only if the client or the thread cannot
+    /// even be set up: the sidecar then serves with local events and decisions.
     pub async fn start(
         app: &Arc<App>,
         settings: &FleetSettings,
@@ -59,34 +64,90 @@ impl Fleet {
             .share_windows
             .store(settings.share_windows, Relaxed);
         let _ = app.fleet.instance.set(settings.instance.clone());
-        let conn = match FleetConn::start(settings, app.fleet.clone()).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(
-                    "fleet: cannot set up the broker connection ({e}); serving with local events and decisions only"
-                );
-                return None;
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (app, settings) = (app.clone(), settings.clone());
+        let (events_dir, state_dir) = (events_dir.to_path_buf(), state_dir.to_path_buf());
+        let thread = std::thread::Builder::new()
+            .name("abgate-fleet".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("cannot start its runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let conn = match FleetConn::start(&settings, app.fleet.clone()).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            let _ = started_tx
+                                .send(Err(format!("cannot set up the broker connection: {e}")));
+                            return;
+                        }
+                    };
+                    let (stop, ship) = match settings.ship_events {
+                        true => {
+                            let mut opts =
+                                ShipperOptions::new(events_dir, &state_dir, settings.max_backlog);
+                            opts.instance = settings.instance.clone();
+                            let publisher =
+                                Arc::new(JetStream::new(conn.clone(), &settings.stream));
+                            let (s, stop) = Shipper::new(opts, publisher, app.fleet.clone());
+                            (Some(stop), Some(tokio::spawn(s.run())))
+                        }
+                        false => (None, None),
+                    };
+                    decisions::spawn(app, conn.clone(), shutdown.clone());
+                    let _ = started_tx.send(Ok((conn, stop)));
+                    match ship {
+                        // the shipper ends after its stop signal (the log is complete then)
+                        Some(task) => {
+                            let _ = task.await;
+                        }
+                        None => {
+                            let mut shutdown = shutdown;
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        }
+                    }
+                });
+                // the decision store's last writes finish with the runtime's tasks
+                rt.shutdown_timeout(Duration::from_secs(1));
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = thread {
+            tracing::warn!(
+                "fleet: cannot start its thread ({e}); serving with local events and decisions only"
+            );
+            return None;
+        }
+        match started.await {
+            Ok(Ok((conn, shipper))) => Some(Fleet {
+                conn,
+                shipper,
+                done,
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!("fleet: {e}; serving with local events and decisions only");
+                None
             }
-        };
-        let shipper = settings.ship_events.then(|| {
-            let mut opts =
-                ShipperOptions::new(events_dir.to_path_buf(), state_dir, settings.max_backlog);
-            opts.instance = settings.instance.clone();
-            let publisher = Arc::new(JetStream::new(conn.clone(), &settings.stream));
-            let (s, stop) = Shipper::new(opts, publisher, app.fleet.clone());
-            (stop, tokio::spawn(s.run()))
-        });
-        decisions::spawn(app.clone(), conn.clone(), shutdown);
-        Some(Fleet { conn, shipper })
+            Err(_) => None,
+        }
     }
 
     /// Stop: the shipper ships what the writer left (for at most `grace`), records its
-    /// checkpoint and ends. Call after the event writer has drained.
+    /// checkpoint and ends, then the fleet thread. Call after the event writer has
+    /// drained and the shutdown signal was sent.
     pub async fn stop(self, grace: Duration) {
-        if let Some((stop, task)) = self.shipper {
+        if let Some(stop) = &self.shipper {
             let _ = stop.send(Some(Instant::now() + grace));
-            // the shipper honours the deadline; the margin covers a checkpoint write
-            let _ = tokio::time::timeout(grace + Duration::from_secs(2), task).await;
         }
+        // the shipper honours the deadline; the margin covers a checkpoint write and
+        // the runtime's shutdown
+        let _ = tokio::time::timeout(grace + Duration::from_secs(3), self.done).await;
     }
 }

@@ -8,6 +8,7 @@
 use super::FleetConn;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +61,8 @@ pub trait Publisher: Send + Sync + 'static {
     /// of its acknowledgement. Messages are sent in the order of the calls.
     fn publish(
         &self,
-        subject: String,
-        msg_id: String,
+        subject: Cow<'static, str>,
+        msg_id: &str,
         payload: Bytes,
     ) -> BoxFuture<'_, Result<AckFuture, ShipError>>;
 }
@@ -113,14 +114,18 @@ impl Publisher for JetStream {
 
     fn publish(
         &self,
-        subject: String,
-        msg_id: String,
+        subject: Cow<'static, str>,
+        msg_id: &str,
         payload: Bytes,
     ) -> BoxFuture<'_, Result<AckFuture, ShipError>> {
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id);
+        let subject = match subject {
+            Cow::Borrowed(s) => async_nats::Subject::from_static(s),
+            Cow::Owned(s) => async_nats::Subject::from(s),
+        };
         Box::pin(async move {
-            let msg = async_nats::jetstream::message::PublishMessage::build()
-                .payload(payload)
-                .message_id(msg_id);
             let ack = self
                 .conn
                 .jetstream()

@@ -31,6 +31,7 @@ use super::publisher::{AckFuture, Publisher, ShipError};
 use crate::runtime::FleetStatus;
 use bytes::Bytes;
 use futures_util::FutureExt;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -111,11 +112,10 @@ impl From<ShipError> for Ended {
     }
 }
 
-/// A line to publish: where it ends, its subject, message id and bytes.
+/// A line to publish: where it starts and ends in the file being read, its bytes.
 struct Line {
-    end: Pos,
-    subject: String,
-    msg_id: String,
+    start: u64,
+    end: u64,
     payload: Bytes,
 }
 
@@ -204,7 +204,7 @@ impl<P: Publisher> Shipper<P> {
             }
             self.stream_ready = true;
         }
-        let mut in_flight: VecDeque<(Pos, AckFuture)> = VecDeque::new();
+        let mut in_flight: VecDeque<(u64, AckFuture)> = VecDeque::new();
         loop {
             // A chunk boundary: nothing is in flight, `acked` is where reading resumes.
             self.checkpoint(false).await;
@@ -238,8 +238,9 @@ impl<P: Publisher> Shipper<P> {
                     data,
                     ends,
                 }) => {
-                    for line in lines(&self.opts.instance, &file, start, &data, &ends) {
-                        if let Err(e) = self.send(line, &mut in_flight).await {
+                    // `acked.file` is `file`: a chunk is read where shipping stands
+                    for line in lines(start, &data, &ends) {
+                        if let Err(e) = self.send(&file, line, &mut in_flight).await {
                             return e;
                         }
                     }
@@ -253,11 +254,12 @@ impl<P: Publisher> Shipper<P> {
         }
     }
 
-    /// Publish one line, first making room among the messages in flight.
+    /// Publish one line of `file`, first making room among the messages in flight.
     async fn send(
         &mut self,
+        file: &str,
         line: Line,
-        in_flight: &mut VecDeque<(Pos, AckFuture)>,
+        in_flight: &mut VecDeque<(u64, AckFuture)>,
     ) -> Result<(), Ended> {
         while in_flight.len() >= self.opts.max_in_flight {
             self.await_ack(in_flight).await?;
@@ -266,7 +268,17 @@ impl<P: Publisher> Shipper<P> {
             return Err(ShipError::NotConnected.into());
         }
         let publisher = self.publisher.clone();
-        let publish = publisher.publish(line.subject, line.msg_id, line.payload);
+        let fallback_id;
+        let msg_id = match event_id(&line.payload) {
+            Some(id) => id,
+            None => {
+                // written without `[fleet]`: an id from the line's place in the log
+                fallback_id = format!("{}:{file}:{}", self.opts.instance, line.start);
+                &fallback_id
+            }
+        };
+        let subject = subject(event_type(&line.payload));
+        let publish = publisher.publish(subject, msg_id, line.payload.clone());
         let ack = match until_deadline(&mut self.stop, publish).await {
             Some(r) => r?,
             None => return Err(Ended::Stopped),
@@ -286,7 +298,7 @@ impl<P: Publisher> Shipper<P> {
     }
 
     /// Wait for the oldest message's acknowledgement.
-    async fn await_ack(&mut self, in_flight: &mut VecDeque<(Pos, AckFuture)>) -> Result<(), Ended> {
+    async fn await_ack(&mut self, in_flight: &mut VecDeque<(u64, AckFuture)>) -> Result<(), Ended> {
         let Some((pos, mut ack)) = in_flight.pop_front() else {
             return Ok(());
         };
@@ -307,42 +319,41 @@ impl<P: Publisher> Shipper<P> {
         }
     }
 
-    /// The oldest message in flight is acknowledged: every line up to `pos` is. (The
-    /// position is recorded at the next chunk boundary: an fsync here would stall the
-    /// pipeline.)
-    fn acked_one(&mut self, pos: Pos, _ack: super::publisher::Acked) {
-        self.acked = pos;
+    /// The oldest message in flight is acknowledged: every line of the file being
+    /// shipped up to `offset` is. (The position is recorded at the next chunk
+    /// boundary: an fsync here would stall the pipeline.)
+    fn acked_one(&mut self, offset: u64, _ack: super::publisher::Acked) {
+        self.acked.offset = offset;
         self.status.shipped.fetch_add(1, Relaxed);
     }
 }
 
-/// The lines of a chunk read at `start` of `file`, with their subjects and message ids.
-fn lines(instance: &str, file: &str, start: u64, data: &Bytes, ends: &[usize]) -> Vec<Line> {
+/// The lines of a chunk read at `start` of its file (blank lines are skipped: nothing
+/// to ship, and the position still moves past them).
+fn lines<'a>(start: u64, data: &'a Bytes, ends: &'a [usize]) -> impl Iterator<Item = Line> + 'a {
     let mut from = 0;
-    ends.iter()
-        .filter_map(|&end| {
-            let body = data.slice(from..end - 1);
-            let line_start = start + from as u64;
-            from = end;
-            if body.iter().all(|b| b.is_ascii_whitespace()) {
-                return None; // nothing to ship; the position still moves past it
-            }
-            let msg_id = match event_id(&body) {
-                Some(id) => id.to_string(),
-                // written without `[fleet]`: an id from the line's place in the log
-                None => format!("{instance}:{file}:{line_start}"),
-            };
-            Some(Line {
-                end: Pos {
-                    file: file.to_string(),
-                    offset: start + end as u64,
-                },
-                subject: format!("abgate.events.{}", event_type(&body)),
-                msg_id,
-                payload: body,
-            })
+    ends.iter().filter_map(move |&end| {
+        let body = data.slice(from..end - 1);
+        let line_start = start + from as u64;
+        from = end;
+        (!body.iter().all(|b| b.is_ascii_whitespace())).then_some(Line {
+            start: line_start,
+            end: start + end as u64,
+            payload: body,
         })
-        .collect()
+    })
+}
+
+/// The subject of an event type: `abgate.events.<type>`, without an allocation for
+/// the types abgate writes.
+fn subject(ty: &str) -> Cow<'static, str> {
+    match ty {
+        "exposure" => Cow::Borrowed("abgate.events.exposure"),
+        "outcome" => Cow::Borrowed("abgate.events.outcome"),
+        "guardrail" => Cow::Borrowed("abgate.events.guardrail"),
+        "unknown" => Cow::Borrowed("abgate.events.unknown"),
+        other => Cow::Owned(format!("abgate.events.{other}")),
+    }
 }
 
 impl<P: Publisher> Shipper<P> {
@@ -350,13 +361,12 @@ impl<P: Publisher> Shipper<P> {
     async fn housekeeping(&mut self) -> Result<(), ShipError> {
         let log = self.log.clone();
         let (pos, max) = (self.acked.clone(), self.opts.max_backlog);
-        let (skipped, backlog) = blocking(move || {
+        let (skipped, backlog) = local_io(move || {
             let skipped = log.enforce_backlog(&pos, max)?;
             let at = skipped.as_ref().map_or(&pos, |s| &s.to);
             let backlog = log.backlog(at)?;
             Ok((skipped, backlog))
-        })
-        .await?;
+        })?;
         self.status.backlog_bytes.store(backlog, Relaxed);
         if let Some(s) = skipped {
             self.status.ship_dropped.fetch_add(s.events, Relaxed);
@@ -377,7 +387,7 @@ impl<P: Publisher> Shipper<P> {
     async fn read(&self) -> Result<Found, ShipError> {
         let log = self.log.clone();
         let (pos, max) = (self.acked.clone(), self.opts.chunk_bytes);
-        blocking(move || log.read(&pos, max)).await
+        local_io(move || log.read(&pos, max))
     }
 
     /// Record the acknowledged position: `force`d, or when it moved and the last record
@@ -390,7 +400,7 @@ impl<P: Publisher> Shipper<P> {
             return;
         }
         let (path, pos) = (self.opts.checkpoint.clone(), self.acked.clone());
-        match blocking(move || log::save_checkpoint(&path, &pos)).await {
+        match local_io(move || log::save_checkpoint(&path, &pos)) {
             Ok(()) => {
                 *self
                     .status
@@ -453,13 +463,12 @@ async fn until_deadline<T>(
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, ShipError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ShipError::Io(e.to_string()))?
-        .map_err(|e| ShipError::Io(e.to_string()))
+/// Read the log or write the checkpoint, here: the shipper runs on the fleet thread
+/// (`abgate-fleet`), never on the proxy's, so its file I/O (page-cache reads of lines
+/// just written, a checkpoint fsync at most every [`CHECKPOINT_EVERY`]) waits only for
+/// it, without a hop to the blocking pool per read.
+fn local_io<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T, ShipError> {
+    f().map_err(|e| ShipError::Io(e.to_string()))
 }
 
 /// The `event_id` of a line the writer wrote with `[fleet]`: its last field.
@@ -550,13 +559,13 @@ mod tests {
         }
         fn publish(
             &self,
-            subject: String,
-            msg_id: String,
+            subject: Cow<'static, str>,
+            msg_id: &str,
             payload: Bytes,
         ) -> BoxFuture<'_, Result<AckFuture, ShipError>> {
             let mut sent = self.sent.lock().unwrap();
             let i = sent.len();
-            sent.push((subject, msg_id, payload));
+            sent.push((subject.into_owned(), msg_id.to_string(), payload));
             let fail = self
                 .fail_at
                 .compare_exchange(i, usize::MAX, Relaxed, Relaxed)
