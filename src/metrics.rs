@@ -49,6 +49,9 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `abgate_downstream_rejected_total{reason}`
     pub downstream_rejected: IntCounterVec,
+    /// `abgate_downstream_connections`: client connections open now (also the count
+    /// `server.max_connections` is checked against).
+    pub downstream_connections: IntGauge,
     /// `abgate_refused_total{reason}`
     pub refused: IntCounterVec,
     /// `abgate_exposures_total{experiment,variant}`
@@ -179,7 +182,7 @@ impl Metrics {
         }
         let downstream_rejected = counter_vec(
             "abgate_downstream_rejected_total",
-            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read; header_too_large: a request head over server.max_header_bytes, answered 431).",
+            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read; header_too_large: a request head over server.max_header_bytes, answered 431; max_connections: a new connection closed unread because server.max_connections were open).",
             &["reason"],
         );
         let exposures = counter_vec(
@@ -274,6 +277,10 @@ impl Metrics {
             must(registry.register(Box::new(c.clone())));
             c
         };
+        let downstream_connections = gauge(
+            "abgate_downstream_connections",
+            "Client connections open now (refused beyond server.max_connections).",
+        );
         let events_shipped = counter(
             "abgate_events_shipped_total",
             "Events of the local log published to the fleet's stream and acknowledged by it (a re-published event counts again).",
@@ -325,7 +332,12 @@ impl Metrics {
         for r in ["ok", "error"] {
             config_reloads.with_label_values(&[r]);
         }
-        for r in ["bad_request", "bad_framing", "header_too_large"] {
+        for r in [
+            "bad_request",
+            "bad_framing",
+            "header_too_large",
+            "max_connections",
+        ] {
             downstream_rejected.with_label_values(&[r]);
         }
         let proxied_by_class =
@@ -339,6 +351,7 @@ impl Metrics {
             upstream_errors,
             upstream_retries,
             downstream_rejected,
+            downstream_connections,
             refused,
             exposures,
             outcomes,

@@ -123,6 +123,9 @@ fn admin_accept_backs_off_when_file_descriptors_run_out_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = TestConfig::new(dir.path())
         .upstream("model_a", &[a.addr])
+        // past the descriptors on purpose: the limit that normally prevents this is
+        // tested below
+        .server("max_connections = 10000")
         .raw("[[metric]]\nname = \"conversion\"\nkind = \"binomial\"\n")
         .write(dir.path());
     let stderr = dir.path().join("stderr.log");
@@ -435,4 +438,269 @@ fn a_request_head_over_max_header_bytes_is_a_431_never_forwarded() {
         0.0,
         "{m}"
     );
+}
+
+#[test]
+fn connections_beyond_max_connections_are_closed_unread_and_counted() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .server("max_connections = 3")
+        .toml();
+    let g = start(dir.path(), &config);
+    let get = "GET /v1/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let open = |what: &str| {
+        let mut s = TcpStream::connect(&g.proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(get.as_bytes()).unwrap();
+        let resp = read_response(&mut s);
+        (s, resp.unwrap_or_else(|| format!("{what}: no response")))
+    };
+    // three keep-alive connections, each answered and left open
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let (s, resp) = open(&format!("connection {i}"));
+            assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+            s
+        })
+        .collect();
+    wait_metric(&g, "abgate_downstream_connections", &[], 3.0);
+    // the fourth is closed without an answer
+    let mut s = TcpStream::connect(&g.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(get.as_bytes());
+    assert_eq!(
+        read_response(&mut s),
+        None,
+        "a fourth connection was served"
+    );
+    wait_metric(
+        &g,
+        "abgate_downstream_rejected_total",
+        &["max_connections"],
+        1.0,
+    );
+    // the open ones keep working
+    held[0].write_all(get.as_bytes()).unwrap();
+    let again = read_response(&mut held[0]).expect("an open connection still answers");
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    // one closes: its place is free again
+    drop(held.pop());
+    wait_metric(&g, "abgate_downstream_connections", &[], 2.0);
+    let (_s, resp) = open("after a close");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let logs = wait_for(10, "the refusal logged", || {
+        let l = g.logs();
+        l.contains("server.max_connections").then_some(l)
+    });
+    assert_eq!(
+        logs.matches("refused in the last 10 s").count(),
+        1,
+        "{logs}"
+    );
+}
+
+#[test]
+fn only_changes_of_the_config_file_reload_it() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .toml();
+    let g = start(dir.path(), &config);
+    // a broken config: the watcher's reload is refused and counted once
+    std::fs::write(&g.config, "[server\n").unwrap();
+    wait_metric(&g, "abgate_config_reloads_total", &["error"], 1.0);
+    // files beside it change: a reload would re-read the broken file and fail again
+    for i in 0..5 {
+        std::fs::write(dir.path().join("beside.log"), format!("line {i}\n")).unwrap();
+        std::fs::write(dir.path().join(format!("other-{i}.txt")), "x").unwrap();
+    }
+    // let any reload those writes caused start on its own (the watcher debounces 200 ms)
+    std::thread::sleep(Duration::from_millis(600));
+    // the config is mended (a new text: a new version): one reload, and no failed one
+    // in between
+    let mended = format!(
+        "{}\n# mended\n",
+        config.replace(DIR_PLACEHOLDER, &dir.path().display().to_string())
+    );
+    std::fs::write(&g.config, mended).unwrap();
+    let m = wait_metric(&g, "abgate_config_reloads_total", &["ok"], 1.0);
+    assert_eq!(
+        metric_sum(&m, "abgate_config_reloads_total", &["error"]),
+        1.0,
+        "files beside the config triggered reloads: {m}"
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .toml();
+    let g = start(dir.path(), &config);
+    let mut s = TcpStream::connect(&g.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // three requests in one write, before any response
+    let mut burst = String::new();
+    for i in 1..=3 {
+        burst.push_str(&format!(
+            "GET /v1/p{i} HTTP/1.1\r\nHost: x\r\nx-request-id: pipelined-{i}\r\n\r\n"
+        ));
+    }
+    s.write_all(burst.as_bytes()).unwrap();
+    for i in 1..=3 {
+        let resp = read_response(&mut s).unwrap_or_else(|| panic!("no response {i}"));
+        assert!(resp.starts_with("HTTP/1.1 200"), "{i}: {resp}");
+        // the mock echoes the request's headers in its body
+        assert!(
+            resp.contains(&format!("\"x-request-id\":\"pipelined-{i}\"")),
+            "response {i} out of order: {resp}"
+        );
+    }
+    assert_eq!(mock.requests(), 3);
+}
+
+/// HTTP/2's `Connection: close`: at SIGTERM an h2c connection with a request in flight
+/// gets that response, then GOAWAY, and ends cleanly (the client opens its next
+/// connection elsewhere instead of losing a request).
+#[test]
+fn sigterm_ends_http2_connections_with_goaway_after_their_responses() {
+    use http_body_util::BodyExt;
+    let slow = MockServer::builder()
+        .name("slow")
+        .latency(Duration::from_millis(800))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(
+        dir.path(),
+        &two_backend(dir.path(), slow.addr, slow.addr).toml(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&g.proxy).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = |user: &str| {
+            http::Request::get(format!("http://{}/v1/chat", g.proxy))
+                .header("cookie", format!("abgate_uid={user}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        let in_flight = tokio::spawn(send.send_request(req("h2-1")));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while slow.requests() < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never reached the backend"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        signal(&g.child, "TERM");
+        let resp = in_flight
+            .await
+            .unwrap()
+            .expect("the in-flight request is answered");
+        assert_eq!(resp.status(), 200);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("its whole body")
+            .to_bytes();
+        assert!(!body.is_empty());
+        // GOAWAY: the connection ends without an error once its streams are done
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection ends after GOAWAY")
+            .unwrap();
+        assert!(
+            ended.is_ok(),
+            "the connection ended with an error: {ended:?}"
+        );
+    });
+    assert!(g.stop().success());
+    assert_eq!(slow.requests(), 1);
+}
+
+/// The same low `nofile` with `server.max_connections` left out: the derived limit (16
+/// at 64 descriptors) refuses the surplus connections, so descriptors never run out and
+/// the admin API and the proxy keep answering.
+#[test]
+fn the_derived_connection_limit_keeps_descriptors_for_the_admin_api_and_backends() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let a = MockServer::builder().name("a").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = TestConfig::new(dir.path())
+        .upstream("model_a", &[a.addr])
+        .write(dir.path());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_abgate"))
+        .arg(&path)
+        .env("ABGATE_ADMIN_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (proxy, admin) = abgate::demo::parse_ready_line(&line).expect("abgate started");
+    let hogs: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(&proxy).ok())
+        .collect();
+    let metrics = |admin: &str| {
+        let mut s = TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let m = wait_for(10, "the surplus connections refused", || {
+        let m = metrics(&admin);
+        (metric_sum(&m, "abgate_downstream_rejected_total", &["max_connections"]) >= 84.0)
+            .then_some(m)
+    });
+    assert_eq!(
+        metric_sum(&m, "abgate_downstream_connections", &[]),
+        16.0,
+        "{m}"
+    );
+    // a request on one of the held connections is still proxied (a backend descriptor
+    // was left for it)
+    let mut s = hogs.into_iter().next().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut s).expect("a held connection is served");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    signal(&child, "TERM");
+    let _ = child.wait();
 }

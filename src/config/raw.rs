@@ -80,6 +80,8 @@ pub struct RawServer {
     pub forwarded: Option<bool>,
     /// Largest request head accepted (`"32KiB"`, or bytes).
     pub max_header_bytes: Option<toml::Value>,
+    /// Client connections open at most (default: from the descriptor limit).
+    pub max_connections: Option<i64>,
     /// `[server.tls]`: TLS listeners.
     pub tls: Option<RawServerTls>,
 }

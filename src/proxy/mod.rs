@@ -18,6 +18,7 @@
 //! with other requests. It never waits on the event writer or the control loops.
 
 pub mod backend;
+pub mod connections;
 mod context;
 mod deadline;
 mod failure;
@@ -107,6 +108,11 @@ impl ProxyHttp for AbgateProxy {
         ctx.inflight = Some(InflightGuard(self.app.clone()));
         if self.app.draining.load(Relaxed) {
             session.set_keepalive(None);
+        } else {
+            // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous
+            // response arrived is answered after it, in order, instead of being dropped
+            // with the connection. A no-op on HTTP/2.
+            session.set_pipelining_enabled(true);
         }
         let snap = self.app.snapshot.load_full();
         ctx.snap = Some(snap.clone());

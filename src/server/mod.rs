@@ -234,12 +234,14 @@ fn start_proxy(
         threads,
         ..ServerConf::default()
     });
-    let mut service = pingora::proxy::http_proxy_service(&conf, AbgateProxy::new(app.clone()));
-    if let Some(logic) = service.app_logic_mut() {
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        logic.server_options = Some(options);
-    }
+    let mut proxy = pingora::proxy::http_proxy(&conf, AbgateProxy::new(app.clone()));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    let mut service = pingora::services::listening::Service::new(
+        "abgate proxy".into(),
+        crate::proxy::connections::Counted::new(proxy, app.clone()),
+    );
     let mut fds = Fds::new();
     let mut take = |l: TcpListener| -> Result<SocketAddr, ServeError> {
         let addr = l

@@ -47,6 +47,17 @@ pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer, base: &Path) 
         preserve_header_case: raw.preserve_header_case.unwrap_or(false),
         forwarded: raw.forwarded.unwrap_or(false),
         max_header_bytes: max_header_bytes(d, raw.max_header_bytes.as_ref()),
+        max_connections: match raw.max_connections {
+            None => None,
+            Some(n) if (1..=1_000_000).contains(&n) => Some(n as usize),
+            Some(n) => {
+                d.push(
+                    "server.max_connections",
+                    format!("{n} must be between 1 and 1000000 (leave it out to derive it from the descriptor limit)"),
+                );
+                None
+            }
+        },
         tls: raw.tls.as_ref().and_then(|t| compile_tls(d, t, base)),
     }
 }

@@ -104,6 +104,9 @@ pub struct ServerSettings {
     /// Largest request head (request line and header lines) answered, in bytes; a
     /// larger one gets 431 and is not forwarded.
     pub max_header_bytes: usize,
+    /// Client connections open at most; `None`: derived at start from the descriptor
+    /// limit (see `proxy::connections`).
+    pub max_connections: Option<usize>,
     /// TLS listeners, if any.
     pub tls: Option<ServerTls>,
 }
