@@ -73,10 +73,23 @@ pub enum Lookup<'a> {
     Absent,
 }
 
-/// Whether `v` is acceptable as a unit id: 1..=256 bytes, no control characters.
+/// Whether `v` is acceptable as a unit id: 1..=256 bytes of printable text — UTF-8
+/// without control characters (C0, DEL and the C1 range U+0080–U+009F) or the line and
+/// paragraph separators U+2028/U+2029, which would break a log line in some readers.
 #[inline]
 pub fn valid_id(v: &[u8]) -> bool {
-    !v.is_empty() && v.len() <= MAX_ID_LEN && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
+    if v.is_empty() || v.len() > MAX_ID_LEN {
+        return false;
+    }
+    if v.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        return true; // printable ASCII: the common case, decided without decoding
+    }
+    match std::str::from_utf8(v) {
+        Ok(s) => s
+            .chars()
+            .all(|c| !c.is_control() && c != '\u{2028}' && c != '\u{2029}'),
+        Err(_) => false,
+    }
 }
 
 /// Look up a header value as a unit id.
@@ -90,7 +103,7 @@ pub fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Look
             let b = v.as_bytes();
             let t = trim(b);
             if valid_id(t) {
-                // valid_id excludes control bytes; non-ASCII must still be UTF-8.
+                // valid_id checked the UTF-8 already; this cannot fail
                 match std::str::from_utf8(t) {
                     Ok(s) => Lookup::Found(s),
                     Err(_) => Lookup::Invalid,
@@ -283,6 +296,17 @@ mod tests {
         h.insert(&name, HeaderValue::from_static(" u-1 "));
         assert_eq!(header_value(&h, &name), Lookup::Found("u-1"));
         h.insert(&name, HeaderValue::from_static(""));
+        assert_eq!(header_value(&h, &name), Lookup::Invalid);
+        // non-ASCII ids: printable UTF-8 is an id; C1 controls, the line and paragraph
+        // separators and broken UTF-8 are not (a fuzzing finding: they reached events)
+        h.insert(&name, HeaderValue::from_bytes("zoë-7".as_bytes()).unwrap());
+        assert_eq!(header_value(&h, &name), Lookup::Found("zoë-7"));
+        for bad in ["a\u{85}b", "a\u{9f}", "a\u{2028}b", "\u{2029}"] {
+            h.insert(&name, HeaderValue::from_bytes(bad.as_bytes()).unwrap());
+            assert_eq!(header_value(&h, &name), Lookup::Invalid, "{bad:?}");
+            assert!(!valid_id(bad.as_bytes()), "{bad:?}");
+        }
+        h.insert(&name, HeaderValue::from_bytes(b"a\xff").unwrap());
         assert_eq!(header_value(&h, &name), Lookup::Invalid);
     }
 

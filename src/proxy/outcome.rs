@@ -59,14 +59,10 @@ pub async fn handle(app: &App, snap: &Snapshot, session: &mut Session) -> Result
     }
 }
 
-/// Whether `s` is acceptable as an outcome's `unit_id`: a valid id (1 to 256 bytes, no
-/// ASCII control characters) that also has no Unicode control characters (C1) and no
-/// line or paragraph separator, which JSON carries escaped but which would break lines
-/// in anything that prints the id.
+/// Whether `s` is acceptable as an outcome's `unit_id`: the same rule as every unit id
+/// ([`identity::valid_id`]: printable, which JSON's escapes would otherwise let through).
 fn printable_id(s: &str) -> bool {
     identity::valid_id(s.as_bytes())
-        && s.chars()
-            .all(|c| !c.is_control() && c != '\u{2028}' && c != '\u{2029}')
 }
 
 /// The whole request body, or `None` once it exceeds [`OUTCOME_BODY_LIMIT`].
