@@ -4,12 +4,6 @@
 //! breaks an invariant on a known input without nightly or libFuzzer. Fuzzing itself is
 //! described in docs/development.md#fuzzing.
 
-// The analysis line scanner is private to the library; its source file is compiled here
-// as it is (its own unit tests come along and run here too).
-#[allow(dead_code)]
-#[path = "../src/analyze/scan.rs"]
-mod scan;
-
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 

@@ -30,7 +30,9 @@ mod ingest;
 pub mod live;
 pub mod render;
 mod report;
-mod scan;
+/// The event-line scanner: public for the fuzz target and its corpus replay only.
+#[doc(hidden)]
+pub mod scan;
 mod verdict;
 
 pub use compare::{adjust_p_values, compare, ComparisonInput, Pair, RequestMetric};

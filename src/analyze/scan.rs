@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 /// The fields of an event line the analysis uses.
 #[derive(Debug, Deserialize, PartialEq)]
-pub(super) struct Line<'a> {
+pub struct Line<'a> {
     #[serde(rename = "type", borrow)]
     pub ty: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -39,7 +39,7 @@ pub(super) struct Line<'a> {
 
 /// One entry of an exposure's `assignments`.
 #[derive(Debug, Deserialize, PartialEq)]
-pub(super) struct LineAssignment<'a> {
+pub struct LineAssignment<'a> {
     #[serde(borrow)]
     pub experiment: Cow<'a, str>,
     #[serde(borrow)]
@@ -51,7 +51,7 @@ pub(super) struct LineAssignment<'a> {
 }
 
 impl Line<'_> {
-    pub(super) fn empty() -> Self {
+    pub fn empty() -> Self {
         Line {
             ty: Cow::Borrowed(""),
             ts: None,
@@ -68,7 +68,7 @@ impl Line<'_> {
 
 /// Read one line into `out` (fresh from [`Line::empty`]): the scanner when it can,
 /// `serde_json` when it cannot. After an error `out` holds nothing meaningful.
-pub(super) fn parse<'a>(line: &'a [u8], out: &mut Line<'a>) -> Result<(), serde_json::Error> {
+pub fn parse<'a>(line: &'a [u8], out: &mut Line<'a>) -> Result<(), serde_json::Error> {
     if Scanner::new(line).and_then(|s| s.line(out)).is_some() {
         return Ok(());
     }
