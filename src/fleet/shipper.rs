@@ -42,6 +42,10 @@ use tokio::sync::watch;
 /// The longest the acknowledged position goes unrecorded while shipping.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
+/// How often the backlog gauge and `max_backlog` are brought up to date while shipping
+/// (a directory listing and a stat per file each time).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
+
 /// How often a wait for an acknowledgement checks that the connection is still up.
 const CONNECTION_CHECK: Duration = Duration::from_millis(100);
 
@@ -94,6 +98,8 @@ pub struct Shipper<P: Publisher> {
     /// What the checkpoint file says.
     saved: Option<Pos>,
     saved_at: Instant,
+    /// When [`Self::housekeeping`] last ran while shipping.
+    housekept_at: Option<Instant>,
     stream_ready: bool,
     stop: watch::Receiver<Option<Instant>>,
 }
@@ -147,6 +153,7 @@ impl<P: Publisher> Shipper<P> {
             acked,
             saved,
             saved_at: Instant::now(),
+            housekept_at: None,
             stream_ready: false,
             stop,
         };
@@ -208,12 +215,24 @@ impl<P: Publisher> Shipper<P> {
         loop {
             // A chunk boundary: nothing is in flight, `acked` is where reading resumes.
             self.checkpoint(false).await;
-            if let Err(e) = self.housekeeping().await {
-                return e.into();
+            if self
+                .housekept_at
+                .is_none_or(|t| t.elapsed() >= HOUSEKEEPING_EVERY)
+            {
+                self.housekept_at = Some(Instant::now());
+                if let Err(e) = self.housekeeping().await {
+                    return e.into();
+                }
             }
             match self.read().await {
                 Err(e) => return e.into(),
                 Ok(Found::Idle) => {
+                    // caught up: the gauge says so now, not at the next housekeeping
+                    if self.status.backlog_bytes.load(Relaxed) != 0 {
+                        if let Err(e) = self.housekeeping().await {
+                            return e.into();
+                        }
+                    }
                     if self.stop.borrow().is_some() {
                         return Ended::Stopped; // the log is shipped
                     }
@@ -302,6 +321,11 @@ impl<P: Publisher> Shipper<P> {
         let Some((pos, mut ack)) = in_flight.pop_front() else {
             return Ok(());
         };
+        // usually the answer is there already: no timer for it
+        if let Some(r) = (&mut ack).now_or_never() {
+            self.acked_one(pos, r?);
+            return Ok(());
+        }
         loop {
             // a lost connection fails the wait at once, not after the ack timeout
             let wait = tokio::time::timeout(CONNECTION_CHECK, &mut ack);
