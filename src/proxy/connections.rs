@@ -1,30 +1,23 @@
 //! Client connections: counted while open, refused beyond `server.max_connections`.
 //!
-//! pingora accepts the connections and hands each one to [`Counted::process_new`], once
-//! per request on an HTTP/1.1 keep-alive connection (once in all for HTTP/2). The first
-//! time a connection arrives it is wrapped in [`Tracked`], whose drop (the connection
-//! closes, whichever way) gives its place back; a connection that arrives already
-//! wrapped is a reused one. Beyond the limit a new connection is closed at once, before
-//! anything is read from it, counted in `abgate_downstream_rejected_total{reason=
-//! "max_connections"}` and logged at most once per 10 s: the process keeps the file
-//! descriptors its open connections, backends, event files and admin API need, instead
-//! of failing accepts and requests everywhere at descriptor exhaustion.
+//! pingora accepts a connection and hands it to [`Counted::process_new`] once. That
+//! call serves it to the end — every request of an HTTP/1.1 keep-alive connection in
+//! turn (the loop pingora would otherwise run), or an HTTP/2 connection's streams — so
+//! the connection is counted exactly while the call runs, at no cost per request.
+//! Beyond the limit a new connection is closed at once, before anything is read from
+//! it, counted in `abgate_downstream_rejected_total{reason="max_connections"}` and
+//! logged at most once per 10 s: the process keeps the file descriptors its open
+//! connections, backends, event files and admin API need, instead of failing accepts
+//! and requests everywhere at descriptor exhaustion.
 //!
 //! The open count is `abgate_downstream_connections` itself (one atomic for both).
 
 use crate::runtime::App;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, UniqueID,
-    UniqueIDType, ALPN,
-};
 use pingora::server::ShutdownWatch;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Descriptors kept for everything but client connections when the limit is derived
 /// from the descriptor limit: backends' connections are counted separately (one per
@@ -101,9 +94,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
         stream: pingora::protocols::Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
-        if stream.as_any().is::<Tracked>() {
-            return self.inner.process_new(stream, shutdown).await;
-        }
         let open = &self.app.metrics.downstream_connections;
         let max = self.max_connections();
         if open.get() >= max as i64 {
@@ -119,12 +109,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
             }
             return None; // dropped: closed before anything is read
         }
-        open.inc();
-        let tracked = Tracked {
-            inner: stream,
-            open: open.clone(),
-        };
-        self.inner.process_new(Box::new(tracked), shutdown).await
+        let _open = OpenConnection::new(open);
+        let mut reused = self.inner.process_new(stream, shutdown).await;
+        while let Some(stream) = reused {
+            reused = self.inner.process_new(stream, shutdown).await;
+        }
+        None
     }
 
     async fn cleanup(&self) {
@@ -132,124 +122,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
     }
 }
 
-/// A client connection counted while it is open.
-#[derive(Debug)]
-pub struct Tracked {
-    inner: pingora::protocols::Stream,
-    open: prometheus::IntGauge,
+/// One open connection in the gauge, for as long as it lives (a panic or a cancelled
+/// task included).
+struct OpenConnection<'a>(&'a prometheus::IntGauge);
+
+impl<'a> OpenConnection<'a> {
+    fn new(open: &'a prometheus::IntGauge) -> Self {
+        open.inc();
+        OpenConnection(open)
+    }
 }
 
-impl Drop for Tracked {
+impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.open.dec();
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[async_trait]
-impl Shutdown for Tracked {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for Tracked {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for Tracked {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for Tracked {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for Tracked {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for Tracked {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
-
-#[async_trait]
-impl Peek for Tracked {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        self.0.dec();
     }
 }
 
