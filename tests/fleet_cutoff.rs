@@ -9,157 +9,12 @@
 
 mod common;
 
+use common::fleet::*;
 use common::nats::NatsServer;
 use common::relay::Relay;
 use common::*;
 use serde_json::Value;
-use std::time::{Duration, Instant, SystemTime};
-
-const EXP: &str = "ranker_v2";
-const KEY: &str = "decision.ranker_v2.treatment";
-
-/// One sidecar's config: the two-backend setup on `a` and `b`, in the fleet at `nats`.
-fn sidecar_config(nats: &str, instance: &str, a: &MockServer, b: &MockServer) -> String {
-    two_backend(DIR_PLACEHOLDER, a.addr, b.addr)
-        .raw(&format!(
-            "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = false\n"
-        ))
-        .toml()
-}
-
-struct Sidecar {
-    g: Abgate,
-    dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(config: &str) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let g = start(dir.path(), config);
-        Sidecar { g, dir }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        agent()
-            .get(&self.g.admin_url(path))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    }
-
-    fn experiment(&self) -> Value {
-        self.get("/admin/experiments")["experiments"][0].clone()
-    }
-
-    fn state(&self) -> String {
-        self.experiment()["state"].as_str().unwrap().to_string()
-    }
-
-    fn fleet(&self) -> Value {
-        self.get("/admin/fleet")
-    }
-
-    fn connected(&self) -> bool {
-        self.fleet()["connected"] == true
-    }
-
-    fn post(&self, action: &str) {
-        let r = agent()
-            .post(
-                &self
-                    .g
-                    .admin_url(&format!("/admin/experiments/{EXP}/{action}")),
-            )
-            .set("authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    /// `guardrail` events in this sidecar's log.
-    fn guardrail_events(&self) -> Vec<Value> {
-        events(&self.dir.path().join("events"))
-            .into_iter()
-            .filter(|e| e["type"] == "guardrail")
-            .collect()
-    }
-
-    /// `state.dir/fleet.json` (the fleet state it knows and its pending decisions).
-    fn fleet_file(&self) -> Value {
-        std::fs::read(self.dir.path().join("state").join("fleet.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    /// The treatment's `rolled_back` flag as `GET /admin/experiments` shows it.
-    fn treatment_rolled_back(&self) -> bool {
-        self.experiment()
-            .pointer("/variants/1/rolled_back")
-            .and_then(Value::as_bool)
-            .unwrap()
-    }
-}
-
-/// Wait until every sidecar is connected and sees `n` fresh instances (bounded).
-fn wait_connected(sidecars: &[Sidecar], n: u64) {
-    for s in sidecars {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let f = s.fleet();
-            if f["connected"] == true && f["instances_fresh"].as_u64() == Some(n) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fleet did not assemble within 20 s: {f}\n{}",
-                logs(&sidecars.iter().collect::<Vec<_>>())
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-/// Poll every sidecar until each is in `want`; returns each one's delay since `t0` (ms).
-fn wait_all(sidecars: &[&Sidecar], want: &str, t0: Instant, secs: u64) -> Vec<u128> {
-    let mut at: Vec<Option<u128>> = vec![None; sidecars.len()];
-    let deadline = t0 + Duration::from_secs(secs);
-    while at.iter().any(Option::is_none) {
-        for (i, s) in sidecars.iter().enumerate() {
-            if at[i].is_none() && s.state() == want {
-                at[i] = Some(t0.elapsed().as_millis());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every sidecar reached {want} within {secs} s: {at:?}\n{}",
-            logs(sidecars)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    at.into_iter().map(Option::unwrap).collect()
-}
-
-/// Every sidecar's log, for failure messages.
-fn logs(sidecars: &[&Sidecar]) -> String {
-    sidecars
-        .iter()
-        .map(|s| s.g.logs())
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-}
-
-/// Users of the test's experiment assigned to the treatment.
-fn treated_users(s: &Sidecar, n: usize) -> Vec<String> {
-    let cfg = abgate::config::load_file(&s.g.config).unwrap();
-    let exp = &cfg.layers[0].experiments[0];
-    (0..)
-        .map(|i| format!("u{i}"))
-        .filter(|u| abgate::assign::variant_of(exp, u) == 1)
-        .take(n)
-        .collect()
-}
+use std::time::{Instant, SystemTime};
 
 /// Send each of `users` through `s`'s proxy: every answer is a 200 served by `variant`
 /// (`x-abgate-variant`).
@@ -170,38 +25,6 @@ fn served_as(s: &Sidecar, users: &[String], variant: &str) {
         assert_eq!(status, 200, "user {u}");
         assert_eq!(served.as_deref(), Some(want.as_str()), "user {u}");
     }
-}
-
-/// The bucket's history of `key`: (generation, action, instance, ts) per revision.
-fn history(nats: &NatsServer, key: &str) -> Vec<(u64, String, String, SystemTime)> {
-    use futures_util::StreamExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let kv = async_nats::jetstream::new(client)
-            .get_key_value("abgate_state")
-            .await
-            .unwrap();
-        let mut h = kv.history(key).await.unwrap();
-        let mut out = Vec::new();
-        while let Some(Ok(e)) = tokio::time::timeout(Duration::from_secs(2), h.next())
-            .await
-            .ok()
-            .flatten()
-        {
-            let v: Value = serde_json::from_slice(&e.value).unwrap();
-            out.push((
-                v["generation"].as_u64().unwrap(),
-                v["action"].as_str().unwrap().to_string(),
-                v["instance"].as_str().unwrap().to_string(),
-                humantime::parse_rfc3339(v["ts"].as_str().unwrap()).unwrap(),
-            ));
-        }
-        out
-    })
 }
 
 /// Gaps between consecutive instants, in ms.
@@ -220,9 +43,9 @@ fn a_sidecar_cut_off_from_the_broker_keeps_its_last_decisions_and_catches_up_on_
 
     // 1. Three sidecars, s3 through the relay; all connected, each sees all three.
     let s = [
-        Sidecar::start(&sidecar_config(&nats.url(), "s1", &a, &b)),
-        Sidecar::start(&sidecar_config(&nats.url(), "s2", &a, &b)),
-        Sidecar::start(&sidecar_config(&relay.nats_url(), "s3", &a, &b)),
+        Sidecar::start(&sidecar_config(&nats.url(), "s1", &a, &b, "")),
+        Sidecar::start(&sidecar_config(&nats.url(), "s2", &a, &b, "")),
+        Sidecar::start(&sidecar_config(&relay.nats_url(), "s3", &a, &b, "")),
     ];
     wait_connected(&s, 3);
     assert!(
@@ -350,7 +173,7 @@ fn a_sidecar_cut_off_from_the_broker_keeps_its_last_decisions_and_catches_up_on_
 
     // 6. The bucket's history: one value per step, generations increasing, each a
     // later decision than the one before.
-    let h = history(&nats, KEY);
+    let h = timed_history(&nats, KEY);
     let steps: Vec<(u64, &str, &str)> = h
         .iter()
         .map(|(g, a, i, _)| (*g, a.as_str(), i.as_str()))
@@ -415,7 +238,7 @@ fn a_sidecar_cut_off_from_the_broker_keeps_its_last_decisions_and_catches_up_on_
         served_as(side, &users[..5], "treatment");
     }
     assert_eq!(b.requests(), before + 15);
-    let h = history(&nats, KEY);
+    let h = timed_history(&nats, KEY);
     assert_eq!(
         h.last().map(|(g, a, i, _)| (*g, a.as_str(), i.as_str())),
         Some((4, "resume", "s2")),
@@ -438,6 +261,7 @@ fn a_connection_that_silently_drops_everything_is_noticed_and_made_again() {
         "s1",
         &a,
         &b,
+        "",
     ))];
     wait_connected(&s, 1);
     let connected = || s[0].fleet()["connected"] == true;

@@ -8,104 +8,11 @@
 
 mod common;
 
+use common::fleet::*;
 use common::nats::NatsServer;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-const EXP: &str = "ranker_v2";
-const KEY: &str = "decision.ranker_v2.treatment";
-
-/// One sidecar's config: the two-backend setup on `a` and `b`, in the fleet at `nats`.
-fn sidecar_config(
-    nats: &str,
-    instance: &str,
-    a: &MockServer,
-    b: &MockServer,
-    guard: &str,
-) -> String {
-    fleet_config(nats, instance, a, b, guard, false)
-}
-
-fn fleet_config(
-    nats: &str,
-    instance: &str,
-    a: &MockServer,
-    b: &MockServer,
-    guard: &str,
-    share_windows: bool,
-) -> String {
-    let mut c = two_backend(DIR_PLACEHOLDER, a.addr, b.addr).raw(&format!(
-        "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\nshare_windows = {share_windows}\n"
-    ));
-    if !guard.is_empty() {
-        c = c.guardrails(EXP, guard);
-    }
-    c.toml()
-}
-
-struct Sidecar {
-    g: Abgate,
-    dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(config: &str) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let g = start(dir.path(), config);
-        Sidecar { g, dir }
-    }
-
-    /// Stop and start again on the same dirs and config.
-    fn restart(self) -> Sidecar {
-        let Sidecar { g, dir } = self;
-        let config = g.config.clone();
-        g.stop();
-        let g = start_file(dir.path(), &config);
-        Sidecar { g, dir }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        agent()
-            .get(&self.g.admin_url(path))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    }
-
-    fn state(&self) -> String {
-        self.get("/admin/experiments")["experiments"][0]["state"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn fleet(&self) -> Value {
-        self.get("/admin/fleet")
-    }
-
-    fn post(&self, action: &str) {
-        let r = agent()
-            .post(
-                &self
-                    .g
-                    .admin_url(&format!("/admin/experiments/{EXP}/{action}")),
-            )
-            .set("authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    /// `guardrail` events in this sidecar's log.
-    fn guardrail_events(&self) -> Vec<Value> {
-        events(&self.dir.path().join("events"))
-            .into_iter()
-            .filter(|e| e["type"] == "guardrail")
-            .collect()
-    }
-}
 
 /// Three sidecars on the same backends, in the fleet at `nats`, once each sees all three.
 fn three(nats: &NatsServer, a: &MockServer, b: &MockServer, guard: &str) -> Vec<Sidecar> {
@@ -115,82 +22,6 @@ fn three(nats: &NatsServer, a: &MockServer, b: &MockServer, guard: &str) -> Vec<
         .collect();
     wait_connected(&s, 3);
     s
-}
-
-/// Wait until every sidecar is connected and sees `n` fresh instances (bounded).
-fn wait_connected(sidecars: &[Sidecar], n: u64) {
-    for s in sidecars {
-        wait_for(20, "the fleet to assemble", || {
-            let f = s.fleet();
-            (f["connected"] == true && f["instances_fresh"].as_u64() == Some(n)).then_some(())
-        });
-    }
-}
-
-/// Poll every sidecar until each is in `want`; returns each one's delay since `t0` (ms).
-fn wait_all(sidecars: &[&Sidecar], want: &str, t0: Instant, secs: u64) -> Vec<u128> {
-    let mut at: Vec<Option<u128>> = vec![None; sidecars.len()];
-    let deadline = t0 + Duration::from_secs(secs);
-    while at.iter().any(Option::is_none) {
-        for (i, s) in sidecars.iter().enumerate() {
-            if at[i].is_none() && s.state() == want {
-                at[i] = Some(t0.elapsed().as_millis());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every sidecar reached {want} within {secs} s: {at:?}\n{}",
-            sidecars
-                .iter()
-                .map(|s| s.g.logs())
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    at.into_iter().map(Option::unwrap).collect()
-}
-
-/// Users of the test's experiment assigned to the treatment.
-fn treated_users(s: &Sidecar, n: usize) -> Vec<String> {
-    let cfg = abgate::config::load_file(&s.g.config).unwrap();
-    let exp = &cfg.layers[0].experiments[0];
-    (0..)
-        .map(|i| format!("u{i}"))
-        .filter(|u| abgate::assign::variant_of(exp, u) == 1)
-        .take(n)
-        .collect()
-}
-
-/// The bucket's history of `key`: (generation, action, instance) per revision.
-fn history(nats: &NatsServer, key: &str) -> Vec<(u64, String, String)> {
-    use futures_util::StreamExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let kv = async_nats::jetstream::new(client)
-            .get_key_value("abgate_state")
-            .await
-            .unwrap();
-        let mut h = kv.history(key).await.unwrap();
-        let mut out = Vec::new();
-        while let Some(Ok(e)) = tokio::time::timeout(Duration::from_secs(2), h.next())
-            .await
-            .ok()
-            .flatten()
-        {
-            let v: Value = serde_json::from_slice(&e.value).unwrap();
-            out.push((
-                v["generation"].as_u64().unwrap(),
-                v["action"].as_str().unwrap().to_string(),
-                v["instance"].as_str().unwrap().to_string(),
-            ));
-        }
-        out
-    })
 }
 
 fn spread(ms: &[u128]) -> u128 {

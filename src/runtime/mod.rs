@@ -115,6 +115,19 @@ impl FleetStatus {
         now_ms.saturating_sub(at) as f64 / 1000.0
     }
 
+    /// Instance `name` was alive at unix time `at_ms` (its heartbeat, or this
+    /// sidecar's own).
+    pub fn saw(&self, name: &str, at_ms: u64) {
+        let mut seen = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(name.to_string(), at_ms);
+    }
+
+    /// Instance `name` is no longer listed (its heartbeat was deleted or unreadable).
+    pub fn forget(&self, name: &str) {
+        let mut seen = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(name);
+    }
+
     /// Instances with their last report's age in ms at unix time `now_ms`, and how
     /// many of them are fresh.
     pub fn instances_seen(&self, now_ms: u64) -> (Vec<(String, u64)>, usize) {

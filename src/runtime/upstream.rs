@@ -3,56 +3,42 @@
 //! peer the proxy connects to: protocol, TLS, SNI, trusted roots, timeouts.
 //!
 //! Beside the request path, per pool (stopped when the generation is replaced):
-//! - health checks: HTTP (`health_check = { path, interval, expect, failures }`, over the
-//!   upstream's own protocol and TLS settings) or, without one, a TCP connect every
-//!   `health_check_interval`;
-//! - re-resolution: every `resolve_interval` each host name of `addrs` is resolved again
-//!   and every address it has is used; a failed resolution keeps the previous addresses.
+//! - health checks (`health`): HTTP (`health_check = { path, interval, expect,
+//!   failures }`, over the upstream's own protocol and TLS settings) or, without one, a
+//!   TCP connect every `health_check_interval`;
+//! - re-resolution (`resolve`): every `resolve_interval` each host name of `addrs` is
+//!   resolved again and every address it has is used; a failed resolution keeps the
+//!   previous addresses.
 //!
 //! Health lives in pingora's health registry; [`Pool::health`] reads it for the admin API
 //! and the `abgate_upstream_healthy` gauge.
 
-use crate::config::{HttpHealthCheck as HttpCheckSpec, Protocol, UpstreamSpec};
+mod health;
+mod resolve;
+#[cfg(test)]
+mod test_support;
+
+pub use resolve::{Resolve, SystemResolver};
+
+use crate::config::{Protocol, UpstreamSpec};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::discovery::ServiceDiscovery;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, Extensions, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
+use resolve::Resolution;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Longest wait for one name's resolution (shorter if `resolve_interval` is).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Resolves `host:port` to addresses: the system's resolver, or a fake in tests.
-#[async_trait]
-pub trait Resolve: Send + Sync + 'static {
-    /// Every address `host_port` has now.
-    async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>>;
-}
-
-/// The system's resolver (`getaddrinfo` on tokio's blocking pool).
-pub struct SystemResolver;
-
-#[async_trait]
-impl Resolve for SystemResolver {
-    async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
-        Ok(tokio::net::lookup_host(host_port).await?.collect())
-    }
-}
 
 /// One address of a pool and its health, for the admin API and the gauge.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,26 +98,11 @@ impl Pool {
         let fixed = fixed_sni(spec, &hosts);
         let template = template(spec, fixed.unwrap_or_default())?;
         let fixed_sni = fixed.is_some();
-        let label = Label {
-            name: spec.name.clone(),
-            hosts: hosts.clone(),
-            addrs: addrs.clone(),
-        };
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(Discovery(
             addrs.clone(),
         ))));
-        let check_interval = match &spec.health_check {
-            Some(hc) => {
-                lb.set_health_check(Box::new(HttpCheck::new(spec, hc, &template, label)?));
-                hc.interval
-            }
-            None => {
-                let mut tcp = TcpHealthCheck::new();
-                tcp.peer_template.options.connection_timeout = Some(spec.connect_timeout);
-                lb.set_health_check(Box::new(TcpCheck { inner: tcp, label }));
-                spec.health_check_interval
-            }
-        };
+        let check_interval =
+            health::install(&mut lb, spec, &template, hosts.clone(), addrs.clone())?;
         // The discovery answers from memory: the first update completes in one poll.
         poll_once(lb.update())
             .ok_or_else(|| io::Error::other("the upstream discovery did not answer at once"))?
@@ -143,15 +114,13 @@ impl Pool {
                 spec.name
             );
         }
-        let resolution = Arc::new(Resolution {
-            name: spec.name.clone(),
-            hosts: hosts.clone(),
-            addrs: addrs.clone(),
-            lb: lb.clone(),
+        let resolution = Arc::new(Resolution::new(
+            spec,
+            hosts.clone(),
+            addrs.clone(),
+            lb.clone(),
             resolver,
-            failing: hosts.iter().map(|_| AtomicBool::new(false)).collect(),
-            timeout: RESOLVE_TIMEOUT.min(spec.resolve_interval),
-        });
+        ));
         Ok(Pool {
             spec: spec.clone(),
             lb,
@@ -169,50 +138,12 @@ impl Pool {
     /// turns true or its sender is dropped (the generation is replaced or the process
     /// stops). Needs a tokio runtime.
     pub fn spawn_background(&self, stop: watch::Receiver<bool>) {
-        let lb = self.lb.clone();
-        let every = self.check_interval;
-        let mut s = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let started = tokio::time::Instant::now();
-                // Checks in parallel: a backend that hangs until the check's timeout
-                // does not delay the others'.
-                tokio::select! {
-                    _ = lb.backends().run_health_check(true) => {}
-                    _ = s.changed() => return,
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(started + every) => {}
-                    _ = s.changed() => return,
-                }
-            }
-        });
+        health::spawn(self.lb.clone(), self.check_interval, stop.clone());
         if self.hosts.iter().all(|h| h.literal.is_some()) {
             return;
         }
-        // Its own task: a slow resolver never delays a health check.
-        let r = self.resolution.clone();
-        let every = self.spec.resolve_interval;
-        let first = if self.resolve_at_start {
-            Duration::ZERO
-        } else {
-            every
-        };
-        let mut s = stop;
-        tokio::spawn(async move {
-            let mut next = tokio::time::Instant::now() + first;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next) => {}
-                    _ = s.changed() => return,
-                }
-                tokio::select! {
-                    _ = r.round() => {}
-                    _ = s.changed() => return,
-                }
-                next = tokio::time::Instant::now() + every;
-            }
-        });
+        self.resolution
+            .spawn(self.spec.resolve_interval, self.resolve_at_start, stop);
     }
 
     /// The peer for the next try: the next address round-robin among the healthy ones
@@ -504,247 +435,11 @@ impl ServiceDiscovery for Discovery {
     }
 }
 
-/// Re-resolution of a pool's host names.
-struct Resolution {
-    name: Arc<str>,
-    hosts: Arc<[HostEntry]>,
-    addrs: Arc<ArcSwap<Addrs>>,
-    lb: Arc<LoadBalancer<RoundRobin>>,
-    resolver: Arc<dyn Resolve>,
-    /// Per entry: its last resolution failed (one WARN per failure streak).
-    failing: Vec<AtomicBool>,
-    timeout: Duration,
-}
-
-impl Resolution {
-    /// Resolve every host name once; use every address found. A name that fails (or
-    /// has no address) keeps its previous addresses.
-    async fn round(&self) {
-        let cur = self.addrs.load_full();
-        let mut by_host = cur.by_host.clone();
-        for (i, h) in self.hosts.iter().enumerate() {
-            if h.literal.is_some() {
-                continue;
-            }
-            let got = tokio::time::timeout(self.timeout, self.resolver.resolve(&h.written)).await;
-            let found = match got {
-                Ok(Ok(v)) if !v.is_empty() => Ok(v),
-                Ok(Ok(_)) => Err("no address".to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-            };
-            match found {
-                Ok(mut v) => {
-                    let mut seen = BTreeSet::new();
-                    v.retain(|a| seen.insert(*a));
-                    if self.failing[i].swap(false, Relaxed) {
-                        tracing::info!(
-                            "upstream `{}`: `{}` resolves again: {v:?}",
-                            self.name,
-                            h.written
-                        );
-                    }
-                    by_host[i] = v;
-                }
-                Err(why) => {
-                    if !self.failing[i].swap(true, Relaxed) {
-                        tracing::warn!(
-                            "upstream `{}`: cannot resolve `{}` ({why}); keeping its previous addresses {:?} (logged once until it resolves again)",
-                            self.name,
-                            h.written,
-                            by_host[i]
-                        );
-                    }
-                }
-            }
-        }
-        let next = Addrs::from_by_host(by_host);
-        if next.list.is_empty() || next == *cur {
-            return;
-        }
-        if next.set() != cur.set() {
-            let list: Vec<SocketAddr> = next.list.iter().map(|&(a, _)| a).collect();
-            tracing::info!("upstream `{}`: addresses now {list:?}", self.name);
-        }
-        self.addrs.store(Arc::new(next));
-        // The discovery reads the addresses just stored.
-        if let Err(e) = self.lb.update().await {
-            tracing::warn!("upstream `{}`: updating the pool failed: {e}", self.name);
-        }
-    }
-}
-
-/// How a health-check log line names an address.
-struct Label {
-    name: Arc<str>,
-    hosts: Arc<[HostEntry]>,
-    addrs: Arc<ArcSwap<Addrs>>,
-}
-
-impl Label {
-    fn host_of(&self, target: &Backend) -> usize {
-        target
-            .addr
-            .as_inet()
-            .map_or(0, |a| self.addrs.load().host_of(*a))
-    }
-
-    fn summary(&self, target: &Backend) -> String {
-        format!(
-            "upstream `{}` address {} (`{}`)",
-            self.name,
-            target.addr,
-            self.hosts[self.host_of(target)].written
-        )
-    }
-}
-
-/// Without an HTTP check: a TCP connect (as before), with a readable log line.
-struct TcpCheck {
-    inner: Box<TcpHealthCheck>,
-    label: Label,
-}
-
-#[async_trait]
-impl HealthCheck for TcpCheck {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        self.inner.check(target).await
-    }
-
-    fn backend_summary(&self, target: &Backend) -> String {
-        self.label.summary(target)
-    }
-
-    fn health_threshold(&self, success: bool) -> usize {
-        self.inner.health_threshold(success)
-    }
-}
-
-/// The HTTP check: pingora's [`HttpHealthCheck`], one per `addrs` entry, because its
-/// request (the `Host`) and peer template (the SNI) are fixed per instance and both
-/// depend on the entry an address came from. Each check connects afresh
-/// (`reuse_connection = false`), so it also proves the backend accepts connections.
-struct HttpCheck {
-    /// By entry index.
-    checks: Vec<HttpHealthCheck>,
-    failures: usize,
-    label: Label,
-}
-
-impl HttpCheck {
-    fn new(
-        spec: &UpstreamSpec,
-        hc: &HttpCheckSpec,
-        template: &HttpPeer,
-        label: Label,
-    ) -> io::Result<HttpCheck> {
-        // A backend that hangs fails within a period (at least 1 s) rather than after
-        // the whole `read_timeout`.
-        let timeout = spec
-            .read_timeout
-            .min(hc.interval.max(Duration::from_secs(1)));
-        let mut checks = Vec::with_capacity(label.hosts.len());
-        for h in label.hosts.iter() {
-            let mut c = HttpHealthCheck::new("localhost", spec.tls);
-            let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            let host = match &spec.host {
-                Some(v) => req.insert_header("Host", v.clone()),
-                None => req.insert_header("Host", h.authority.as_str()),
-            };
-            host.and_then(|_| req.insert_header("User-Agent", "abgate-health-check"))
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            c.req = req;
-            let mut peer = template.clone();
-            if spec.tls && spec.sni.is_none() {
-                peer.sni = h.name.clone();
-            }
-            peer.options.read_timeout = Some(timeout);
-            c.peer_template = peer;
-            c.consecutive_failure = hc.failures;
-            c.consecutive_success = hc.failures;
-            c.reuse_connection = false;
-            let expect = hc.expect.clone();
-            c.validator = Some(Box::new(move |resp: &ResponseHeader| {
-                let status = resp.status.as_u16();
-                if expect.contains(&status) {
-                    Ok(())
-                } else {
-                    pingora::Error::e_explain(
-                        pingora::ErrorType::CustomCode("unexpected health-check status", status),
-                        format!("status {status}, expected one of {expect:?}"),
-                    )
-                }
-            }));
-            checks.push(c);
-        }
-        Ok(HttpCheck {
-            checks,
-            failures: hc.failures,
-            label,
-        })
-    }
-}
-
-#[async_trait]
-impl HealthCheck for HttpCheck {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        self.checks[self.label.host_of(target)].check(target).await
-    }
-
-    fn backend_summary(&self, target: &Backend) -> String {
-        self.label.summary(target)
-    }
-
-    /// `failures` consecutive failures take an address out; as many consecutive
-    /// successes bring it back (one lucky answer does not).
-    fn health_threshold(&self, _success: bool) -> usize {
-        self.failures
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::test_support::{a, backend, http_check, spec};
     use super::*;
-    use crate::config::HttpHealthCheck as HcSpec;
     use pingora::protocols::ALPN;
-    use std::sync::atomic::{AtomicU16, AtomicUsize};
-    use std::sync::Mutex;
-
-    fn a(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    /// An upstream at `hosts` that resolved to `addrs`, every other key at its default.
-    fn spec(hosts: &[&str], addrs: &[&str], protocol: Protocol, tls: bool) -> UpstreamSpec {
-        UpstreamSpec {
-            name: Arc::from("m"),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            addrs: addrs.iter().map(|s| a(s)).collect(),
-            connect_timeout: Duration::from_millis(700),
-            read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(45),
-            health_check_interval: Duration::from_secs(5),
-            health_check: None,
-            protocol,
-            tls,
-            sni: None,
-            ca: None,
-            verify: true,
-            host: None,
-            grpc_error_codes: 0,
-            resolve_interval: Duration::from_secs(30),
-        }
-    }
-
-    fn http_check(failures: usize) -> Option<HcSpec> {
-        Some(HcSpec {
-            path: "/health".into(),
-            interval: Duration::from_millis(200),
-            expect: vec![200],
-            failures,
-        })
-    }
 
     fn versions(p: &HttpPeer) -> (u8, u8) {
         (
@@ -886,267 +581,6 @@ mod tests {
         let e = HostEntry::parse("[::1]:80", false);
         assert_eq!((e.authority.as_str(), e.name.as_str()), ("[::1]", "::1"));
         assert_eq!(e.literal, Some(a("[::1]:80")));
-    }
-
-    /// Answers set by the test; `None` fails.
-    #[derive(Default)]
-    struct FakeResolver {
-        answers: Mutex<HashMap<String, Option<Vec<SocketAddr>>>>,
-        calls: Mutex<Vec<String>>,
-    }
-
-    impl FakeResolver {
-        fn set(&self, host: &str, answer: Option<&[&str]>) {
-            let v = answer.map(|l| l.iter().map(|s| a(s)).collect());
-            self.answers.lock().unwrap().insert(host.to_string(), v);
-        }
-    }
-
-    #[async_trait]
-    impl Resolve for FakeResolver {
-        async fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
-            self.calls.lock().unwrap().push(host_port.to_string());
-            match self.answers.lock().unwrap().get(host_port) {
-                Some(Some(v)) => Ok(v.clone()),
-                _ => Err(io::Error::other("NXDOMAIN (fake)")),
-            }
-        }
-    }
-
-    /// (address, SNI) of `n` peers.
-    fn used(pool: &Pool, n: usize) -> BTreeSet<(String, String)> {
-        (0..n)
-            .map(|_| {
-                let p = pool.peer();
-                (p._address.as_inet().unwrap().to_string(), p.sni.clone())
-            })
-            .collect()
-    }
-
-    fn pairs(l: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-        l.iter()
-            .map(|(x, y)| (x.to_string(), y.to_string()))
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn re_resolution_uses_every_new_address_and_keeps_the_old_on_failure() {
-        let r = Arc::new(FakeResolver::default());
-        let s = spec(
-            &["svc.test:8000", "10.9.9.9:8000"],
-            &["10.0.0.1:8000", "10.9.9.9:8000"],
-            Protocol::Http1,
-            true,
-        );
-        let pool = Pool::with_resolver(&s, r.clone()).unwrap();
-        assert_eq!(
-            used(&pool, 8),
-            pairs(&[("10.0.0.1:8000", "svc.test"), ("10.9.9.9:8000", "10.9.9.9")])
-        );
-
-        // The name now has two other addresses: both are used, the old one no more.
-        r.set("svc.test:8000", Some(&["10.0.0.2:8000", "10.0.0.3:8000"]));
-        pool.resolve_now().await;
-        assert_eq!(
-            used(&pool, 12),
-            pairs(&[
-                ("10.0.0.2:8000", "svc.test"),
-                ("10.0.0.3:8000", "svc.test"),
-                ("10.9.9.9:8000", "10.9.9.9"),
-            ])
-        );
-        let health = pool.health();
-        assert_eq!(health.len(), 3);
-        assert!(health.iter().all(|h| h.healthy));
-        assert_eq!(health[0].host, "svc.test:8000");
-        assert_eq!(health[2].host, "10.9.9.9:8000");
-        // IP literals are never resolved.
-        assert_eq!(*r.calls.lock().unwrap(), ["svc.test:8000"]);
-
-        // A failed resolution keeps the previous addresses (and warns once per streak).
-        r.set("svc.test:8000", None);
-        pool.resolve_now().await;
-        assert!(pool.resolution.failing[0].load(Relaxed));
-        pool.resolve_now().await;
-        assert_eq!(used(&pool, 12).len(), 3);
-        assert_eq!(pool.health().len(), 3);
-
-        // It resolves again, to one address.
-        r.set("svc.test:8000", Some(&["10.0.0.4:8000"]));
-        pool.resolve_now().await;
-        assert!(!pool.resolution.failing[0].load(Relaxed));
-        assert_eq!(
-            used(&pool, 8),
-            pairs(&[("10.0.0.4:8000", "svc.test"), ("10.9.9.9:8000", "10.9.9.9")])
-        );
-        assert_eq!(r.calls.lock().unwrap().len(), 4);
-    }
-
-    /// A port nothing listens on.
-    fn closed_port() -> SocketAddr {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn unhealthy_addresses_get_no_traffic_and_none_healthy_fails_open() {
-        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let live_addr = live.local_addr().unwrap().to_string();
-        let dead = closed_port().to_string();
-        let s = spec(
-            &[&live_addr, &dead],
-            &[&live_addr, &dead],
-            Protocol::Http1,
-            false,
-        );
-        let pool = Pool::new(&s).unwrap();
-        // Every address starts healthy.
-        assert_eq!(pool.health().iter().filter(|h| h.healthy).count(), 2);
-        pool.check_now().await;
-        let health = pool.health();
-        assert_eq!(
-            health
-                .iter()
-                .map(|h| (h.host.as_str(), h.healthy))
-                .collect::<Vec<_>>(),
-            [(live_addr.as_str(), true), (dead.as_str(), false)]
-        );
-        for _ in 0..10 {
-            assert_eq!(pool.select().to_string(), live_addr);
-        }
-
-        // None healthy: the first address anyway.
-        let (d1, d2) = (closed_port().to_string(), closed_port().to_string());
-        let pool = Pool::new(&spec(&[&d1, &d2], &[&d1, &d2], Protocol::Http1, false)).unwrap();
-        pool.check_now().await;
-        assert!(pool.health().iter().all(|h| !h.healthy));
-        for _ in 0..4 {
-            assert_eq!(pool.peer()._address.as_inet().unwrap().to_string(), d1);
-        }
-    }
-
-    /// A backend answering every request with `status` (HTTP/1.1 or HTTP/2, over TLS
-    /// with `tls`), recording each request's version and host.
-    struct Backend {
-        addr: SocketAddr,
-        status: Arc<AtomicU16>,
-        seen: Arc<Mutex<Vec<(http::Version, String)>>>,
-        hits: Arc<AtomicUsize>,
-    }
-
-    async fn backend(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let b = Backend {
-            addr: listener.local_addr().unwrap(),
-            status: Arc::new(AtomicU16::new(200)),
-            seen: Arc::default(),
-            hits: Arc::default(),
-        };
-        let (status, seen, hits) = (b.status.clone(), b.seen.clone(), b.hits.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                hits.fetch_add(1, Relaxed);
-                let (status, seen, tls) = (status.clone(), seen.clone(), tls.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<_>| {
-                        let host = req
-                            .uri()
-                            .authority()
-                            .map(|a| a.to_string())
-                            .or_else(|| {
-                                req.headers()
-                                    .get("host")
-                                    .map(|h| h.to_str().unwrap().to_string())
-                            })
-                            .unwrap_or_default();
-                        seen.lock().unwrap().push((req.version(), host));
-                        let _body: hyper::body::Incoming = req.into_body();
-                        let st = status.load(Relaxed);
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .status(st)
-                                    .body(http_body_util::Full::new(bytes::Bytes::from("ok")))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(s) = acceptor.accept(tcp).await {
-                                let _ = server.serve_connection(TokioIo::new(s), svc).await;
-                            }
-                        }
-                        None => {
-                            let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
-                        }
-                    }
-                });
-            }
-        });
-        b
-    }
-
-    #[tokio::test]
-    async fn http_check_needs_failures_in_a_row_both_ways_and_speaks_h2c() {
-        let b = backend(None).await;
-        let addr = b.addr.to_string();
-        let mut s = spec(&[&addr], &[&addr], Protocol::H2c, false);
-        s.health_check = http_check(2);
-        let pool = Pool::new(&s).unwrap();
-        let healthy = || pool.health()[0].healthy;
-        pool.check_now().await;
-        assert!(healthy());
-        b.status.store(503, Relaxed);
-        pool.check_now().await;
-        assert!(healthy(), "one failure is not `failures = 2`");
-        pool.check_now().await;
-        assert!(!healthy());
-        b.status.store(200, Relaxed);
-        pool.check_now().await;
-        assert!(!healthy(), "one success does not bring it back");
-        pool.check_now().await;
-        assert!(healthy());
-        // Five checks, five requests, all HTTP/2 (prior knowledge) to the address as
-        // written. How many connections carried them is pingora's affair: an HTTP/2
-        // connection still open from the last check may carry the next one.
-        assert!((1..=5).contains(&b.hits.load(Relaxed)));
-        let seen = b.seen.lock().unwrap();
-        assert_eq!(seen.len(), 5);
-        assert!(
-            seen.iter()
-                .all(|(v, host)| *v == http::Version::HTTP_2 && *host == addr),
-            "{seen:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn http_check_sends_the_configured_host_and_expects_its_statuses() {
-        let b = backend(None).await;
-        let addr = b.addr.to_string();
-        let mut s = spec(&[&addr], &[&addr], Protocol::Http1, false);
-        s.health_check = http_check(1);
-        s.health_check.as_mut().unwrap().expect = vec![204];
-        s.host = Some(http::HeaderValue::from_static("model.example"));
-        let pool = Pool::new(&s).unwrap();
-        pool.check_now().await;
-        assert!(!pool.health()[0].healthy, "200 is not in expect = [204]");
-        b.status.store(204, Relaxed);
-        pool.check_now().await;
-        assert!(pool.health()[0].healthy);
-        assert!(b
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(_, h)| h == "model.example"));
     }
 
     #[tokio::test]

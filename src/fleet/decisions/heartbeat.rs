@@ -10,22 +10,12 @@ use std::time::{Instant, SystemTime};
 
 impl Store {
     pub(super) fn heard_from(&self, name: &str, e: &kv::Entry) {
-        let mut seen = self
-            .app
-            .fleet
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         let at = serde_json::from_slice::<serde_json::Value>(&e.value)
             .ok()
             .and_then(|v| v["unix_ms"].as_u64());
         match (e.operation, at) {
-            (kv::Operation::Put, Some(at)) => {
-                seen.insert(name.to_string(), at);
-            }
-            _ => {
-                seen.remove(name);
-            }
+            (kv::Operation::Put, Some(at)) => self.app.fleet.saw(name, at),
+            _ => self.app.fleet.forget(name),
         }
     }
 
@@ -36,13 +26,7 @@ impl Store {
         match bounded(kv.put(instance_key(&self.instance), body.into())).await {
             Ok(Ok(_)) => {
                 self.heartbeat_failures = 0;
-                let mut seen = self
-                    .app
-                    .fleet
-                    .instances
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                seen.insert(self.instance.clone(), now);
+                self.app.fleet.saw(&self.instance, now);
             }
             Ok(Err(e)) => self.heartbeat_failed(e.to_string()).await,
             Err(e) => self.heartbeat_failed(e).await,
