@@ -704,3 +704,69 @@ fn the_derived_connection_limit_keeps_descriptors_for_the_admin_api_and_backends
     signal(&child, "TERM");
     let _ = child.wait();
 }
+
+/// The admin listener bounds what clients can hold: an idle or dripping connection is
+/// closed after `abgate::admin::HEADER_TIMEOUT`, and beyond
+/// `abgate::admin::MAX_CONNECTIONS` a new connection is closed at once, while the open
+/// ones keep being served.
+#[test]
+fn the_admin_listener_drops_silent_connections_and_caps_how_many_are_open() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream("m", &[mock.addr])
+        .toml();
+    let g = start(dir.path(), &config);
+    let max = abgate::admin::MAX_CONNECTIONS;
+    // `max` silent connections, one of them dripping half a request head
+    let mut silent: Vec<TcpStream> = (0..max)
+        .map(|_| TcpStream::connect(&g.admin).unwrap())
+        .collect();
+    silent[0].write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    // one more is closed at once, unanswered (accepted in order: poll until the
+    // listener has taken the others)
+    let refused = wait_for(10, "a connection over the cap closed at once", || {
+        let mut s = TcpStream::connect(&g.admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = [0u8; 64];
+        closed(&s.read(&mut buf)).then_some(())
+    });
+    let _ = refused;
+    // the silent ones are disconnected after the header timeout (10 s), the dripping
+    // one too
+    let started = std::time::Instant::now();
+    for (i, s) in silent.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf);
+        assert!(closed(&n), "silent connection {i} was not closed: {n:?}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(25),
+        "silent connections held for {waited:?}"
+    );
+    // and the admin API serves again
+    let m = wait_for(10, "the admin API after the cap", || {
+        let m = g.metrics();
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(m.contains("abgate_uptime_seconds"));
+    assert!(g.logs().contains("connection(s) refused"), "{}", g.logs());
+}
+
+/// Whether a read saw the peer close the connection (end of file or a reset), not a
+/// timeout of our own or data.
+fn closed(read: &std::io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}

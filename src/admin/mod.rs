@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use respond::{error, json_resp, text, Resp};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -50,6 +50,18 @@ impl AdminHandle {
     }
 }
 
+/// Admin connections open at most; a new one beyond it is closed at once (scrapers and
+/// operators need a handful).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a request head, and stay idle between
+/// requests: a silent or dripping client is disconnected after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest any admin connection lives (a request whose body drips, a client that
+/// never reads): every admin request is answered in well under a second.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Serve the admin API until shutdown.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -58,6 +70,8 @@ pub async fn run(
 ) {
     let app = admin.app;
     let mut backoff = AcceptBackoff::default();
+    let open = Arc::new(AtomicUsize::new(0));
+    let refusals = crate::ratelog::RateLog::new(Duration::from_secs(10));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -74,18 +88,47 @@ pub async fn run(
             },
             _ = shutdown.changed() => return,
         };
+        if open.load(Relaxed) >= MAX_CONNECTIONS {
+            drop(stream);
+            if let Some(n) = refusals.hit() {
+                tracing::warn!(
+                    "admin: {n} connection(s) refused in the last 10 s: {MAX_CONNECTIONS} already open (latest from {peer})"
+                );
+            }
+            continue;
+        }
+        let slot = OpenSlot::take(&open);
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 let app = app.clone();
                 // The client's address, for the log line of a refused token.
                 req.extensions_mut().insert(peer);
                 async move { Ok::<_, std::convert::Infallible>(route(&app, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
         });
+    }
+}
+
+/// One open admin connection, given back when its task ends (whichever way).
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl OpenSlot {
+    fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
+        open.fetch_add(1, Relaxed);
+        OpenSlot(open.clone())
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
