@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod inprocess;
 pub mod nats;
 pub mod relay;
+pub mod synthetic;
 
 pub use abgate::mock::MockServer;
 #[allow(unused_imports)]
