@@ -1,6 +1,6 @@
 """The straightforward pandas + scipy version of `abgate analyze`, for comparison.
 
-Run: python3 benches/analyze_pandas.py target/bench-events/events-2000000.jsonl
+Run: python3 benches/analyze_pandas.py target/bench-events/bench-2000000.jsonl
 Needs: pip install pandas scipy
 
 Same rules as abgate: first exposure per (experiment, unit); outcomes count only after it;

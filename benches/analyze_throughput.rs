@@ -61,7 +61,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg_path = dir.join("abgate.toml");
     std::fs::write(&cfg_path, CONFIG).unwrap();
-    let log = dir.join(format!("events-{lines}.jsonl"));
+    let log = dir.join(format!("bench-{lines}.jsonl"));
     if !log.exists() {
         eprintln!("writing {lines} synthetic lines to {}", log.display());
         let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
@@ -88,19 +88,25 @@ fn main() {
                 "concise"
             };
             s.clear();
+            // one hour of traffic, every line a later microsecond (as abgate writes them)
+            let micros = written as u64 * 3_600_000_000 / lines as u64;
+            let ts = format!(
+                "2026-11-23T02:{:02}:{:02}.{:06}Z",
+                micros / 60_000_000,
+                micros / 1_000_000 % 60,
+                micros % 1_000_000
+            );
             if rnd() < 0.9 {
                 let _ = writeln!(
                     s,
-                    r#"{{"type":"exposure","ts":"2026-11-23T02:{:02}:00.000000Z","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-{u}","assignments":[{{"layer":"model","experiment":"ranker_v2","variant":"{v1}","served":"{v1}"}},{{"layer":"prompt","experiment":"system_prompt","variant":"{v2}","served":"{v2}"}}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":{:.3},"error":null,"config_version":"0e269387a367"}}"#,
-                    written * 60 / lines,
+                    r#"{{"type":"exposure","ts":"{ts}","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-{u}","assignments":[{{"layer":"model","experiment":"ranker_v2","variant":"{v1}","served":"{v1}"}},{{"layer":"prompt","experiment":"system_prompt","variant":"{v2}","served":"{v2}"}}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":{:.3},"error":null,"config_version":"0e269387a367"}}"#,
                     10.0 + 5.0 * rnd()
                 );
             } else {
                 let metric = if rnd() < 0.5 { "conversion" } else { "revenue" };
                 let _ = writeln!(
                     s,
-                    r#"{{"type":"outcome","ts":"2026-11-23T02:{:02}:00.000000Z","unit_id":"user-{u}","metric":"{metric}","value":{:.2},"source":"api"}}"#,
-                    written * 60 / lines,
+                    r#"{{"type":"outcome","ts":"{ts}","unit_id":"user-{u}","metric":"{metric}","value":{:.2},"source":"api"}}"#,
                     if metric == "conversion" {
                         1.0
                     } else {

@@ -6,6 +6,8 @@ use crate::config;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod analyze;
+
 /// abgate — a reverse-proxy sidecar for online experiments on ML model endpoints.
 ///
 /// It identifies each request's unit, assigns it to variants across orthogonal layers
@@ -33,6 +35,15 @@ pub enum Format {
     Json,
     /// One self-contained HTML file.
     Html,
+}
+
+/// The engines `analyze --emit-sql` writes SQL for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum SqlEngine {
+    /// DuckDB.
+    Duckdb,
+    /// Spark SQL (3.2 or later).
+    Spark,
 }
 
 /// Subcommands.
@@ -86,17 +97,38 @@ pub enum Command {
     /// p-value and confidence sequence, Bayesian probability to beat control and expected
     /// loss, CUPED with --covariates, and an SRM check. Ends with a verdict per experiment.
     ///
+    /// Logs too large for one machine: --emit-sql prints a query that makes DuckDB or
+    /// Spark compute the per-variant sufficient statistics; save its result as CSV and
+    /// read it with --summary for the same report (docs/analysis.md, "Scale-out analysis").
+    ///
     /// Example: abgate analyze --config configs/demo.toml --events data/events --format html --out report.html
+    ///
+    /// Scale-out example, the query: abgate analyze --config configs/demo.toml --events 'logs/*.jsonl' --covariates cov.csv --emit-sql duckdb > stats.sql
+    ///
+    /// … run by the engine: duckdb -c "COPY ($(cat stats.sql)) TO 'stats.csv' (HEADER)"
+    ///
+    /// … and its result: abgate analyze --config configs/demo.toml --summary stats.csv --format json
     Analyze {
         /// The config the events were produced with.
         #[arg(long, short)]
         config: PathBuf,
-        /// Event files or directories; repeatable.
-        #[arg(long, required = true, num_args = 1..)]
+        /// Event files or directories; repeatable. With --emit-sql also globs and URLs
+        /// the engine reads (`s3://bucket/events/*.jsonl`), or Parquet files.
+        #[arg(long, num_args = 1.., required_unless_present = "summary")]
         events: Vec<PathBuf>,
-        /// Pre-experiment covariate per unit, CSV `unit_id,value` (enables CUPED).
+        /// Pre-experiment covariate per unit, CSV `unit_id,value` (enables CUPED). With
+        /// --emit-sql, the path the engine reads.
         #[arg(long)]
         covariates: Option<PathBuf>,
+        /// Print the SQL query (DuckDB or Spark SQL) that computes the sufficient
+        /// statistics of the events, instead of analyzing them here.
+        /// Example: --emit-sql duckdb
+        #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "summary")]
+        emit_sql: Option<SqlEngine>,
+        /// Report from the result of the --emit-sql query saved as CSV with a header,
+        /// instead of from events. Example: --summary stats.csv
+        #[arg(long, value_name = "CSV", conflicts_with_all = ["events", "covariates"])]
+        summary: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -256,20 +288,25 @@ pub fn run(cli: Cli) -> i32 {
             config,
             events,
             covariates,
+            emit_sql,
+            summary,
             format,
             out,
             confidence,
             tuning,
         } => {
-            match analyze_cmd(
-                &config,
-                &events,
-                covariates.as_deref(),
+            let args = analyze::Args {
+                config,
+                events,
+                covariates,
+                emit_sql,
+                summary,
                 format,
-                out.as_deref(),
+                out,
                 confidence,
                 tuning,
-            ) {
+            };
+            match analyze::run(&args) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("abgate analyze: {e:#}");
@@ -357,6 +394,7 @@ pub fn run(cli: Cli) -> i32 {
                 latency,
                 error_rate,
                 headers: hs,
+                header_spread: 0.0,
                 listen,
                 tls,
             };
@@ -481,62 +519,6 @@ fn assign_cmd(
         }
     }
     Ok(s)
-}
-
-fn analyze_cmd(
-    config_path: &std::path::Path,
-    events: &[PathBuf],
-    covariates: Option<&std::path::Path>,
-    format: Format,
-    out: Option<&std::path::Path>,
-    confidence: f64,
-    tuning: f64,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    if !(confidence > 0.5 && confidence < 1.0) {
-        anyhow::bail!("--confidence {confidence} must be between 0.5 and 1 (e.g. 0.95)");
-    }
-    if !(tuning > 0.0) {
-        anyhow::bail!(
-            "--tuning must be positive (default {})",
-            crate::stats::MSPRT_TUNING
-        );
-    }
-    let cfg = config::load_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut opts = crate::analyze::Options {
-        confidence,
-        tuning,
-        covariates: None,
-    };
-    if let Some(c) = covariates {
-        opts.covariates = Some(crate::analyze::read_covariates(c)?);
-    }
-    let started = std::time::Instant::now();
-    let report = crate::analyze::analyze(
-        &cfg,
-        events,
-        &opts,
-        |n| {
-            eprintln!(
-                "abgate analyze: {n} lines read ({:.1}s)…",
-                started.elapsed().as_secs_f64()
-            )
-        },
-        |w| eprintln!("abgate analyze: warning: {w}"),
-    )?;
-    let text = match format {
-        Format::Table => crate::analyze::render::table(&report),
-        Format::Json => crate::analyze::render::json(&report),
-        Format::Html => crate::analyze::render::html(&report),
-    };
-    match out {
-        Some(p) => {
-            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
-            eprintln!("abgate analyze: wrote {}", p.display());
-        }
-        None => print!("{text}"),
-    }
-    Ok(())
 }
 
 fn power_cmd(

@@ -29,6 +29,8 @@ pub fn run(config: &Path, users: usize, per_user: usize) -> Result<()> {
             .name(&u.name)
             .latency(Duration::from_millis(2 + 3 * i as u64))
             .header("x-tokens-generated", &format!("{}", 100 + 20 * i))
+            // tokens per response vary (about ±50%), as real generations do
+            .header_spread(0.5)
             .start()
             .context("cannot start a mock backend")?;
         let mut arr = toml_edit::Array::new();

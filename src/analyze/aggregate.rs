@@ -2,19 +2,24 @@
 //!
 //! While the files are read, [`ExpAcc`] keeps one record per randomization unit of the
 //! experiment, in order of first exposure: its variant, whether it was also seen in
-//! another variant (then it is excluded), and per metric the sum of its outcomes and
-//! whether any was > 0. After the read, the same accumulator reduces its records per
-//! variant (units, per-unit observations, the request-level sums, units over time).
+//! another variant (then it is excluded), the time of its first exposure, and per
+//! metric the sum of its outcomes and whether any was > 0. After the read,
+//! [`ExpAcc::reduce`] turns the records into the experiment's sufficient statistics
+//! ([`ExperimentStats`]): per variant and metric the moments of the per-unit values (two
+//! passes: the mean, then the deviations), the request-level moments, new units per
+//! second or minute (`timeline`).
 //!
 //! The records are flat arrays (`slots` values per record), so memory grows with units ×
-//! metrics and nothing is allocated per line except a unit's first record and its hour
-//! key the first time an hour is seen.
+//! metrics and nothing is allocated per line except a unit's first record.
 
-use super::report::TimePoint;
-use crate::config::{Experiment, MetricKind};
-use crate::stats::Summary;
+use super::sufficient::{metric_slots, ExperimentStats, VariantMetric};
+use super::timeline;
+use crate::config::{Config, MetricKind};
+use crate::stats::{CoMoments, Moments, Running};
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
+
+/// The first-exposure time of a record whose exposure had no readable `ts`.
+const NO_TIME: i64 = i64::MIN;
 
 /// The experiments a unit is in: (experiment index, record index).
 pub(super) type UnitExperiments = SmallVec<[(u16, u32); 2]>;
@@ -22,44 +27,43 @@ pub(super) type UnitExperiments = SmallVec<[(u16, u32); 2]>;
 pub(super) type UnitMap = hashbrown::HashMap<Box<str>, UnitExperiments, rustc_hash::FxBuildHasher>;
 
 /// One experiment's running aggregates. Per unit (a "record", in order of first
-/// exposure) the variant, whether it was seen in another variant too, and per metric
-/// slot whether any value was > 0 and the sum — in flat arrays, `slots` per record.
+/// exposure) the variant, whether it was seen in another variant too, the time of its
+/// first exposure, and per metric slot whether any value was > 0 and the sum — in flat
+/// arrays, `slots` per record.
 pub(super) struct ExpAcc {
-    /// The metrics this experiment reports, as indices into `cfg.metrics`: the primary
-    /// metric first, then `metrics`, each once.
+    /// (layer index, experiment index) in the config.
+    at: (usize, usize),
+    /// The metrics this experiment reports, as indices into `cfg.metrics`
+    /// ([`metric_slots`]).
     pub metric_slots: Vec<usize>,
     variant_names: Vec<Box<str>>,
     variant: Vec<u16>,
     mixed: Vec<bool>,
+    /// Per record, its first exposure's time in seconds since the epoch ([`NO_TIME`]
+    /// when it had no readable `ts`).
+    first_time: Vec<i64>,
     values: Vec<f64>,
     any: Vec<bool>,
-    latency: Vec<(f64, f64, f64)>,         // per variant: n, sum, sumsq
-    errors: Vec<(f64, f64)>,               // per variant: errors, n
-    over_time: Vec<BTreeMap<String, u64>>, // per variant: hour → new units
+    latency: Vec<Running>,   // per variant
+    errors: Vec<(u64, u64)>, // per variant: errors, requests
 }
 
 impl ExpAcc {
-    /// An empty accumulator for `e`; `metric_names` are the names of `cfg.metrics`.
-    pub fn new(e: &Experiment, metric_names: &[&str]) -> ExpAcc {
-        let mut slots: Vec<usize> = Vec::new();
-        for m in e.primary_metric.iter().chain(e.metrics.iter()) {
-            if let Some(i) = metric_names.iter().position(|n| *n == &**m) {
-                if !slots.contains(&i) {
-                    slots.push(i);
-                }
-            }
-        }
+    /// An empty accumulator for experiment `at` (layer index, experiment index) of `cfg`.
+    pub fn new(cfg: &Config, at: (usize, usize)) -> ExpAcc {
+        let e = &cfg.layers[at.0].experiments[at.1];
         let nv = e.variants.len();
         ExpAcc {
-            metric_slots: slots,
+            at,
+            metric_slots: metric_slots(cfg, e),
             variant_names: e.variants.iter().map(|v| Box::from(&*v.name)).collect(),
             variant: Vec::new(),
             mixed: Vec::new(),
+            first_time: Vec::new(),
             values: Vec::new(),
             any: Vec::new(),
-            latency: vec![(0.0, 0.0, 0.0); nv],
-            errors: vec![(0.0, 0.0); nv],
-            over_time: vec![BTreeMap::new(); nv],
+            latency: vec![Running::default(); nv],
+            errors: vec![(0, 0); nv],
         }
     }
 
@@ -77,15 +81,12 @@ impl ExpAcc {
     /// One request served by variant `vi`, for the request-level metrics.
     pub fn count_request(&mut self, vi: usize, latency_ms: Option<f64>, error: bool) {
         if let Some(l) = latency_ms {
-            let s = &mut self.latency[vi];
-            s.0 += 1.0;
-            s.1 += l;
-            s.2 += l * l;
+            self.latency[vi].push(l);
         }
         let e = &mut self.errors[vi];
-        e.1 += 1.0;
+        e.1 += 1;
         if error {
-            e.0 += 1.0;
+            e.0 += 1;
         }
     }
 
@@ -114,15 +115,8 @@ impl ExpAcc {
         self.mixed.push(false);
         self.values.resize(self.values.len() + slots, 0.0);
         self.any.resize(self.any.len() + slots, false);
-        // the hour is the timestamp's first 13 characters (`2026-11-23T02`)
-        let hour = ts.map_or("", |t| t.get(..13).unwrap_or(t));
-        let per_hour = &mut self.over_time[vi as usize];
-        match per_hour.get_mut(hour) {
-            Some(n) => *n += 1,
-            None => {
-                per_hour.insert(hour.to_string(), 1);
-            }
-        }
+        self.first_time
+            .push(ts.and_then(timeline::seconds_of_ts).unwrap_or(NO_TIME));
     }
 
     /// An outcome `value` of metric `mi` (index into `cfg.metrics`) for record `ri`;
@@ -139,7 +133,7 @@ impl ExpAcc {
 
     /// The per-unit observation of record `ri` on metric `slot`: 1 if any value was > 0,
     /// else 0 (binomial); the sum (continuous).
-    pub fn y(&self, ri: usize, slot: usize, kind: MetricKind) -> f64 {
+    fn y(&self, ri: usize, slot: usize, kind: MetricKind) -> f64 {
         let k = ri * self.metric_slots.len() + slot;
         match kind {
             MetricKind::Binomial => self.any[k] as u8 as f64,
@@ -148,62 +142,75 @@ impl ExpAcc {
     }
 
     /// Records that count (not mixed) in variant `v`.
-    pub fn in_variant(&self, v: usize) -> impl Iterator<Item = usize> + '_ {
+    fn in_variant(&self, v: usize) -> impl Iterator<Item = usize> + Clone + '_ {
         (0..self.records()).filter(move |&ri| !self.mixed[ri] && self.variant[ri] as usize == v)
     }
 
-    /// Units per variant (mixed units excluded), and the number of mixed units.
-    pub fn units_per_variant(&self) -> (Vec<u64>, u64) {
-        let mut units = vec![0u64; self.variant_names.len()];
-        let mut mixed = 0;
-        for ri in 0..self.records() {
-            if self.mixed[ri] {
-                mixed += 1;
-            } else {
-                units[self.variant[ri] as usize] += 1;
+    /// The sufficient statistics of the experiment. `covariate` gives the
+    /// pre-experiment covariate of a record when covariates were given (CUPED); a unit
+    /// without one gets the mean covariate of the experiment's units that have one.
+    pub fn reduce(
+        &self,
+        cfg: &Config,
+        covariate: Option<&dyn Fn(usize) -> Option<f64>>,
+    ) -> ExperimentStats {
+        let nv = self.variant_names.len();
+        let mut out = ExperimentStats::empty(cfg, self.at);
+        let counted = || (0..self.records()).filter(|&ri| !self.mixed[ri]);
+        out.mixed = (self.records() - counted().count()) as u64;
+        let times = counted()
+            .map(|ri| self.first_time[ri])
+            .filter(|&t| t != NO_TIME);
+        let per_second = match (times.clone().min(), times.max()) {
+            (Some(first), Some(last)) => timeline::per_second(first, last),
+            _ => false,
+        };
+        for ri in counted() {
+            let v = self.variant[ri] as usize;
+            out.units[v] += 1;
+            let key = match self.first_time[ri] {
+                NO_TIME => String::new(),
+                t => timeline::key_of(t, per_second),
+            };
+            out.new_units.entry(key).or_insert_with(|| vec![0; nv])[v] += 1;
+        }
+        let xs: Option<Vec<f64>> = covariate.and_then(|cov| self.imputed_covariates(cov));
+        for (slot, (mi, per_variant)) in out.metrics.iter_mut().enumerate() {
+            let kind = cfg.metrics[*mi].kind;
+            for (v, vm) in per_variant.iter_mut().enumerate() {
+                let ys = self.in_variant(v).map(|ri| self.y(ri, slot, kind));
+                *vm = match &xs {
+                    Some(xs) => VariantMetric::with_covariate(&CoMoments::of(
+                        ys.zip(self.in_variant(v).map(|ri| xs[ri])),
+                    )),
+                    None => VariantMetric {
+                        y: Moments::of(ys),
+                        x: None,
+                    },
+                };
             }
         }
-        (units, mixed)
-    }
-
-    /// Latency over the requests of variant `v` that reported one.
-    pub fn latency_summary(&self, v: usize) -> Summary {
-        let (n, s, ss) = self.latency[v];
-        Summary::from_sums(n, s, ss)
-    }
-
-    /// Requests of variant `v`: (requests with a latency, requests).
-    pub fn requests(&self, v: usize) -> (f64, f64) {
-        (self.latency[v].0, self.errors[v].1)
-    }
-
-    /// Error rate over the requests of variant `v`.
-    pub fn error_summary(&self, v: usize) -> Summary {
-        let (x, n) = self.errors[v];
-        Summary::binomial(n, x)
-    }
-
-    /// Cumulative new units per variant, hour by hour.
-    pub fn units_over_time(&self) -> Vec<TimePoint> {
-        let mut hours: Vec<String> = self
-            .over_time
+        out.latency = self.latency.iter().map(Running::moments).collect();
+        out.errors = self
+            .errors
             .iter()
-            .flat_map(|m| m.keys().cloned())
+            .map(|&(errors, n)| Moments::binomial(n, errors))
             .collect();
-        hours.sort();
-        hours.dedup();
-        let mut cum = vec![0u64; self.over_time.len()];
-        hours
-            .into_iter()
-            .map(|h| {
-                for (v, m) in self.over_time.iter().enumerate() {
-                    cum[v] += m.get(&h).copied().unwrap_or(0);
-                }
-                TimePoint {
-                    hour: h,
-                    units: cum.clone(),
-                }
-            })
-            .collect()
+        out
+    }
+
+    /// Every record's covariate, a missing one replaced by the mean of the counted units
+    /// that have one; `None` when no counted unit has one.
+    fn imputed_covariates(&self, cov: &dyn Fn(usize) -> Option<f64>) -> Option<Vec<f64>> {
+        let xs: Vec<Option<f64>> = (0..self.records()).map(cov).collect();
+        let known = (0..self.records())
+            .filter(|&ri| !self.mixed[ri])
+            .filter_map(|ri| xs[ri]);
+        let known = Moments::of(known);
+        if known.n == 0 {
+            return None;
+        }
+        let fill = known.mean;
+        Some(xs.into_iter().map(|x| x.unwrap_or(fill)).collect())
     }
 }

@@ -1,65 +1,38 @@
-//! One experiment's report from its aggregates: units per variant and the SRM check,
-//! every treatment against control on every metric of the experiment (with CUPED when
-//! covariates were given) and on the request-level metrics, multiple-testing
-//! adjustment, the verdict, and units over time.
+//! One experiment's report from its sufficient statistics ([`ExperimentStats`]): units
+//! per variant and the SRM check, every treatment against control on every metric of the
+//! experiment (with CUPED when the statistics carry a covariate) and on the
+//! request-level metrics, multiple-testing adjustment, the verdict, and units over time.
+//! The direct analysis and `--summary` both end here.
 //!
 //! Comparisons come in a fixed order — per treatment (config order): the experiment's
 //! metrics (primary first), then `latency_ms`, then `error_rate` — which the Holm and BH
 //! adjustments and the report's output rely on.
 
-use super::aggregate::{ExpAcc, UnitMap};
 use super::compare::{adjust_p_values, compare, ComparisonInput, Pair, RequestMetric};
 use super::report::{Comparison, CupedOut, ExperimentReport};
+use super::sufficient::{ExperimentStats, VariantMetric};
+use super::timeline::units_over_time;
 use super::verdict::{verdict, Evidence};
 use super::Options;
-use crate::config::{Config, Experiment, MetricDef};
-use crate::stats::{self, Summary};
+use crate::config::{Config, Experiment};
+use crate::stats;
 
-/// What the comparisons of one experiment read.
-struct Inputs<'a> {
-    cfg: &'a Config,
-    e: &'a Experiment,
-    acc: &'a ExpAcc,
-    opts: &'a Options,
-    /// Unit id of every record, only when covariates need them.
-    ids: Vec<&'a str>,
-}
-
-/// The report of experiment `ei` of layer `li`, which is number `index` among the
-/// experiments aggregated in `acc`; `units_seen` maps unit ids to their records.
-pub(super) fn report(
-    cfg: &Config,
-    (li, ei): (usize, usize),
-    (index, acc): (usize, &ExpAcc),
-    units_seen: &UnitMap,
-    opts: &Options,
-) -> ExperimentReport {
+/// The report of the experiment whose sufficient statistics are `st`.
+pub(super) fn report(cfg: &Config, st: &ExperimentStats, opts: &Options) -> ExperimentReport {
+    let (li, ei) = st.at;
     let e = &cfg.layers[li].experiments[ei];
-    let (units, mixed) = acc.units_per_variant();
     let weights: Vec<f64> = e.variants.iter().map(|v| v.weight).collect();
-    let srm = stats::srm_p_value(&units, &weights);
-    let ids = if opts.covariates.is_some() {
-        unit_ids(acc, index, units_seen)
-    } else {
-        Vec::new()
-    };
-    let inputs = Inputs {
-        cfg,
-        e,
-        acc,
-        opts,
-        ids,
-    };
+    let srm = stats::srm_p_value(&st.units, &weights);
     let mut comps = Vec::new();
     for t in (0..e.variants.len()).filter(|&t| t != e.control) {
-        comparisons(&inputs, t, &mut comps);
+        comparisons(cfg, e, st, opts, t, &mut comps);
     }
     adjust_p_values(&mut comps);
     let (verdict, reason) = verdict(&Evidence {
         experiment: e,
-        units: &units,
+        units: &st.units,
         srm,
-        mixed,
+        mixed: st.mixed,
         comparisons: &comps,
         alpha: 1.0 - opts.confidence,
     });
@@ -69,111 +42,66 @@ pub(super) fn report(
         units: e
             .variants
             .iter()
-            .zip(&units)
+            .zip(&st.units)
             .map(|(v, &n)| (v.name.to_string(), n))
             .collect(),
         variants: e.variants.iter().map(|v| v.name.to_string()).collect(),
         weights,
-        mixed_units: mixed,
+        mixed_units: st.mixed,
         srm_p_value: srm,
         verdict,
         reason,
         comparisons: comps,
-        units_over_time: acc.units_over_time(),
+        units_over_time: units_over_time(&st.new_units, e.variants.len()),
     }
-}
-
-/// The unit id of every record of experiment number `index`.
-fn unit_ids<'a>(acc: &ExpAcc, index: usize, units_seen: &'a UnitMap) -> Vec<&'a str> {
-    let mut ids = vec![""; acc.records()];
-    for (id, list) in units_seen {
-        for &(x, ri) in list {
-            if x as usize == index {
-                ids[ri as usize] = id;
-            }
-        }
-    }
-    ids
 }
 
 /// Treatment `t` against control: every metric of the experiment, then the request-level
 /// metrics when both sides have requests.
-fn comparisons(inp: &Inputs, t: usize, comps: &mut Vec<Comparison>) {
-    let (e, acc, c) = (inp.e, inp.acc, inp.e.control);
+fn comparisons(
+    cfg: &Config,
+    e: &Experiment,
+    st: &ExperimentStats,
+    opts: &Options,
+    t: usize,
+    comps: &mut Vec<Comparison>,
+) {
+    let c = e.control;
     let pair = Pair {
         variant: &e.variants[t].name,
         control_variant: &e.variants[c].name,
-        confidence: inp.opts.confidence,
-        tuning: inp.opts.tuning,
+        confidence: opts.confidence,
+        tuning: opts.tuning,
     };
-    for (slot, &mi) in acc.metric_slots.iter().enumerate() {
-        let m = &inp.cfg.metrics[mi];
-        let per_unit = |v: usize| -> Vec<f64> {
-            acc.in_variant(v)
-                .map(|ri| acc.y(ri, slot, m.kind))
-                .collect()
-        };
+    for (mi, per_variant) in &st.metrics {
+        let m = &cfg.metrics[*mi];
         comps.push(compare(ComparisonInput {
             pair,
             metric: &m.name,
             kind: m.kind,
             higher_is_better: m.higher_is_better,
-            control: Summary::of(&per_unit(c)),
-            treatment: Summary::of(&per_unit(t)),
-            cuped: cuped(inp, slot, m, (c, t)),
+            control: per_variant[c].y.summary(),
+            treatment: per_variant[t].y.summary(),
+            cuped: cuped(&per_variant[c], &per_variant[t], opts.confidence),
             primary: e.primary_metric.as_deref() == Some(&*m.name),
             guardrail: false,
         }));
     }
     // latency needs two observations a side for a sample variance; a rate, one request
-    let ((lat_c, req_c), (lat_t, req_t)) = (acc.requests(c), acc.requests(t));
-    if lat_c > 1.0 && lat_t > 1.0 {
-        comps.push(pair.request_level(
-            RequestMetric::LatencyMs,
-            acc.latency_summary(c),
-            acc.latency_summary(t),
-        ));
+    let (lat_c, lat_t) = (&st.latency[c], &st.latency[t]);
+    if lat_c.n > 1 && lat_t.n > 1 {
+        comps.push(pair.request_level(RequestMetric::LatencyMs, lat_c.summary(), lat_t.summary()));
     }
-    if req_c > 0.0 && req_t > 0.0 {
-        comps.push(pair.request_level(
-            RequestMetric::ErrorRate,
-            acc.error_summary(c),
-            acc.error_summary(t),
-        ));
+    let (err_c, err_t) = (&st.errors[c], &st.errors[t]);
+    if err_c.n > 0 && err_t.n > 0 {
+        comps.push(pair.request_level(RequestMetric::ErrorRate, err_c.summary(), err_t.summary()));
     }
 }
 
-/// CUPED on metric `slot` for control `c` and treatment `t`, when covariates were given
-/// and at least one unit of the two has one.
-fn cuped(inp: &Inputs, slot: usize, m: &MetricDef, (c, t): (usize, usize)) -> Option<CupedOut> {
-    let cov = inp.opts.covariates.as_ref()?;
-    let pairs = |v: usize| -> Vec<(f64, f64)> {
-        inp.acc
-            .in_variant(v)
-            .map(|ri| {
-                let x = cov.get(inp.ids[ri]).copied().unwrap_or(f64::NAN);
-                (inp.acc.y(ri, slot, m.kind), x)
-            })
-            .collect()
-    };
-    let (mut pc, mut pt) = (pairs(c), pairs(t));
-    // Units without a covariate get the mean covariate (no information).
-    let known: Vec<f64> = pc
-        .iter()
-        .chain(pt.iter())
-        .map(|p| p.1)
-        .filter(|x| x.is_finite())
-        .collect();
-    if known.is_empty() {
-        return None;
-    }
-    let mean = known.iter().sum::<f64>() / known.len() as f64;
-    for p in pc.iter_mut().chain(pt.iter_mut()) {
-        if !p.1.is_finite() {
-            p.1 = mean;
-        }
-    }
-    stats::cuped(&pc, &pt, inp.opts.confidence).map(|r| CupedOut {
+/// CUPED of treatment `t` against control `c`, when both carry a covariate.
+fn cuped(c: &VariantMetric, t: &VariantMetric, confidence: f64) -> Option<CupedOut> {
+    let (c, t) = (c.co_moments()?, t.co_moments()?);
+    stats::cuped(&c, &t, confidence).map(|r| CupedOut {
         theta: r.theta,
         variance_reduction: r.variance_reduction,
         abs_lift: r.diff.abs_lift,

@@ -11,9 +11,11 @@
 //! or of an unknown experiment).
 
 use super::aggregate::{ExpAcc, UnitExperiments, UnitMap};
+use super::sufficient::Sufficient;
 use super::{scan, AnalyzeError, ReadStats};
 use crate::config::Config;
 use crate::events::reader::for_each_line_bytes;
+use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +86,42 @@ fn ulid_bits(id: &str) -> Option<u128> {
     Some(v)
 }
 
+impl Ingested {
+    /// The sufficient statistics of every experiment, with the covariates of CUPED
+    /// when given.
+    pub fn sufficient(self, cfg: &Config, covariates: Option<&HashMap<String, f64>>) -> Sufficient {
+        let experiments = self
+            .accs
+            .iter()
+            .enumerate()
+            .map(|(index, acc)| match covariates {
+                Some(cov) => {
+                    let ids = unit_ids(acc, index, &self.units);
+                    acc.reduce(cfg, Some(&|ri: usize| cov.get(ids[ri]).copied()))
+                }
+                None => acc.reduce(cfg, None),
+            })
+            .collect();
+        Sufficient {
+            experiments,
+            read: self.read,
+        }
+    }
+}
+
+/// The unit id of every record of experiment number `index`.
+fn unit_ids<'a>(acc: &ExpAcc, index: usize, units_seen: &'a UnitMap) -> Vec<&'a str> {
+    let mut ids = vec![""; acc.records()];
+    for (id, list) in units_seen {
+        for &(x, ri) in list {
+            if x as usize == index {
+                ids[ri as usize] = id;
+            }
+        }
+    }
+    ids
+}
+
 /// Read `files` once into per-experiment aggregates for the experiments `exps` (layer
 /// index, experiment index) of `cfg`. `progress` is called every million lines;
 /// warnings (unreadable lines, unknown experiments) go to `warn` after the pass.
@@ -128,10 +166,7 @@ impl<'c> Pass<'c> {
             .map(|&(li, ei)| &*cfg.layers[li].experiments[ei].name)
             .collect();
         let metric_names: Vec<&str> = cfg.metrics.iter().map(|m| &*m.name).collect();
-        let accs = exps
-            .iter()
-            .map(|&(li, ei)| ExpAcc::new(&cfg.layers[li].experiments[ei], &metric_names))
-            .collect();
+        let accs = exps.iter().map(|&at| ExpAcc::new(cfg, at)).collect();
         Pass {
             exp_names,
             metric_names,

@@ -18,13 +18,18 @@
 //! Memory is proportional to units × metrics, not to lines.
 //!
 //! The parts, in the order of the data: `scan` reads one line, `ingest` makes the one
-//! pass over the files into the per-unit aggregates of `aggregate`, `experiment` reduces
-//! them to one experiment's report with [`compare()`] and `verdict`; [`render`] formats
-//! the [`Report`]. [`live`] is the admin API's live report, from the same comparisons.
+//! pass over the files into the per-unit aggregates of `aggregate`, which reduce to the
+//! sufficient statistics of `sufficient`; `experiment` turns those into one experiment's
+//! report with [`compare()`] and `verdict`; [`render`] formats the [`Report`]. When the
+//! logs outgrow one machine, [`sql`] writes the query that makes an engine (DuckDB,
+//! Spark) compute the same sufficient statistics, and `summary` reads its result back
+//! ([`analyze_summary`]): from there on, the same code. [`live`] is the admin API's live
+//! report, from the same comparisons.
 
 mod aggregate;
 mod compare;
 mod covariates;
+mod csv;
 mod experiment;
 mod ingest;
 pub mod live;
@@ -33,6 +38,10 @@ mod report;
 /// The event-line scanner: public for the fuzz target and its corpus replay only.
 #[doc(hidden)]
 pub mod scan;
+pub mod sql;
+mod sufficient;
+mod summary;
+mod timeline;
 mod verdict;
 
 pub use compare::{adjust_p_values, compare, ComparisonInput, Pair, RequestMetric};
@@ -40,12 +49,14 @@ pub use covariates::read_covariates;
 pub use report::{
     Comparison, CupedOut, ExperimentReport, Losses, ReadStats, Report, Side, TimePoint,
 };
+pub use sufficient::{Covariate, ExperimentStats, Sufficient, VariantMetric};
+pub use summary::{read_summary, COLUMNS as SUMMARY_COLUMNS};
 
 use crate::config::Config;
 use crate::events::reader::event_files;
 use crate::stats;
 use rustc_hash::FxHashMap as HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Analysis settings.
 #[derive(Debug, Clone)]
@@ -80,6 +91,9 @@ pub enum AnalyzeError {
     /// Bad covariates file.
     #[error("{0}")]
     Covariates(String),
+    /// Bad summary file (`--summary`).
+    #[error("{0}")]
+    Summary(String),
 }
 
 /// Analyze the event files at `inputs` under `cfg`. `progress` is called every million lines.
@@ -96,23 +110,44 @@ pub fn analyze(
             "no event files found (expected *.jsonl)".into(),
         ));
     }
-    // every experiment of the config, as (layer index, experiment index)
-    let exps: Vec<(usize, usize)> = cfg
-        .layers
-        .iter()
-        .enumerate()
-        .flat_map(|(li, l)| (0..l.experiments.len()).map(move |ei| (li, ei)))
-        .collect();
+    let exps = sufficient::experiments_of(cfg);
     let ingested = ingest::ingest(cfg, &exps, &files, progress, warn)?;
-    let experiments = exps
-        .iter()
-        .zip(&ingested.accs)
-        .enumerate()
-        .map(|(i, (&exp, acc))| experiment::report(cfg, exp, (i, acc), &ingested.units, opts))
-        .collect();
-    Ok(Report {
-        experiments,
-        read: ingested.read,
+    Ok(report(
+        cfg,
+        &ingested.sufficient(cfg, opts.covariates.as_ref()),
+        opts,
+    ))
+}
+
+/// The report of `abgate analyze --summary FILE`: the sufficient statistics an engine
+/// computed with the query of [`sql::emit`], saved as CSV, under `cfg`.
+pub fn analyze_summary(
+    cfg: &Config,
+    summary: &Path,
+    opts: &Options,
+) -> Result<Report, AnalyzeError> {
+    let st = read_summary(cfg, summary)?;
+    if st.experiments.iter().all(|e| {
+        e.mixed == 0 && e.units.iter().all(|&n| n == 0) && e.errors.iter().all(|m| m.n == 0)
+    }) {
+        return Err(AnalyzeError::NoMatch(format!(
+            "{}: no unit or request of any experiment of the config; check that --config is the config the query was emitted for",
+            summary.display()
+        )));
+    }
+    Ok(report(cfg, &st, opts))
+}
+
+/// The report from the sufficient statistics of every experiment of `cfg` (the one path
+/// from statistics to numbers, whatever computed them).
+pub fn report(cfg: &Config, st: &Sufficient, opts: &Options) -> Report {
+    Report {
+        experiments: st
+            .experiments
+            .iter()
+            .map(|e| experiment::report(cfg, e, opts))
+            .collect(),
+        read: st.read.clone(),
         confidence: opts.confidence,
-    })
+    }
 }

@@ -21,9 +21,14 @@ fn pct(x: f64) -> String {
     }
 }
 
-fn p(x: f64) -> String {
+/// A p-value for reading: 4 decimals, scientific below 0.0001, and `< 1e-300` for a
+/// zero (a p-value that underflowed, or the limit of a test on constant groups), which
+/// nobody should read as an exact 0.
+pub(super) fn p(x: f64) -> String {
     if !x.is_finite() {
         "-".into()
+    } else if x < 1e-300 {
+        "< 1e-300".into()
     } else if x < 0.0001 {
         format!("{x:.1e}")
     } else {
@@ -129,31 +134,58 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The forest plot of relative lifts: one row per comparison — its name on the left, the
+/// interval and the point in the middle on an axis with a labelled zero and a few round
+/// ticks, the lift, interval and p-value as text on the right — coloured green (better,
+/// p < 0.05), red (worse, p < 0.05) or grey.
 fn forest(cs: &[Comparison]) -> String {
     let rows: Vec<&Comparison> = cs
         .iter()
-        .filter(|c| c.rel_lift.is_finite() && c.rel_ci[0].is_finite())
+        .filter(|c| c.rel_lift.is_finite() && c.rel_ci[0].is_finite() && c.rel_ci[1].is_finite())
         .collect();
     if rows.is_empty() {
         return "<p>No relative lifts to plot.</p>".into();
     }
     let lo = rows.iter().map(|c| c.rel_ci[0]).fold(0.0f64, f64::min);
     let hi = rows.iter().map(|c| c.rel_ci[1]).fold(0.0f64, f64::max);
-    let span = (hi - lo).max(1e-9) * 1.1;
-    let (lo, w, left, h) = (lo - span * 0.05, 460.0, 240.0, 26.0);
-    let x = |v: f64| left + (v - lo) / span * w;
-    let height = rows.len() as f64 * h + 30.0;
-    let mut s = format!("<svg width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", left + w + 20.0);
-    let _ = write!(s, "<line x1=\"{0}\" x2=\"{0}\" y1=\"0\" y2=\"{1}\" stroke=\"#888\" stroke-dasharray=\"3,3\"/>", x(0.0), height - 20.0);
+    let ticks = ticks(lo, hi);
+    let (lo, hi) = (ticks[0].min(lo), ticks[ticks.len() - 1].max(hi));
+    let (left, w, right, h) = (190.0, 380.0, 320.0, 26.0);
+    let x = |v: f64| left + (v - lo) / (hi - lo).max(1e-12) * w;
+    let height = rows.len() as f64 * h + 34.0;
+    let axis = height - 22.0;
+    let mut s = format!("<svg width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", left + w + right);
+    for (i, _) in rows.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let _ = write!(
+            s,
+            "<rect x=\"0\" y=\"{:.1}\" width=\"{}\" height=\"{h}\" fill=\"#f6f8fa\"/>",
+            i as f64 * h + 2.0,
+            left + w + right
+        );
+    }
+    for &t in &ticks {
+        let (stroke, dash) = if t == 0.0 {
+            ("#57606a", " stroke-dasharray=\"4,3\"")
+        } else {
+            ("#d0d7de", "")
+        };
+        let _ = write!(
+            s,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"2\" y2=\"{axis:.1}\" stroke=\"{stroke}\"{dash}/><text x=\"{0:.1}\" y=\"{1:.1}\" text-anchor=\"middle\" fill=\"#57606a\">{2}</text>",
+            x(t),
+            axis + 14.0,
+            tick_label(t, &ticks)
+        );
+    }
     for (i, c) in rows.iter().enumerate() {
-        let y = i as f64 * h + 15.0;
+        let y = i as f64 * h + 2.0 + h / 2.0;
         let better = if c.higher_is_better {
             c.abs_lift > 0.0
         } else {
             c.abs_lift < 0.0
         };
         let color = if c.p_value >= 0.05 {
-            "#666"
+            "#57606a"
         } else if better {
             "#1a7f37"
         } else {
@@ -161,38 +193,62 @@ fn forest(cs: &[Comparison]) -> String {
         };
         let _ = write!(
             s,
-            "<text x=\"4\" y=\"{}\">{} · {}</text><line x1=\"{}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"/><circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"><title>{} {}: {} [{}, {}] p={}</title></circle>",
+            "<text x=\"6\" y=\"{:.1}\">{} · {}</text><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"2\"/><circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{} [{}, {}] p={}</text>",
             y + 4.0,
             esc(&c.metric),
             esc(&c.variant),
             x(c.rel_ci[0]),
             x(c.rel_ci[1]),
             x(c.rel_lift),
-            esc(&c.metric),
-            esc(&c.variant),
+            left + w + 10.0,
+            y + 4.0,
             pct(c.rel_lift),
             pct(c.rel_ci[0]),
             pct(c.rel_ci[1]),
-            p(c.p_value)
+            esc(&p(c.p_value))
         );
     }
-    let _ = write!(
-        s,
-        "<text x=\"{}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
-        left,
-        height - 4.0,
-        pct(lo),
-        left + w,
-        height - 4.0,
-        pct(lo + span)
-    );
+    s.push_str("</svg>");
     s
 }
 
+/// Round tick values covering [lo, hi] (which contains 0): a step of 1, 2, 2.5 or 5 × 10^k
+/// giving at most 8 intervals, so 0 is always a tick.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo).max(1e-9);
+    let base = 10f64.powf((span / 8.0).log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * base)
+        .find(|st| span / st <= 8.0)
+        .unwrap_or(10.0 * base);
+    let (first, last) = ((lo / step).floor() as i64, (hi / step).ceil() as i64);
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// A tick as a percentage, with as many decimals as the step needs (`+2.5%`, `-10%`).
+fn tick_label(t: f64, ticks: &[f64]) -> String {
+    if t == 0.0 {
+        return "0".into();
+    }
+    let step = 100.0 * (ticks.get(1).copied().unwrap_or(1.0) - ticks[0]).abs();
+    let mut decimals = 0;
+    while decimals < 6 {
+        let scaled = step * 10f64.powi(decimals as i32);
+        if (scaled.round() - scaled).abs() < 1e-6 * scaled.max(1.0) {
+            break;
+        }
+        decimals += 1;
+    }
+    format!("{:+.decimals$}%", 100.0 * t)
+}
+
+/// Cumulative units per variant over time, one polyline per variant, with the bin times
+/// of the ends and the middle under the axis and the largest count beside it.
 fn over_time(e: &ExperimentReport) -> String {
     let pts = &e.units_over_time;
     if pts.len() < 2 {
-        return "<p>All units arrived within one hour; no time series to draw.</p>".into();
+        return "<p>All units arrived within one second; no time series to draw.</p>".into();
     }
     let max = pts
         .iter()
@@ -200,45 +256,50 @@ fn over_time(e: &ExperimentReport) -> String {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let (w, h) = (600.0, 180.0);
+    let (left, w, h) = (50.0, 600.0, 180.0);
     let colors = [
         "#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e",
     ];
-    let mut s = format!("<svg width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", w + 140.0, h + 30.0);
+    let x = |i: usize| left + i as f64 / (pts.len() - 1) as f64 * w;
+    let mut s = format!("<svg width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", left + w + 140.0, h + 30.0);
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"5\" y2=\"{0}\" stroke=\"#d0d7de\"/><line x1=\"{left}\" x2=\"{1}\" y1=\"{0}\" y2=\"{0}\" stroke=\"#d0d7de\"/><text x=\"{2}\" y=\"14\" text-anchor=\"end\" fill=\"#57606a\">{3}</text><text x=\"{2}\" y=\"{0}\" text-anchor=\"end\" fill=\"#57606a\">0</text>",
+        h + 5.0,
+        left + w,
+        left - 6.0,
+        max
+    );
     for (vi, v) in e.variants.iter().enumerate() {
         let path: Vec<String> = pts
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 / (pts.len() - 1) as f64 * w,
-                    h - p.units[vi] as f64 / max * h + 5.0
-                )
-            })
+            .map(|(i, p)| format!("{:.1},{:.1}", x(i), h - p.units[vi] as f64 / max * h + 5.0))
             .collect();
         let c = colors[vi % colors.len()];
         let _ = write!(
             s,
-            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" ")
-        );
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>",
-            w + 8.0,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{c}\">{}</text>",
+            path.join(" "),
+            left + w + 8.0,
             15.0 + 16.0 * vi as f64,
             esc(v)
         );
     }
-    let _ = write!(
-        s,
-        "<text x=\"0\" y=\"{}\">{}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
-        h + 25.0,
-        esc(&pts[0].hour),
-        h + 25.0,
-        esc(&pts[pts.len() - 1].hour)
-    );
+    for (i, anchor) in [
+        (0, "start"),
+        ((pts.len() - 1) / 2, "middle"),
+        (pts.len() - 1, "end"),
+    ] {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#57606a\">{}</text>",
+            x(i),
+            h + 25.0,
+            esc(&pts[i].time.replace('T', " "))
+        );
+    }
+    s.push_str("</svg>");
     s
 }
 
@@ -318,4 +379,33 @@ pub fn html(r: &Report) -> String {
     }
     s.push_str("</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_p_value_is_not_printed_as_zero() {
+        assert_eq!(p(0.0), "< 1e-300");
+        assert_eq!(p(2.9e-7), "2.9e-7");
+        assert_eq!(p(0.0123), "0.0123");
+        assert_eq!(p(f64::NAN), "-");
+    }
+
+    #[test]
+    fn forest_ticks_are_round_and_include_zero() {
+        let t = ticks(-0.0244, 0.4218);
+        assert!(t.contains(&0.0), "{t:?}");
+        assert!(t.len() >= 4 && t.len() <= 10, "{t:?}");
+        assert!(t[0] <= -0.0244 && *t.last().unwrap() >= 0.4218);
+        let labels: Vec<String> = t.iter().map(|&x| tick_label(x, &t)).collect();
+        assert_eq!(labels[..3], ["-10%", "0", "+10%"], "{labels:?}");
+        let t = ticks(-0.0013, 0.0011);
+        let labels: Vec<String> = t.iter().map(|&x| tick_label(x, &t)).collect();
+        assert!(
+            labels.contains(&"0".to_string()) && labels.iter().all(|l| l.len() <= 7),
+            "{labels:?}"
+        );
+    }
 }

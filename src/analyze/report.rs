@@ -107,8 +107,9 @@ pub struct Comparison {
 /// A point of the units-over-time series.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TimePoint {
-    /// Hour (`2026-11-23T02`).
-    pub hour: String,
+    /// Start of the bin (`2026-11-23T02:05`, UTC, with `:SS` for bins under a minute);
+    /// bins are a second to a week wide, chosen from the data's span.
+    pub time: String,
     /// Cumulative units per variant, in variant order.
     pub units: Vec<u64>,
 }
@@ -136,7 +137,7 @@ pub struct ExperimentReport {
     pub reason: String,
     /// Comparisons.
     pub comparisons: Vec<Comparison>,
-    /// Cumulative units over time.
+    /// Cumulative units per variant by time of first exposure (mixed units excluded).
     pub units_over_time: Vec<TimePoint>,
 }
 

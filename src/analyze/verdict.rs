@@ -95,8 +95,8 @@ fn srm_reason(ev: &Evidence) -> String {
         .map(|(v, n)| format!("{}={n}", v.name))
         .collect();
     format!(
-        "sample ratio mismatch (p={:.2e}): units {} do not match weights; find the cause (targeting, redirects, bots, a rollback) before reading any lift",
-        ev.srm,
+        "sample ratio mismatch (p={}): units {} do not match weights; find the cause (targeting, redirects, bots, a rollback) before reading any lift",
+        super::render::p(ev.srm),
         list.join(", ")
     )
 }
@@ -165,16 +165,26 @@ fn won(c: &Comparison, alpha: f64) -> bool {
     better && c.p_value < alpha
 }
 
+/// A p-value in a reason: 3 decimals, or the report's notation below 0.001 (`2.9e-7`,
+/// `< 1e-300`) rather than a `0.000` that reads as certainty.
+fn fmt_p(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        super::render::p(p)
+    }
+}
+
 /// `metric +x.x% (p=…)`, or the absolute lift when the relative one is undefined.
 fn fmt_lift(c: &Comparison) -> String {
     if c.rel_lift.is_finite() {
         format!(
-            "{} {:+.1}% (p={:.3})",
+            "{} {:+.1}% (p={})",
             c.metric,
             100.0 * c.rel_lift,
-            c.p_value
+            fmt_p(c.p_value)
         )
     } else {
-        format!("{} {:+.4} (p={:.3})", c.metric, c.abs_lift, c.p_value)
+        format!("{} {:+.4} (p={})", c.metric, c.abs_lift, fmt_p(c.p_value))
     }
 }

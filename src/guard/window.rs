@@ -91,17 +91,14 @@ impl WindowStats {
     /// n, mean and variance of latency in ms, from the histogram's bucket midpoints
     /// (12.5% resolution: good enough for a live view, not for a final analysis).
     pub fn latency_summary(&self) -> crate::stats::Summary {
-        let (mut n, mut s, mut ss) = (0.0, 0.0, 0.0);
+        let mut m = crate::stats::Moments::default();
         for (i, &c) in self.hist.iter().enumerate() {
-            if c == 0 {
-                continue;
+            if c > 0 {
+                let mid = (lat_lower(i) + lat_lower(i + 1)) as f64 / 2.0 / 1000.0;
+                m.push_n(mid, c);
             }
-            let mid = (lat_lower(i) + lat_lower(i + 1)) as f64 / 2.0 / 1000.0;
-            n += c as f64;
-            s += c as f64 * mid;
-            ss += c as f64 * mid * mid;
         }
-        crate::stats::Summary::from_sums(n, s, ss)
+        m.summary()
     }
 
     /// Latency quantile in ms (bucket midpoint), `None` when empty.

@@ -72,6 +72,11 @@ pub struct MockOptions {
     pub error_rate: f64,
     /// Extra response headers.
     pub headers: Vec<(String, String)>,
+    /// Spread of the numeric values of `headers`: each response sends the value times a
+    /// log-normal factor of mean 1 whose log has this standard deviation, rounded to a
+    /// whole number (0: the value as configured). Gives the demo's outcomes (tokens
+    /// generated) the noise of real ones.
+    pub header_spread: f64,
     /// Address to bind (`127.0.0.1:0` by default).
     pub listen: String,
     /// Serve TLS with this certificate (ALPN `h2` and `http/1.1`); plain TCP when `None`.
@@ -85,6 +90,7 @@ impl Default for MockOptions {
             latency: Duration::ZERO,
             error_rate: 0.0,
             headers: Vec::new(),
+            header_spread: 0.0,
             listen: "127.0.0.1:0".into(),
             tls: None,
         }
@@ -159,6 +165,11 @@ impl MockBuilder {
     /// Add a response header.
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.opts.headers.push((k.into(), v.into()));
+        self
+    }
+    /// Spread numeric header values (see [`MockOptions::header_spread`]).
+    pub fn header_spread(mut self, sigma: f64) -> Self {
+        self.opts.header_spread = sigma;
         self
     }
     /// Address to bind instead of a free loopback port.
@@ -492,10 +503,23 @@ fn respond(
         .header("content-type", content_type)
         .header("x-mock-backend", opts.name.as_str());
     for (k, v) in &opts.headers {
-        b = b.header(k.as_str(), v.as_str());
+        match v.parse::<f64>() {
+            Ok(x) if opts.header_spread > 0.0 => {
+                let value = (x * lognormal_factor(opts.header_spread)).round();
+                b = b.header(k.as_str(), value.to_string());
+            }
+            _ => b = b.header(k.as_str(), v.as_str()),
+        }
     }
     b.body(body)
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// A draw of exp(σZ − σ²/2), Z standard normal (Box–Muller): a log-normal factor of mean 1.
+fn lognormal_factor(sigma: f64) -> f64 {
+    let (u1, u2): (f64, f64) = (rand::random(), rand::random());
+    let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    (sigma * z - sigma * sigma / 2.0).exp()
 }
 
 /// A body fed by a channel: each item becomes one DATA frame (or HTTP/1.1 chunk), an

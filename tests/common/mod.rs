@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod inprocess;
 pub mod nats;
 pub mod relay;
+pub mod synthetic;
 
 pub use abgate::mock::MockServer;
 #[allow(unused_imports)]
