@@ -770,3 +770,73 @@ fn closed(read: &std::io::Result<usize>) -> bool {
         ),
     }
 }
+
+/// A burst of admin mutations from many clients while the proxy serves: every mutation
+/// is answered (they run one at a time, each persisting the state), every proxied
+/// request too, and the state that stays is the last one written. (How much proxy
+/// capacity such a burst costs is measured, not asserted: docs/reliability.md.)
+#[test]
+fn a_burst_of_admin_mutations_is_answered_in_turn_while_the_proxy_serves() {
+    let mock = abgate::mock::MockServer::builder()
+        .name("m")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(
+        dir.path(),
+        &two_backend(dir.path(), mock.addr, mock.addr).toml(),
+    );
+    let exp = {
+        let cfg = abgate::config::load_file(&g.config).unwrap();
+        cfg.layers[0].experiments[0].name.to_string()
+    };
+    let admin = g.admin_url("");
+    let mutations: Vec<_> = (0..32)
+        .map(|t| {
+            let (admin, exp) = (admin.clone(), exp.clone());
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for i in 0..10 {
+                    let action = if (t + i) % 2 == 0 { "pause" } else { "resume" };
+                    let r = agent()
+                        .post(&format!("{admin}/admin/experiments/{exp}/{action}"))
+                        .set("authorization", &format!("Bearer {TOKEN}"))
+                        .call();
+                    codes.push(match r {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(c, _)) => c,
+                        Err(e) => panic!("admin call failed: {e}"),
+                    });
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut served = 0;
+    for i in 0..300 {
+        let (status, _, _) = get_as(&g, "/v1/chat", &format!("burst-{i}"));
+        assert_eq!(status, 200, "request {i} during the admin burst");
+        served += 1;
+    }
+    for m in mutations {
+        for code in m.join().unwrap() {
+            assert_eq!(code, 200);
+        }
+    }
+    assert_eq!(served, 300);
+    // the last word: pause, then the experiment says so
+    let r = agent()
+        .post(&format!("{admin}/admin/experiments/{exp}/pause"))
+        .set("authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = agent()
+        .get(&format!("{admin}/admin/experiments"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let text = list.to_string();
+    assert!(text.contains("paused"), "{text}");
+}
