@@ -31,6 +31,20 @@ fn read_response(s: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// abgate in front of one mock backend `m`, with `server` as its `[server]` lines: the
+/// backend, the temporary directory (config, events, logs), the config text, abgate.
+fn one_backend(server: &str) -> (MockServer, tempfile::TempDir, String, Abgate) {
+    let mock = MockServer::builder().name("m").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config::TestConfig::new(dir.path()).upstream("m", &[mock.addr]);
+    if !server.is_empty() {
+        config = config.server(server);
+    }
+    let config = config.toml();
+    let g = start(dir.path(), &config);
+    (mock, dir, config, g)
+}
+
 fn connection_header(resp: &str) -> Option<String> {
     resp.to_ascii_lowercase()
         .lines()
@@ -223,15 +237,7 @@ fn an_admin_listener_off_loopback_is_warned_about_at_start() {
 /// gets a 400 that does not blame the upstream; neither is an error of a variant.
 #[test]
 fn bad_request_framing_is_a_400_from_abgate_not_an_error_of_the_variant() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .toml();
-    let g = start(dir.path(), &config);
+    let (mock, dir, _config, g) = one_backend("");
     // Some of these pingora refuses itself while parsing (its own bare 400); the rest
     // reach abgate's check, which answers with its reason.
     let mut ours = 0.0;
@@ -398,16 +404,7 @@ fn a_backend_that_fails_every_request_does_not_flood_the_log() {
 /// stays above any configurable limit.
 #[test]
 fn a_request_head_over_max_header_bytes_is_a_431_never_forwarded() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .server("max_header_bytes = \"8KiB\"")
-        .toml();
-    let g = start(dir.path(), &config);
+    let (mock, _dir, _config, g) = one_backend("max_header_bytes = \"8KiB\"");
     let request = |bytes: usize| {
         let req = format!(
             "GET /v1/x HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
@@ -442,16 +439,7 @@ fn a_request_head_over_max_header_bytes_is_a_431_never_forwarded() {
 
 #[test]
 fn connections_beyond_max_connections_are_closed_unread_and_counted() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .server("max_connections = 3")
-        .toml();
-    let g = start(dir.path(), &config);
+    let (_mock, _dir, _config, g) = one_backend("max_connections = 3");
     let get = "GET /v1/x HTTP/1.1\r\nHost: x\r\n\r\n";
     let open = |what: &str| {
         let mut s = TcpStream::connect(&g.proxy).unwrap();
@@ -506,15 +494,7 @@ fn connections_beyond_max_connections_are_closed_unread_and_counted() {
 
 #[test]
 fn only_changes_of_the_config_file_reload_it() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .toml();
-    let g = start(dir.path(), &config);
+    let (_mock, dir, config, g) = one_backend("");
     // a broken config: the watcher's reload is refused and counted once
     std::fs::write(&g.config, "[server\n").unwrap();
     wait_metric(&g, "abgate_config_reloads_total", &["error"], 1.0);
@@ -542,15 +522,7 @@ fn only_changes_of_the_config_file_reload_it() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .toml();
-    let g = start(dir.path(), &config);
+    let (mock, _dir, _config, g) = one_backend("");
     let mut s = TcpStream::connect(&g.proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // three requests in one write, before any response
@@ -711,15 +683,7 @@ fn the_derived_connection_limit_keeps_descriptors_for_the_admin_api_and_backends
 /// ones keep being served.
 #[test]
 fn the_admin_listener_drops_silent_connections_and_caps_how_many_are_open() {
-    let mock = abgate::mock::MockServer::builder()
-        .name("m")
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::config::TestConfig::new(dir.path())
-        .upstream("m", &[mock.addr])
-        .toml();
-    let g = start(dir.path(), &config);
+    let (_mock, _dir, _config, g) = one_backend("");
     let max = abgate::admin::MAX_CONNECTIONS;
     // `max` silent connections, one of them dripping half a request head
     let mut silent: Vec<TcpStream> = (0..max)
