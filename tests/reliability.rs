@@ -10,9 +10,17 @@ use std::time::Duration;
 /// Read one complete response (Content-Length framed) from `s`; `None` if the
 /// connection closed before a whole response arrived.
 fn read_response(s: &mut TcpStream) -> Option<String> {
+    read_responses(s, 1).pop()
+}
+
+/// Up to `n` HTTP/1.1 responses (heads and `Content-Length` bodies) from `s`, in order:
+/// fewer when the connection ends or times out. One read may carry several responses
+/// (pipelining), so the bytes after one response start the next.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    while out.len() < n {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
             let len: usize = head
@@ -21,14 +29,18 @@ fn read_response(s: &mut TcpStream) -> Option<String> {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if buf.len() >= i + 4 + len {
-                return Some(String::from_utf8_lossy(&buf[..i + 4 + len]).into_owned());
+                let rest = buf.split_off(i + 4 + len);
+                out.push(String::from_utf8_lossy(&buf).into_owned());
+                buf = rest;
+                continue;
             }
         }
         match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(0) | Err(_) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
         }
     }
+    out
 }
 
 /// abgate in front of one mock backend `m`, with `server` as its `[server]` lines: the
@@ -533,8 +545,9 @@ fn pipelined_requests_are_answered_in_order() {
         ));
     }
     s.write_all(burst.as_bytes()).unwrap();
-    for i in 1..=3 {
-        let resp = read_response(&mut s).unwrap_or_else(|| panic!("no response {i}"));
+    let responses = read_responses(&mut s, 3);
+    assert_eq!(responses.len(), 3, "{responses:?}");
+    for (resp, i) in responses.iter().zip(1..) {
         assert!(resp.starts_with("HTTP/1.1 200"), "{i}: {resp}");
         // the mock echoes the request's headers in its body
         assert!(

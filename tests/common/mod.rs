@@ -56,7 +56,10 @@ pub fn start_file(dir: &Path, path: &Path) -> Abgate {
         .args(["serve", "--config"])
         .arg(path)
         .env("ABGATE_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("ABGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
