@@ -278,6 +278,8 @@ impl Guard {
     pub fn retain(&self, cfg: &Config) {
         let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         reg.retain(|name, _| cfg.experiment(name).is_some());
+        drop(reg);
+        self.ramps.retain(|name| cfg.experiment(name).is_some());
     }
 
     fn save(&self, p: &Persisted) -> Result<(), GuardError> {
