@@ -315,3 +315,93 @@ fn across_a_whole_ramp_no_unit_changes_variant_or_leaves_the_experiment() {
         );
     }
 }
+
+#[test]
+fn a_reload_that_edits_the_plan_keeps_the_traffic_and_continues_from_the_first_step_at_or_above_it()
+{
+    let name: Arc<str> = Arc::from("exp");
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut ramp = plan(OnInsufficient::Hold);
+    let (mut s, _) = RampState::start(&name, &ramp, t0);
+    s.advance(
+        &name,
+        &ramp,
+        t0 + Duration::from_secs(60),
+        RampCause::Gate,
+        None,
+    );
+    assert_eq!((s.step, s.traffic), (2, 0.05));
+    let began = s.step_began;
+    // New plan: 0.02, 0.03, 0.1, 0.5 — the traffic stays 0.05, the step is 0.1's (3),
+    // the timer goes on; the next pass grows the traffic to 0.1.
+    ramp.steps = vec![0.02, 0.03, 0.1, 0.5];
+    ramp.hold = vec![Duration::from_secs(60); 4];
+    let t = s
+        .replan(&name, &ramp, t0 + Duration::from_secs(70))
+        .unwrap();
+    assert_eq!(
+        (t.action, t.cause, t.from_step, t.to_step),
+        (RampAction::Replan, RampCause::Reload, 2, 3)
+    );
+    assert_eq!((s.step, s.traffic, s.step_began), (3, 0.05, began));
+    s.advance(
+        &name,
+        &ramp,
+        t0 + Duration::from_secs(120),
+        RampCause::Gate,
+        None,
+    );
+    assert_eq!((s.step, s.traffic), (3, 0.1));
+    // A plan whose steps all lie below the traffic completes the ramp, never shrinks it.
+    ramp.steps = vec![0.01, 0.05];
+    ramp.hold.truncate(2);
+    s.replan(&name, &ramp, t0 + Duration::from_secs(130))
+        .unwrap();
+    assert_eq!(
+        (s.step, s.traffic, s.status),
+        (2, 0.1, RampStatus::Completed)
+    );
+    // The same plan again changes nothing.
+    assert!(s
+        .replan(&name, &ramp, t0 + Duration::from_secs(140))
+        .is_none());
+}
+
+#[test]
+fn the_store_persists_every_transition_and_a_reopened_store_resumes_the_step() {
+    use crate::config::test_support::{parse, MINIMAL};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = parse(&format!(
+        "{MINIMAL}[[layer]]\nname = \"l\"\n[[layer.experiment]]\nname = \"e\"\n\
+         [[layer.experiment.variant]]\nname = \"a\"\nweight = 1\n\
+         [[layer.experiment.variant]]\nname = \"b\"\nweight = 1\n\
+         [layer.experiment.guardrails]\nerror_rate = {{ max_increase = 0.02 }}\n\
+         [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n"
+    ))
+    .unwrap();
+    let exp = &cfg.layers[0].experiments[0];
+    let ramp = exp.ramp.clone().unwrap();
+    let store = super::RampStore::open(dir.path()).unwrap();
+    let first = store.ensure(exp, SystemTime::now()).unwrap();
+    assert_eq!(store.take_pending().len(), 1, "the start is announced");
+    let name = exp.name.clone();
+    store
+        .update("e", |s| {
+            Some(s.advance(&name, &ramp, SystemTime::now(), RampCause::Admin, None))
+        })
+        .unwrap()
+        .unwrap();
+    let saved = store.get("e").unwrap();
+    drop(store);
+    let again = super::RampStore::open(dir.path()).unwrap();
+    let resumed = again.ensure(exp, SystemTime::now()).unwrap();
+    // Equal as persisted (timestamps to the microsecond).
+    let json = |s: &RampState| serde_json::to_value(s).unwrap();
+    assert_eq!(json(&resumed), json(&saved));
+    assert_eq!((resumed.step, resumed.traffic), (2, 0.5));
+    assert!(resumed.step_began >= first.step_began);
+    assert!(
+        again.take_pending().is_empty(),
+        "nothing changed: nothing to announce"
+    );
+}
