@@ -227,9 +227,12 @@ fn a_ramp_advances_under_traffic_survives_kill_9_and_obeys_hold_and_advance() {
         "{m}"
     );
     let ramps = wait_for(10, "the ramp events", || {
-        let ev: Vec<(String, String, u64)> = common::events(&dir.path().join("events"))
+        let all: Vec<Value> = common::events(&dir.path().join("events"))
             .into_iter()
             .filter(|e| e["type"] == "ramp")
+            .collect();
+        let ev: Vec<(String, String, u64)> = all
+            .iter()
             .map(|e| {
                 (
                     e["action"].as_str().unwrap().to_string(),
@@ -238,8 +241,12 @@ fn a_ramp_advances_under_traffic_survives_kill_9_and_obeys_hold_and_advance() {
                 )
             })
             .collect();
-        (ev.len() >= 5).then_some(ev)
+        (ev.len() >= 5).then_some((ev, all))
     });
+    let (ramps, all) = ramps;
+    for e in &all {
+        eprintln!("{e}");
+    }
     let want: Vec<(String, String, u64)> = [
         ("start", "gate", 1),
         ("advance", "gate", 2),
