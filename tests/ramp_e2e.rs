@@ -2,7 +2,9 @@
 //! its steps under traffic and the observed share follows the steps; a `kill -9` and a
 //! restart mid-step resume the same step and timer; `POST …/ramp/hold` stops it and
 //! `POST …/ramp/advance` (token) moves it; nobody already in changes variant; every
-//! transition is a `ramp` event and the `abgate_ramp_*` metrics follow.
+//! transition is a `ramp` event and the `abgate_ramp_*` metrics follow. A failing
+//! treatment is rolled back at the first step (a decision like any other: counted, its
+//! units served by control) and a resume restarts the step.
 
 mod common;
 
@@ -83,11 +85,12 @@ fn post(g: &Abgate, action: &str, token: Option<&str>) -> (u16, Value) {
 
 /// The variant serving `user`, or `None` when outside the experiment.
 fn served(g: &Abgate, user: &str) -> Option<String> {
-    let r = agent()
-        .get(&g.url("/v1/x"))
-        .set("x-user-id", user)
-        .call()
-        .unwrap();
+    let r = match agent().get(&g.url("/v1/x")).set("x-user-id", user).call() {
+        Ok(r) => r,
+        // A failing backend's answer is still served by the variant.
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
     let h = r.header("x-abgate-variant").unwrap_or("none").to_string();
     h.split(';')
         .find_map(|p| p.strip_prefix("ranker_v2=").map(str::to_string))
@@ -260,4 +263,76 @@ fn a_ramp_advances_under_traffic_survives_kill_9_and_obeys_hold_and_advance() {
     assert_eq!(ramps, want);
     let history = ramp(&g)["history"].as_array().unwrap().len();
     assert_eq!(history, 5);
+}
+
+#[test]
+fn a_failing_treatment_rolls_the_ramp_back_at_its_first_step_and_resume_restarts_the_step() {
+    let a = MockServer::builder().name("a").start().unwrap();
+    let b = MockServer::builder()
+        .name("b")
+        .error_rate(0.9)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(dir.path(), &config(&a, &b));
+    let mut next = 0;
+    drive(&g, &mut next, 60, "a rollback", |r| {
+        r["status"] == "rolled_back"
+    });
+    let r = ramp(&g);
+    assert_eq!(
+        (r["step"].as_u64(), r["traffic"].as_f64()),
+        (Some(1), Some(0.1)),
+        "{r}"
+    );
+    // Through App::decide: counted, and the treatment's units are served by control.
+    let m = g.metrics();
+    assert!(
+        common::metric_sum(&m, "abgate_rollbacks_total", &["ranker_v2", "treatment"]) >= 1.0,
+        "{m}"
+    );
+    let before = b.requests();
+    let inside = (0..500)
+        .filter(|i| served(&g, &format!("after-{i}")).is_some())
+        .count();
+    assert!(inside > 20, "{inside} of 500 in the experiment");
+    assert_eq!(
+        b.requests(),
+        before,
+        "the treatment's backend got requests after the rollback"
+    );
+    let guardrail = wait_for(10, "the guardrail event", || {
+        common::events(&dir.path().join("events"))
+            .into_iter()
+            .find(|e| e["type"] == "guardrail" && e["action"] == "rollback")
+    });
+    assert_eq!(guardrail["variant"], "treatment");
+    assert_eq!(post(&g, "advance", Some(TOKEN)).0, 409);
+
+    // Resume: the step starts again at the same traffic.
+    b.set_error_rate(0.0);
+    let resumed = agent()
+        .post(&g.admin_url("/admin/experiments/ranker_v2/resume"))
+        .set("authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let r = wait_for(10, "the restart", || {
+        let r = ramp(&g);
+        (r["status"] == "running").then_some(r)
+    });
+    assert_eq!(
+        (r["step"].as_u64(), r["traffic"].as_f64()),
+        (Some(1), Some(0.1)),
+        "{r}"
+    );
+    let actions: Vec<String> = r["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions.first().map(String::as_str), Some("start"));
+    assert_eq!(actions.last().map(String::as_str), Some("restart"));
+    assert!(actions.contains(&"rollback".to_string()), "{actions:?}");
 }
