@@ -5,11 +5,14 @@
 //! data. The request path does not look labels up: [`VariantMetrics`] handles are
 //! resolved when a config is compiled, so a request costs a few atomic increments.
 
+mod ramp;
+
 use crate::events::{ErrorKind, WriterStats};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+pub use ramp::RampMetrics;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -102,6 +105,8 @@ pub struct Metrics {
     pub ship_backlog_bytes: IntGauge,
     /// `abgate_events_ship_dropped_total`: events skipped by `fleet.max_backlog`.
     pub ship_dropped: IntCounter,
+    /// `abgate_ramp_*`: the ramps' step, traffic and status.
+    pub ramps: RampMetrics,
     started: std::time::Instant,
 }
 
@@ -340,6 +345,7 @@ impl Metrics {
         ] {
             downstream_rejected.with_label_values(&[r]);
         }
+        let ramps = must(RampMetrics::register(&registry));
         let proxied_by_class =
             std::array::from_fn(|i| proxied.with_label_values(&[STATUS_CLASSES[i]]));
         Arc::new(Metrics {
@@ -375,6 +381,7 @@ impl Metrics {
             events_shipped,
             ship_backlog_bytes,
             ship_dropped,
+            ramps,
             started: std::time::Instant::now(),
         })
     }

@@ -46,6 +46,14 @@ fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
     let config = two_backend(dir.path(), a.addr, b.addr).guardrails(
         "ranker_v2",
         r#"min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }"#,
+    )
+    // A ramped experiment in a layer of its own, so the ramp metrics are exported.
+    .raw(
+        "[[layer]]\nname = \"prompt\"\n[[layer.experiment]]\nname = \"prompt_v2\"\n\
+         [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n\
+         [[layer.experiment.variant]]\nname = \"terse\"\nweight = 1\n\
+         [layer.experiment.guardrails]\nerror_rate = { max_increase = 0.02 }\n\
+         [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n",
     );
     let g = start(dir.path(), &config.toml());
     (a, b, dir, g)

@@ -12,6 +12,9 @@
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
 //! | `/admin/experiments/{name}/pause` | POST | yes | serve control to everyone |
+//! | `/admin/experiments/{name}/ramp` | GET | no | the experiment's ramp: step, traffic, status, gate, history |
+//! | `/admin/experiments/{name}/ramp/advance` | POST | yes | advance the ramp one step now |
+//! | `/admin/experiments/{name}/ramp/hold` | POST | yes | stop the ramp at its step |
 //! | `/admin/reload` | POST | yes | re-read the config file |
 //!
 //! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
@@ -19,6 +22,7 @@
 
 mod fleet_view;
 mod mutate;
+mod ramp;
 mod respond;
 mod views;
 
@@ -217,6 +221,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
             }
             mutate::experiment(app, name, action).await
         }
+        ["admin", "experiments", name, "ramp"] if get_only(&method) => ramp::view(app, name),
+        ["admin", "experiments", name, "ramp", action @ ("advance" | "hold")]
+            if method == Method::POST =>
+        {
+            if let Some(r) = mutate::check_token(app, &req) {
+                return r;
+            }
+            ramp::mutate(app, name, action).await
+        }
         ["admin", "reload"] if method == Method::POST => {
             if let Some(r) = mutate::check_token(app, &req) {
                 return r;
@@ -229,7 +242,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["admin", "experiments"]
         | ["admin", "upstreams"]
         | ["admin", "fleet"]
-        | ["admin", "experiments", _, "report"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        | ["admin", "experiments", _, "report"]
+        | ["admin", "experiments", _, "ramp"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        ["admin", "experiments", _, "ramp", "advance" | "hold"] => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST with Authorization: Bearer <token>",
+        ),
         ["admin", "experiments", _, "rollback" | "resume" | "pause"] | ["admin", "reload"] => {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,

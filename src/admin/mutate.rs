@@ -53,7 +53,9 @@ pub fn check_token(app: &App, req: &Request<Incoming>) -> Option<Resp> {
 static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Run `f` as the one admin mutation in progress, off the async threads.
-async fn serialized<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(super) async fn serialized<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let _turn = ONE_AT_A_TIME.acquire().await.ok()?;
     tokio::task::spawn_blocking(f).await.ok()
 }

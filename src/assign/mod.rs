@@ -93,14 +93,29 @@ pub fn variant_of(exp: &Experiment, unit_id: &str) -> usize {
 }
 
 /// Assign the request in every layer, appending to `out`. Returns whether the unit is
-/// held out (then nothing is appended).
-///
-/// Hot path: called once per request. Allocation-free while at most 8 layers assign.
+/// held out (then nothing is appended). Every experiment serves its whole range (see
+/// [`assign_served`] for ramps).
 pub fn assign(
     cfg: &Config,
     ids: &UnitIds<'_>,
     req: &RequestView<'_>,
     out: &mut Assignments,
+) -> bool {
+    assign_served(cfg, ids, req, out, |_, _, _| true)
+}
+
+/// [`assign`], where `serves(layer, experiment, bucket)` says whether the experiment
+/// serves the unit in layer bucket `bucket` of its range now (a ramp serves the part of
+/// its range its current step covers); a unit it does not serve is in no experiment of
+/// that layer.
+///
+/// Hot path: called once per request. Allocation-free while at most 8 layers assign.
+pub fn assign_served(
+    cfg: &Config,
+    ids: &UnitIds<'_>,
+    req: &RequestView<'_>,
+    out: &mut Assignments,
+    serves: impl Fn(usize, usize, u32) -> bool,
 ) -> bool {
     if in_holdout(cfg, ids.user) {
         return true;
@@ -122,7 +137,7 @@ pub fn assign(
         else {
             continue;
         };
-        if !targeting_matches(&exp.targeting, req) {
+        if !serves(li, ei, b) || !targeting_matches(&exp.targeting, req) {
             continue;
         }
         out.push(Assignment {

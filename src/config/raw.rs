@@ -264,6 +264,23 @@ pub struct RawExperiment {
     pub variant: Vec<RawVariant>,
     /// Guardrails watched while the experiment runs.
     pub guardrails: Option<RawGuardrails>,
+    /// A ramp that grows `traffic` step by step behind guardrail gates.
+    pub ramp: Option<RawRamp>,
+}
+
+/// `[layer.experiment.ramp]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRamp {
+    /// The experiment's traffic at each step; the last is the target.
+    pub steps: Option<Vec<f64>>,
+    /// Least time at a step: one duration, or one per step.
+    pub hold: Option<StringOrList>,
+    /// Requests per variant since the step began before it may pass.
+    pub min_requests: Option<i64>,
+    /// After this long at a step with too little data: `on_insufficient`.
+    pub max_wait: Option<String>,
+    /// `hold`, `rollback` or `advance`.
+    pub on_insufficient: Option<String>,
 }
 
 /// `targeting = { … }`

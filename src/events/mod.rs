@@ -242,6 +242,8 @@ pub enum Event {
     Outcome(Outcome),
     /// A guardrail or operator decision.
     Guardrail(Decision),
+    /// A ramp's transition, with the gate's numbers.
+    Ramp(Box<crate::guard::ramp::Transition>),
 }
 
 #[derive(Serialize)]
@@ -250,6 +252,7 @@ enum Tagged<'a> {
     Exposure(&'a Exposure),
     Outcome(&'a Outcome),
     Guardrail(&'a Decision),
+    Ramp(&'a crate::guard::ramp::Transition),
 }
 
 impl Event {
@@ -263,6 +266,9 @@ impl Event {
                 // Serializing into a Vec cannot fail for this type.
                 let _ = serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g));
             }
+            Event::Ramp(r) => {
+                let _ = serde_json::to_writer(&mut *buf, &Tagged::Ramp(r));
+            }
         }
         buf.push(b'\n');
     }
@@ -273,6 +279,7 @@ impl Event {
             Event::Exposure(e) => serde_json::to_writer(&mut *buf, &Tagged::Exposure(e)),
             Event::Outcome(o) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
             Event::Guardrail(g) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
+            Event::Ramp(r) => serde_json::to_writer(&mut *buf, &Tagged::Ramp(r)),
         };
         buf.push(b'\n');
     }

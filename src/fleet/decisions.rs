@@ -30,7 +30,7 @@
 //! seen, `abgate_fleet_instances`). Nothing here is on the request path; every broker
 //! operation is bounded by a timeout.
 
-mod bucket;
+pub(super) mod bucket;
 mod heartbeat;
 mod persist;
 pub mod plan;

@@ -10,6 +10,7 @@ pub fn subject(ty: &str) -> Cow<'static, str> {
         "exposure" => Cow::Borrowed("abgate.events.exposure"),
         "outcome" => Cow::Borrowed("abgate.events.outcome"),
         "guardrail" => Cow::Borrowed("abgate.events.guardrail"),
+        "ramp" => Cow::Borrowed("abgate.events.ramp"),
         "unknown" => Cow::Borrowed("abgate.events.unknown"),
         other => Cow::Owned(format!("abgate.events.{other}")),
     }
@@ -51,6 +52,7 @@ fn serde_type(line: &[u8]) -> &'static str {
         Some(t) if t == "exposure" => "exposure",
         Some(t) if t == "outcome" => "outcome",
         Some(t) if t == "guardrail" => "guardrail",
+        Some(t) if t == "ramp" => "ramp",
         _ => "unknown",
     }
 }

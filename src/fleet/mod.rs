@@ -19,6 +19,7 @@ pub mod decisions;
 pub mod line;
 pub mod log;
 pub mod publisher;
+pub mod ramps;
 pub mod shipper;
 pub mod windows;
 
@@ -102,6 +103,7 @@ impl Fleet {
                         }
                         false => (None, None),
                     };
+                    ramps::spawn(app.clone(), conn.clone(), shutdown.clone());
                     decisions::spawn(app, conn.clone(), shutdown.clone());
                     let _ = started_tx.send(Ok((conn, stop)));
                     match ship {

@@ -59,6 +59,8 @@ pub enum GuardrailKind {
     Breaker,
     /// An operator's call.
     Manual,
+    /// A ramp's `max_wait` passed with too little data and `on_insufficient = "rollback"`.
+    RampMaxWait,
 }
 
 impl GuardrailKind {
@@ -78,6 +80,7 @@ impl GuardrailKind {
             GuardrailKind::LatencyP50 => "latency_p50",
             GuardrailKind::Breaker => "breaker",
             GuardrailKind::Manual => "manual",
+            GuardrailKind::RampMaxWait => "ramp_max_wait",
         }
     }
 }

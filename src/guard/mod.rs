@@ -15,6 +15,7 @@
 
 pub mod decision;
 pub mod evaluator;
+pub mod ramp;
 mod state;
 pub mod window;
 

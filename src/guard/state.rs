@@ -54,6 +54,8 @@ pub struct VariantState {
     pub units: window::DistinctUnits,
     /// Last decision about this variant.
     pub last_decision: Mutex<Option<Decision>>,
+    /// Counts since start, for the gate of a ramp (only an experiment with a ramp).
+    pub totals: Option<super::ramp::totals::Totals>,
 }
 
 impl VariantState {
@@ -82,6 +84,9 @@ pub struct ExperimentState {
     /// Unix time (ms) of the last resume applied here (its decision's `ts`, the same on
     /// every sidecar that applied it); 0 = none since start.
     pub resumed_unix_ms: AtomicU64,
+    /// Buckets of the experiment's range served now: its ramp's current step, or
+    /// `u32::MAX` (the whole range) without a ramp.
+    pub ramp_buckets: AtomicU32,
 }
 
 impl ExperimentState {
@@ -99,6 +104,15 @@ impl ExperimentState {
     #[inline]
     pub fn served_by_control(&self, i: usize) -> bool {
         self.paused.load(Relaxed) || self.variants[i].rolled_back.load(Relaxed)
+    }
+
+    /// Whether a unit in layer bucket `bucket` of the experiment's range starting at
+    /// `start` is inside the part its ramp serves now.
+    ///
+    /// Hot path: one atomic load.
+    #[inline]
+    pub fn ramp_serves(&self, start: u32, bucket: u32) -> bool {
+        bucket.wrapping_sub(start) < self.ramp_buckets.load(Relaxed)
     }
 
     /// `running`, `rolled_back` or `paused`.
@@ -147,6 +161,8 @@ pub enum GuardError {
 
 /// The registry of experiment states and the decision store.
 pub struct Guard {
+    /// The ramps' states (`ramps.json` beside the decisions).
+    pub ramps: super::ramp::RampStore,
     registry: Mutex<HashMap<String, Arc<ExperimentState>>>,
     persisted: Mutex<Persisted>,
     path: PathBuf,
@@ -183,6 +199,7 @@ impl Guard {
             }
         }
         Ok(Guard {
+            ramps: super::ramp::RampStore::open(dir)?,
             registry: Mutex::new(HashMap::new()),
             persisted: Mutex::new(persisted),
             path,
@@ -203,9 +220,13 @@ impl Guard {
                 && s.variants.len() == exp.variants.len()
                 && s.variants
                     .iter()
+                    .all(|v| v.totals.is_some() == exp.ramp.is_some())
+                && s.variants
+                    .iter()
                     .zip(&exp.variants)
                     .all(|(a, b)| a.name == b.name);
             if same {
+                s.ramp_buckets.store(self.ramp_buckets(exp), Relaxed);
                 return s.clone();
             }
         }
@@ -231,41 +252,42 @@ impl Guard {
                         latency_strikes: AtomicU32::new(0),
                         units: window::DistinctUnits::default(),
                         last_decision: Mutex::new(decision),
+                        totals: exp.ramp.as_ref().map(|_| Default::default()),
                     })
                 })
                 .collect(),
             window,
             created_unix_ms: unix_ms(std::time::SystemTime::now()),
             resumed_unix_ms: AtomicU64::new(0),
+            ramp_buckets: AtomicU32::new(self.ramp_buckets(exp)),
         });
         reg.insert(exp.name.to_string(), state.clone());
         state
+    }
+
+    /// The buckets `exp` serves now: its ramp's traffic (started, or re-planned after a
+    /// reload, here), or all of them.
+    fn ramp_buckets(&self, exp: &Experiment) -> u32 {
+        match self.ramps.ensure(exp, std::time::SystemTime::now()) {
+            Some(r) => super::ramp::store::buckets(r.traffic).min(exp.end - exp.start),
+            None => u32::MAX,
+        }
     }
 
     /// Forget experiments no longer in `cfg`.
     pub fn retain(&self, cfg: &Config) {
         let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         reg.retain(|name, _| cfg.experiment(name).is_some());
+        drop(reg);
+        self.ramps.retain(|name| cfg.experiment(name).is_some());
     }
 
     fn save(&self, p: &Persisted) -> Result<(), GuardError> {
-        use std::io::Write;
-        let tmp = self.path.with_extension("json.tmp");
-        let err = |e| GuardError::Write {
+        let body = serde_json::to_vec_pretty(p).expect("persisted state serializes");
+        write_atomic(&self.path, &body).map_err(|e| GuardError::Write {
             path: self.path.clone(),
             source: e,
-        };
-        let body = serde_json::to_vec_pretty(p).expect("persisted state serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Apply `decision` about variant `variant` of `exp`: persist it first (a rollback
@@ -330,6 +352,23 @@ impl Guard {
         edit(&mut p);
         self.save(&p)
     }
+}
+
+/// Write `body` to `path` atomically: a temporary file beside it, fsync, rename, fsync
+/// of the directory. A crash leaves the old content or the new one.
+pub(crate) fn write_atomic(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the unix epoch at `t` (0 before it).

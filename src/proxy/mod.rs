@@ -165,7 +165,11 @@ impl ProxyHttp for AbgateProxy {
             session: ctx.session.as_deref(),
             request: ctx.request_unit.as_deref(),
         };
-        ctx.holdout = assign::assign(cfg, &ids, &view, &mut ctx.assignments);
+        let serves = |li: usize, ei: usize, b: u32| {
+            let e = &snap.experiments[li][ei].state;
+            e.ramp_serves(cfg.layers[li].experiments[ei].start, b)
+        };
+        ctx.holdout = assign::assign_served(cfg, &ids, &view, &mut ctx.assignments, serves);
         if let Err((status, body)) = Self::force(&snap, req, ctx) {
             ctx.local = true;
             let from = session

@@ -62,9 +62,11 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
                 Some(LatencyOf::Ttfb) => ttfb_us,
                 _ => latency_us,
             };
-            rt.state.variants[served as usize]
-                .window
-                .record(now_ms, judged_us, is_err);
+            let v = &rt.state.variants[served as usize];
+            v.window.record(now_ms, judged_us, is_err);
+            if let Some(t) = &v.totals {
+                t.record(judged_us, is_err);
+            }
         }
         let unit_id = ctx.unit_ids.get_mut(i).and_then(|u| u.take());
         if let Some(u) = unit_id.as_deref().or(ctx.user.as_deref()) {

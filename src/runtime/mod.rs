@@ -7,6 +7,7 @@
 //! Decisions about variants go through one function, [`App::decide`].
 
 mod decide;
+mod ramp;
 mod reload;
 mod snapshot;
 pub mod upstream;
@@ -201,6 +202,10 @@ pub struct App {
     /// Where [`App::decide`] hands a decision for the fleet to share (set once by the
     /// fleet's decision store; without it decisions stay local).
     pub fleet_decisions: OnceLock<tokio::sync::mpsc::UnboundedSender<Decision>>,
+    /// Where [`App::ramp_update`] hands a ramp's new state for the fleet to share (set
+    /// once by the fleet's decision store; without it ramps stay local).
+    pub fleet_ramps:
+        OnceLock<tokio::sync::mpsc::UnboundedSender<(String, crate::guard::ramp::RampState)>>,
     /// Unix time (ms) at start.
     pub started_unix_ms: u64,
     pub(super) reload_lock: Mutex<()>,
@@ -230,6 +235,7 @@ impl App {
             refusal_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(10)),
             failure_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(1)),
             fleet_decisions: OnceLock::new(),
+            fleet_ramps: OnceLock::new(),
             started_unix_ms: unix_ms(std::time::SystemTime::now()),
             reload_lock: Mutex::new(()),
         }))

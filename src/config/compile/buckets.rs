@@ -18,23 +18,27 @@ pub(super) struct BucketRange {
 }
 
 /// The range of experiment `ename`: from `offset`, or else from `next_start` (the end
-/// of the previous experiment), `traffic` long. A range past the end of the layer or
-/// overlapping one of the `earlier` experiments is reported.
+/// of the previous experiment), `traffic` long (with a ramp, its last step: the largest
+/// range the ramp may grow to). A range past the end of the layer or overlapping one of
+/// the `earlier` experiments is reported.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn bucket_range(
     d: &mut Diagnostics,
     epath: &str,
     e: &RawExperiment,
+    ramp_target: Option<f64>,
     ename: &str,
     lname: &str,
     next_start: u32,
     earlier: &[Experiment],
 ) -> BucketRange {
-    let traffic = match e.traffic {
-        None => {
+    let traffic = match (ramp_target, e.traffic) {
+        (Some(t), _) => t,
+        (None, None) => {
             d.push(epath, "missing `traffic` (share of the layer, e.g. 0.5)");
             0.0
         }
-        t => share(d, &format!("{epath}.traffic"), t, "traffic").unwrap_or(0.0),
+        (None, t) => share(d, &format!("{epath}.traffic"), t, "traffic").unwrap_or(0.0),
     };
     let start = match e.offset {
         None => next_start,
@@ -55,7 +59,28 @@ pub(super) fn bucket_range(
     // The overlap is checked, and reported, with the range as written, before it is
     // cut at the end of the layer.
     for o in earlier {
-        if start < o.end && o.start < end {
+        if start < o.end && o.start < end && (o.ramp.is_some() || ramp_target.is_some()) {
+            let (whose, fix) = match o.ramp {
+                Some(_) => (
+                    format!("the largest ramp step of experiment `{}`", o.name),
+                    "lower the ramp's last step",
+                ),
+                None => (
+                    format!("experiment `{}`", o.name),
+                    "lower this ramp's last step",
+                ),
+            };
+            d.push(
+                &format!("{epath}.traffic"),
+                format!(
+                    "bucket range [{:.4}, {:.4}) overlaps {whose} [{:.4}, {:.4}) in layer `{lname}`: {fix} or set `offset` so the ranges are disjoint",
+                    start as f64 / BUCKETS as f64,
+                    end as f64 / BUCKETS as f64,
+                    o.start as f64 / BUCKETS as f64,
+                    o.end as f64 / BUCKETS as f64
+                ),
+            );
+        } else if start < o.end && o.start < end {
             d.push(
                 &format!("{epath}.traffic"),
                 format!(

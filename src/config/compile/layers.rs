@@ -5,6 +5,7 @@
 use super::buckets::bucket_range;
 use super::guardrails::compile_guardrails;
 use super::metrics::MetricLookup;
+use super::ramp::compile_ramp;
 use super::targeting::compile_targeting;
 use super::upstreams::UpstreamLookup;
 use super::values::{header_name, name_ok, unique_name};
@@ -76,7 +77,27 @@ fn compile_experiments(
     for (ei, e) in raw.iter().enumerate() {
         let epath = format!("{}.experiment[{ei}]", layer.path);
         let ename = experiment_name(d, &epath, e, seen);
-        let range = bucket_range(d, &epath, e, &ename, &layer.name, next_start, &experiments);
+        let guardrails = e
+            .guardrails
+            .as_ref()
+            .map(|g| compile_guardrails(d, &format!("{epath}.guardrails"), g));
+        let ramp = compile_ramp(d, &epath, e, guardrails.as_ref());
+        // An invalid ramp still owns traffic: no second error about a missing one.
+        let ramp_target = match (&ramp, &e.ramp) {
+            (Some(r), _) => Some(r.target()),
+            (None, Some(_)) => Some(0.0),
+            (None, None) => None,
+        };
+        let range = bucket_range(
+            d,
+            &epath,
+            e,
+            ramp_target,
+            &ename,
+            &layer.name,
+            next_start,
+            &experiments,
+        );
         next_start = range.end;
         let unit = parse_unit(d, &format!("{epath}.unit"), e.unit.as_deref());
         check_layer_unit(d, &epath, &layer.name, &mut layer_unit, &unit);
@@ -93,10 +114,6 @@ fn compile_experiments(
         let targeting = compile_targeting(d, &format!("{epath}.targeting"), e.targeting.as_ref());
         let variants =
             variants::compile_variants(d, &epath, &layer.name, &ename, &e.variant, &refs.upstreams);
-        let guardrails = e
-            .guardrails
-            .as_ref()
-            .map(|g| compile_guardrails(d, &format!("{epath}.guardrails"), g));
         let control = variants::control(&variants);
         experiments.push(Experiment {
             seed: seed_of(e.salt.as_deref().unwrap_or(&ename)),
@@ -114,6 +131,7 @@ fn compile_experiments(
             variants,
             control,
             guardrails,
+            ramp,
         });
     }
     experiments

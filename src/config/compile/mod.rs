@@ -17,6 +17,7 @@ mod holdout;
 mod identity;
 mod layers;
 mod metrics;
+mod ramp;
 mod routing;
 mod server;
 mod targeting;

@@ -77,6 +77,10 @@ impl Diagnostics {
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
         self.items.push((path.to_string(), message.into()));
     }
+    /// How many problems were recorded.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

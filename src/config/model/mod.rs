@@ -6,10 +6,12 @@
 mod cookie;
 mod exposure;
 mod layers;
+mod ramp;
 
 pub use cookie::CookieName;
 pub use exposure::AssignmentNames;
 pub use layers::*;
+pub use ramp::{OnInsufficient, Ramp};
 
 use http::HeaderName;
 use std::net::SocketAddr;
