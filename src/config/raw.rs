@@ -264,6 +264,25 @@ pub struct RawExperiment {
     pub variant: Vec<RawVariant>,
     /// Guardrails watched while the experiment runs.
     pub guardrails: Option<RawGuardrails>,
+    /// Thompson-sampling weights instead of fixed ones.
+    pub bandit: Option<RawBandit>,
+}
+
+/// `[layer.experiment.bandit]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBandit {
+    /// The declared metric whose outcomes are the reward.
+    pub reward: Option<String>,
+    /// Equal weights at least this long.
+    pub explore: Option<String>,
+    /// Equal weights until every arm has this many exposures.
+    pub min_units: Option<i64>,
+    /// Time between weight updates.
+    pub update_interval: Option<String>,
+    /// Floor per arm.
+    pub min_weight: Option<f64>,
+    /// Largest share of units moved at one update.
+    pub max_shift: Option<f64>,
 }
 
 /// `targeting = { … }`

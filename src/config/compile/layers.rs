@@ -2,6 +2,7 @@
 //! units, metric references, and the assembly of each compiled [`Experiment`] from its
 //! bucket range, targeting, variants and guardrails.
 
+use super::bandit::compile_bandit;
 use super::buckets::bucket_range;
 use super::guardrails::compile_guardrails;
 use super::metrics::MetricLookup;
@@ -97,6 +98,12 @@ fn compile_experiments(
             .guardrails
             .as_ref()
             .map(|g| compile_guardrails(d, &format!("{epath}.guardrails"), g));
+        let bandit = e.bandit.as_ref().map(|b| {
+            compile_bandit(d, &format!("{epath}.bandit"), b, variants.len(), &refs.metrics)
+        });
+        // When `[layer.experiment.ramp]` lands: a bandit sets its own weights, so
+        // `if bandit.is_some() && e.ramp.is_some()` push at `{epath}.ramp`: "a bandit
+        // experiment cannot also have a ramp; remove one of them".
         let control = variants::control(&variants);
         experiments.push(Experiment {
             seed: seed_of(e.salt.as_deref().unwrap_or(&ename)),
@@ -114,6 +121,7 @@ fn compile_experiments(
             variants,
             control,
             guardrails,
+            bandit,
         });
     }
     experiments

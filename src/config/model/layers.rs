@@ -100,6 +100,8 @@ pub struct Experiment {
     pub control: usize,
     /// Guardrails, if configured.
     pub guardrails: Option<Guardrails>,
+    /// Thompson-sampling weights, if `[layer.experiment.bandit]` is configured.
+    pub bandit: Option<super::Bandit>,
     /// Per variant, the exposure names when it is served itself and when control serves
     /// its units (rollback, pause): made once here, cloned per request.
     pub exposure_names: Vec<[Arc<AssignmentNames>; 2]>,

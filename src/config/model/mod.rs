@@ -3,10 +3,12 @@
 //! into indices, durations parsed) by `super::compile`; nothing changes after that, so
 //! the request path reads it through `arc-swap` without locks or checks.
 
+mod bandit;
 mod cookie;
 mod exposure;
 mod layers;
 
+pub use bandit::Bandit;
 pub use cookie::CookieName;
 pub use exposure::AssignmentNames;
 pub use layers::*;
