@@ -11,6 +11,7 @@
 
 /// The frozen hashing contract (its own module below config, which precomputes seeds).
 pub use crate::hash;
+pub mod bandit;
 pub mod identity;
 
 use crate::config::{Config, Experiment, Targeting, Unit};
