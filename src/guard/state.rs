@@ -4,6 +4,7 @@
 //! State is keyed by experiment and variant *name*, not by position in a compiled config,
 //! so a hot reload keeps the windows and decisions of the experiments it keeps.
 
+use super::bandit::BanditState;
 use super::decision::{Action, Decision};
 use super::window::{self, Window};
 use crate::config::{Config, Experiment};
@@ -148,6 +149,7 @@ pub enum GuardError {
 /// The registry of experiment states and the decision store.
 pub struct Guard {
     registry: Mutex<HashMap<String, Arc<ExperimentState>>>,
+    bandits: Mutex<HashMap<String, Arc<BanditState>>>,
     persisted: Mutex<Persisted>,
     path: PathBuf,
 }
@@ -184,6 +186,7 @@ impl Guard {
         }
         Ok(Guard {
             registry: Mutex::new(HashMap::new()),
+            bandits: Mutex::new(HashMap::new()),
             persisted: Mutex::new(persisted),
             path,
         })
@@ -246,26 +249,38 @@ impl Guard {
     pub fn retain(&self, cfg: &Config) {
         let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         reg.retain(|name, _| cfg.experiment(name).is_some());
+        let mut bandits = self.bandits.lock().unwrap_or_else(|p| p.into_inner());
+        bandits.retain(|name, _| cfg.experiment(name).is_some());
     }
 
     fn save(&self, p: &Persisted) -> Result<(), GuardError> {
-        use std::io::Write;
-        let tmp = self.path.with_extension("json.tmp");
-        let err = |e| GuardError::Write {
+        let body = serde_json::to_vec_pretty(p).expect("persisted state serializes");
+        write_atomic(&self.path, &body).map_err(|e| GuardError::Write {
             path: self.path.clone(),
             source: e,
-        };
-        let body = serde_json::to_vec_pretty(p).expect("persisted state serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+        })
+    }
+
+    /// The live state of bandit experiment `exp`, reusing the existing one when the
+    /// experiment kept its arms and bandit settings (a reload), else restored from (or
+    /// started in) the state directory. `None` for an experiment without a bandit.
+    pub fn bandit_state(&self, exp: &Experiment) -> Option<Arc<BanditState>> {
+        let b = exp.bandit.as_ref()?;
+        let mut reg = self.bandits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = reg.get(&*exp.name) {
+            let arms = s.history().arms;
+            let same = s.settings == *b
+                && arms.len() == exp.variants.len()
+                && arms.iter().zip(&exp.variants).all(|(a, v)| **a == *v.name);
+            if same {
+                return Some(s.clone());
             }
         }
-        Ok(())
+        let now = unix_ms(std::time::SystemTime::now());
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        let state = Arc::new(BanditState::open_or_start(exp, b, dir, now));
+        reg.insert(exp.name.to_string(), state.clone());
+        Some(state)
     }
 
     /// Apply `decision` about variant `variant` of `exp`: persist it first (a rollback
@@ -330,6 +345,23 @@ impl Guard {
         edit(&mut p);
         self.save(&p)
     }
+}
+
+/// Write `body` to `path` atomically: a temporary file, synced, renamed over `path`, and
+/// the directory synced, so a crash leaves the old or the new file, never a torn one.
+pub fn write_atomic(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the unix epoch at `t` (0 before it).
