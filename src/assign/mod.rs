@@ -86,19 +86,55 @@ pub fn in_holdout(cfg: &Config, user: Option<&str>) -> bool {
 /// The variant index of `unit_id` in `exp` (ignoring range and targeting).
 #[inline]
 pub fn variant_of(exp: &Experiment, unit_id: &str) -> usize {
-    let b = hash::bucket(exp.seed, unit_id.as_bytes());
+    variant_of_bucket(exp, hash::bucket(exp.seed, unit_id.as_bytes()))
+}
+
+/// The variant owning variant bucket `b` of `exp` under its fixed weights.
+#[inline]
+pub fn variant_of_bucket(exp: &Experiment, b: u32) -> usize {
     exp.thresholds
         .iter()
         .position(|&t| b < t)
         .unwrap_or(exp.thresholds.len() - 1)
 }
 
-/// Assign the request in every layer, appending to `out`. Returns whether the unit is
-/// held out (then nothing is appended).
-///
-/// Hot path: called once per request. Allocation-free while at most 8 layers assign.
+/// Bucket-to-arm tables of bandit experiments ([`bandit::Table`]), which replace the
+/// fixed thresholds for the experiments that have one.
+pub trait Tables {
+    /// The arm of variant bucket `bucket` of experiment `experiment` of layer `layer`,
+    /// or `None` when that experiment has fixed weights.
+    ///
+    /// Hot path: called once per layer a unit is assigned in.
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<u16>;
+}
+
+/// No tables: every experiment by its fixed weights (`abgate assign`, tests).
+pub struct FixedWeights;
+
+impl Tables for FixedWeights {
+    #[inline]
+    fn arm(&self, _: usize, _: usize, _: u32) -> Option<u16> {
+        None
+    }
+}
+
+/// Assign the request in every layer by the fixed weights, appending to `out`. Returns
+/// whether the unit is held out (then nothing is appended).
 pub fn assign(
     cfg: &Config,
+    ids: &UnitIds<'_>,
+    req: &RequestView<'_>,
+    out: &mut Assignments,
+) -> bool {
+    assign_with(cfg, &FixedWeights, ids, req, out)
+}
+
+/// [`assign`], with bandit experiments' variants read from `tables`.
+///
+/// Hot path: called once per request. Allocation-free while at most 8 layers assign.
+pub fn assign_with(
+    cfg: &Config,
+    tables: &impl Tables,
     ids: &UnitIds<'_>,
     req: &RequestView<'_>,
     out: &mut Assignments,
@@ -126,10 +162,14 @@ pub fn assign(
         if !targeting_matches(&exp.targeting, req) {
             continue;
         }
+        let vb = hash::bucket(exp.seed, id.as_bytes());
+        let variant = tables
+            .arm(li, ei, vb)
+            .unwrap_or_else(|| variant_of_bucket(exp, vb) as u16);
         out.push(Assignment {
             layer: li as u16,
             experiment: ei as u16,
-            variant: variant_of(exp, id) as u16,
+            variant,
             forced: false,
         });
     }

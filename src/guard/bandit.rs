@@ -196,6 +196,16 @@ impl BanditState {
         h
     }
 
+    /// Each arm's P(best) at the start of the open period.
+    pub fn prob_best(&self) -> Vec<f64> {
+        self.lock().periods.last().map_or_else(Vec::new, |p| p.prob_best.clone())
+    }
+
+    /// Exposures per arm in the open period so far.
+    pub fn open_exposures(&self) -> Vec<u64> {
+        self.counters.iter().map(|c| c.n.load(Relaxed)).collect()
+    }
+
     /// Unix time (ms) the open period started.
     pub fn period_start_unix_ms(&self) -> u64 {
         self.lock().periods.last().map_or(0, |p| p.start_unix_ms)

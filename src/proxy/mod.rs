@@ -165,7 +165,7 @@ impl ProxyHttp for AbgateProxy {
             session: ctx.session.as_deref(),
             request: ctx.request_unit.as_deref(),
         };
-        ctx.holdout = assign::assign(cfg, &ids, &view, &mut ctx.assignments);
+        ctx.holdout = assign::assign_with(cfg, &*snap, &ids, &view, &mut ctx.assignments);
         if let Err((status, body)) = Self::force(&snap, req, ctx) {
             ctx.local = true;
             let from = session

@@ -57,6 +57,13 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
             vm.ttfb.observe(ttfb.as_secs_f64());
             rt.metrics[a.variant as usize].exposures.inc();
         }
+        let bandit_period = rt.bandit.as_ref().map(|b| {
+            // A unit served by control (rolled back, paused) is no exposure of its arm.
+            if !a.forced && served == a.variant {
+                b.expose(served as usize);
+            }
+            b.period.load(std::sync::atomic::Ordering::Relaxed)
+        });
         if !a.forced {
             let judged_us = match exp.config.guardrails.as_ref().map(|g| g.latency_of) {
                 Some(LatencyOf::Ttfb) => ttfb_us,
@@ -82,6 +89,7 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
                 unit: unit_id.as_ref().map(|_| Arc::from(exp.config.unit.label())),
                 unit_id,
                 forced: a.forced,
+                bandit_period,
             });
         }
     }
@@ -124,6 +132,7 @@ fn log_events(
     for &(mi, value) in &ctx.header_outcomes {
         if let Some(u) = &ctx.user {
             snap.outcome_counters[mi].inc();
+            snap.credit_reward(mi, u, value);
             app.sink.send(Event::Outcome(Outcome {
                 ts,
                 unit_id: u.clone(),

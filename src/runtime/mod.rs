@@ -6,6 +6,7 @@
 //! admin API and the control loops all read it; none of them depends on another.
 //! Decisions about variants go through one function, [`App::decide`].
 
+mod bandit;
 mod decide;
 mod reload;
 mod snapshot;

@@ -1,0 +1,47 @@
+//! Bandits on the request path: a snapshot serves each bandit experiment's variants from
+//! its table ([`crate::assign::Tables`]), and credits rewards to the arm that serves a
+//! unit, computed from the unit id and the current table — no per-unit state.
+
+use super::Snapshot;
+use crate::assign::{self, hash, Tables};
+
+impl Tables for Snapshot {
+    /// Hot path: one table load and one indexed read for a bandit experiment.
+    #[inline]
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<u16> {
+        let b = self.experiments[layer][experiment].bandit.as_ref()?;
+        Some(b.table.load().arm(bucket))
+    }
+}
+
+impl Snapshot {
+    /// Credit an outcome of metric `metric` (index) with `value` for unit `unit_id` to
+    /// every bandit experiment whose reward it is: the unit must be outside the holdout
+    /// and inside the experiment's bucket range; its arm is the table's entry for its
+    /// variant bucket; an arm served by control (rolled back, paused) is frozen and
+    /// credited nothing. Targeting is not checked (an outcome carries no request).
+    pub fn credit_reward(&self, metric: usize, unit_id: &str, value: f64) {
+        if assign::in_holdout(&self.config, Some(unit_id)) {
+            return;
+        }
+        for exp in self.live_experiments() {
+            let Some(bandit) = &exp.runtime.bandit else {
+                continue;
+            };
+            if bandit.settings.reward_index != metric {
+                continue;
+            }
+            let lb = hash::bucket(exp.layer.seed, unit_id.as_bytes());
+            if !(exp.config.start <= lb && lb < exp.config.end) {
+                continue;
+            }
+            let arm = bandit
+                .table
+                .load()
+                .arm(hash::bucket(exp.config.seed, unit_id.as_bytes())) as usize;
+            if !exp.state().served_by_control(arm) {
+                bandit.reward(arm, value);
+            }
+        }
+    }
+}
