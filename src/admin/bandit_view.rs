@@ -64,7 +64,7 @@ pub fn bandit_json(app: &App, name: &str) -> Result<serde_json::Value, String> {
         "experiment": name,
         "reward": b.settings.reward,
         "kind": b.settings.kind.as_str(),
-        "period": b.period.load(Relaxed),
+        "period": b.period(),
         "period_start_unix_ms": open.map(|p| p.start_unix_ms),
         "explore": open.map(|p| p.explore),
         "update_interval_ms": b.settings.update_interval.as_millis() as u64,

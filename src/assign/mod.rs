@@ -29,6 +29,8 @@ pub struct Assignment {
     pub variant: u16,
     /// Whether this came from a QA force rather than the hash.
     pub forced: bool,
+    /// The bandit period whose table gave the variant (bandit experiments only).
+    pub bandit_period: Option<u32>,
 }
 
 /// Assignments of one request; inline for up to 8 layers.
@@ -101,11 +103,12 @@ pub fn variant_of_bucket(exp: &Experiment, b: u32) -> usize {
 /// Bucket-to-arm tables of bandit experiments ([`bandit::Table`]), which replace the
 /// fixed thresholds for the experiments that have one.
 pub trait Tables {
-    /// The arm of variant bucket `bucket` of experiment `experiment` of layer `layer`,
-    /// or `None` when that experiment has fixed weights.
+    /// The arm of variant bucket `bucket` of experiment `experiment` of layer `layer`
+    /// and the period of the table it was read from, or `None` when that experiment has
+    /// fixed weights.
     ///
     /// Hot path: called once per layer a unit is assigned in.
-    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<u16>;
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<(u16, u32)>;
 }
 
 /// No tables: every experiment by its fixed weights (`abgate assign`, tests).
@@ -113,7 +116,7 @@ pub struct FixedWeights;
 
 impl Tables for FixedWeights {
     #[inline]
-    fn arm(&self, _: usize, _: usize, _: u32) -> Option<u16> {
+    fn arm(&self, _: usize, _: usize, _: u32) -> Option<(u16, u32)> {
         None
     }
 }
@@ -163,14 +166,16 @@ pub fn assign_with(
             continue;
         }
         let vb = hash::bucket(exp.seed, id.as_bytes());
-        let variant = tables
-            .arm(li, ei, vb)
-            .unwrap_or_else(|| variant_of_bucket(exp, vb) as u16);
+        let (variant, bandit_period) = match tables.arm(li, ei, vb) {
+            Some((arm, period)) => (arm, Some(period)),
+            None => (variant_of_bucket(exp, vb) as u16, None),
+        };
         out.push(Assignment {
             layer: li as u16,
             experiment: ei as u16,
             variant,
             forced: false,
+            bandit_period,
         });
     }
     false
@@ -197,6 +202,7 @@ pub fn apply_forced(cfg: &Config, spec: &str, out: &mut Assignments) -> Result<(
             experiment: ei as u16,
             variant: vi as u16,
             forced: true,
+            bandit_period: None,
         };
         match out.iter_mut().find(|x| x.layer as usize == li) {
             Some(slot) => *slot = a,

@@ -55,7 +55,7 @@ fn rounded(x: &[f64]) -> Vec<f64> {
 /// Set the gauges of `b` from its open period.
 fn export(app: &App, exp: Live<'_>, b: &BanditState) {
     let arms = exp.config.variants.len();
-    let shares = b.table.load().shares(arms);
+    let shares = b.serving.load().table.shares(arms);
     let prob_best = b.prob_best();
     for (i, v) in exp.config.variants.iter().enumerate() {
         let labels = [&*exp.config.name, &*v.name];

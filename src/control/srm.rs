@@ -15,7 +15,7 @@ pub fn update(app: &App, snap: &Snapshot) {
     for exp in snap.live_experiments() {
         if let Some(b) = &exp.runtime.bandit {
             let arms = exp.config.variants.len();
-            let mut shares = b.table.load().shares(arms);
+            let mut shares = b.serving.load().table.shares(arms);
             // Units of an arm served by control are no exposures of that arm.
             for (i, s) in shares.iter_mut().enumerate() {
                 if exp.state().served_by_control(i) {

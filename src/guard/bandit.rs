@@ -3,7 +3,7 @@
 //! `[state] dir` as `bandit/<experiment>.json`.
 //!
 //! Design:
-//! - **Request path.** [`BanditState::table`] is an `ArcSwap`: a request loads it once
+//! - **Request path.** [`BanditState::serving`] (table and period) is an `ArcSwap`: a request loads it once
 //!   and reads one entry. [`BanditState::expose`] and [`BanditState::reward`] add to
 //!   atomics of the current period. Nothing on the request path locks or allocates.
 //! - **Periods.** Each update closes the current period (its counters become that
@@ -65,6 +65,16 @@ pub struct History {
     pub periods: Vec<Period>,
 }
 
+/// A table and the period it serves: loaded together, so an exposure names the period
+/// whose table chose its variant.
+#[derive(Debug)]
+pub struct Serving {
+    /// The open period's number.
+    pub period: u64,
+    /// Its bucket-to-arm table.
+    pub table: Table,
+}
+
 /// Counters of one arm in the open period.
 #[derive(Default)]
 struct ArmCounters {
@@ -86,10 +96,8 @@ pub struct BanditState {
     pub name: Arc<str>,
     /// The settings this state was made for.
     pub settings: Bandit,
-    /// The table the request path reads.
-    pub table: ArcSwap<Table>,
-    /// The open period's number (exposures carry it).
-    pub period: AtomicU64,
+    /// The table the request path reads, with the period it serves.
+    pub serving: ArcSwap<Serving>,
     counters: Vec<ArmCounters>,
     history: Mutex<History>,
     path: PathBuf,
@@ -151,9 +159,11 @@ impl BanditState {
         BanditState {
             name: exp.name.clone(),
             settings: b.clone(),
-            period: AtomicU64::new(history.periods.last().map_or(0, |p| p.period)),
             counters: (0..history.arms.len()).map(|_| ArmCounters::default()).collect(),
-            table: ArcSwap::from_pointee(table),
+            serving: ArcSwap::from_pointee(Serving {
+                period: history.periods.last().map_or(0, |p| p.period),
+                table,
+            }),
             history: Mutex::new(history),
             path,
         }
@@ -194,6 +204,11 @@ impl BanditState {
             }
         }
         h
+    }
+
+    /// The open period's number.
+    pub fn period(&self) -> u64 {
+        self.serving.load().period
     }
 
     /// Each arm's P(best) at the start of the open period.
@@ -262,7 +277,7 @@ impl BanditState {
         } else {
             tsb::floored(&prob_best, active, b.min_weight)
         };
-        let served = self.table.load().moved(&weights, b.max_shift).shares(arms);
+        let served = self.serving.load().table.moved(&weights, b.max_shift).shares(arms);
         Period {
             period: number,
             start_unix_ms: now_unix_ms,
@@ -279,14 +294,14 @@ impl BanditState {
     /// in the history and persist the history. The table moves even if persisting fails
     /// (the error says the history will not survive a restart).
     pub fn open(&self, next: Period) -> Result<(), BanditWriteError> {
-        let table = self.table.load().moved(&next.weights, next.max_shift);
+        let table = self.serving.load().table.moved(&next.weights, next.max_shift);
+        let period = next.period;
         let body = {
             let mut h = self.lock();
-            self.period.store(next.period, Relaxed);
             h.periods.push(next);
             serde_json::to_vec(&*h).expect("bandit history serializes")
         };
-        self.table.store(Arc::new(table));
+        self.serving.store(Arc::new(Serving { period, table }));
         let err = |source| BanditWriteError {
             path: self.path.clone(),
             source,
@@ -334,7 +349,7 @@ mod tests {
         let exp = &cfg.layers[0].experiments[0];
         let b = exp.bandit.as_ref().unwrap();
         let s = BanditState::open_or_start(exp, b, dir.path(), 0);
-        assert_eq!(s.table.load().counts(2), [5000, 5000]);
+        assert_eq!(s.serving.load().table.counts(2), [5000, 5000]);
         for _ in 0..200 {
             s.expose(0);
             s.expose(1);
@@ -359,10 +374,10 @@ mod tests {
         assert_eq!(p.weights, [0.05, 0.95]);
         assert_eq!(p.served, [0.3, 0.7]);
         s.open(p).unwrap();
-        assert_eq!(s.period.load(Relaxed), 2);
+        assert_eq!(s.period(), 2);
         let again = BanditState::open_or_start(exp, b, dir.path(), 9_999);
-        assert_eq!(**again.table.load(), **s.table.load());
-        assert_eq!(again.period.load(Relaxed), 2);
+        assert_eq!(again.serving.load().table, s.serving.load().table);
+        assert_eq!(again.period(), 2);
         assert_eq!(again.history().periods, s.history().periods);
         // A rolled-back arm gets weight 0 and its P(best) is 0.
         s.close();

@@ -57,13 +57,12 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
             vm.ttfb.observe(ttfb.as_secs_f64());
             rt.metrics[a.variant as usize].exposures.inc();
         }
-        let bandit_period = rt.bandit.as_ref().map(|b| {
-            // A unit served by control (rolled back, paused) is no exposure of its arm.
-            if !a.forced && served == a.variant {
+        // A unit served by control (rolled back, paused) is no exposure of its arm.
+        if let (Some(b), Some(_), false) = (&rt.bandit, a.bandit_period, a.forced) {
+            if served == a.variant {
                 b.expose(served as usize);
             }
-            b.period.load(std::sync::atomic::Ordering::Relaxed)
-        });
+        }
         if !a.forced {
             let judged_us = match exp.config.guardrails.as_ref().map(|g| g.latency_of) {
                 Some(LatencyOf::Ttfb) => ttfb_us,
@@ -89,7 +88,7 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
                 unit: unit_id.as_ref().map(|_| Arc::from(exp.config.unit.label())),
                 unit_id,
                 forced: a.forced,
-                bandit_period,
+                bandit_period: a.bandit_period.map(u64::from),
             });
         }
     }

@@ -8,9 +8,10 @@ use crate::assign::{self, hash, Tables};
 impl Tables for Snapshot {
     /// Hot path: one table load and one indexed read for a bandit experiment.
     #[inline]
-    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<u16> {
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<(u16, u32)> {
         let b = self.experiments[layer][experiment].bandit.as_ref()?;
-        Some(b.table.load().arm(bucket))
+        let serving = b.serving.load();
+        Some((serving.table.arm(bucket), serving.period as u32))
     }
 }
 
@@ -36,8 +37,9 @@ impl Snapshot {
                 continue;
             }
             let arm = bandit
-                .table
+                .serving
                 .load()
+                .table
                 .arm(hash::bucket(exp.config.seed, unit_id.as_bytes())) as usize;
             if !exp.state().served_by_control(arm) {
                 bandit.reward(arm, value);
