@@ -59,7 +59,11 @@ fn round(g: &common::Abgate, rng: &mut StdRng) -> Vec<usize> {
     (0..USERS)
         .map(|u| {
             let uid = format!("u{u}");
-            let r = a.get(&g.url("/v1/x")).set("x-user-id", &uid).call().unwrap();
+            let r = a
+                .get(&g.url("/v1/x"))
+                .set("x-user-id", &uid)
+                .call()
+                .unwrap();
             let variant = r.header("x-abgate-variant").unwrap().to_string();
             let body: serde_json::Value = r.into_json().unwrap();
             let arm = ARMS
@@ -70,7 +74,9 @@ fn round(g: &common::Abgate, rng: &mut StdRng) -> Vec<usize> {
             if rng.random::<f64>() < RATES[arm] {
                 let s = a
                     .post(&g.url("/_abgate/outcome"))
-                    .send_json(serde_json::json!({"metric": "conversion", "value": 1, "unit_id": uid}))
+                    .send_json(
+                        serde_json::json!({"metric": "conversion", "value": 1, "unit_id": uid}),
+                    )
                     .unwrap()
                     .status();
                 assert_eq!(s, 204);
@@ -124,11 +130,18 @@ fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table
     assert!(c["weight"].as_f64().unwrap() >= 0.83, "{view:#}");
     assert!(c["prob_best"].as_f64().unwrap() > 0.99, "{view:#}");
     for arm in &view["arms"].as_array().unwrap()[..2] {
-        assert!(arm["weight"].as_f64().unwrap() >= 0.05 - 1e-9, "floors hold: {view:#}");
+        assert!(
+            arm["weight"].as_f64().unwrap() >= 0.05 - 1e-9,
+            "floors hold: {view:#}"
+        );
     }
     let m = g.metrics();
     assert!(
-        common::metric_sum(&m, "abgate_bandit_weight", &["experiment=\"pick\"", "variant=\"c\""]) >= 0.83,
+        common::metric_sum(
+            &m,
+            "abgate_bandit_weight",
+            &["experiment=\"pick\"", "variant=\"c\""]
+        ) >= 0.83,
         "{m}"
     );
     assert!(m.contains("abgate_bandit_prob_best{experiment=\"pick\",variant=\"a\"}"));
@@ -165,7 +178,9 @@ fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table
     let seed = hash::seed_of("pick-salt");
     let mut last: HashMap<String, (u64, usize)> = HashMap::new();
     let served = |p: u64, arm: usize| -> f64 {
-        view["history"][p as usize]["weights"][arm].as_f64().unwrap()
+        view["history"][p as usize]["weights"][arm]
+            .as_f64()
+            .unwrap()
     };
     let mut exposures = 0;
     let mut moved = 0;
@@ -175,7 +190,9 @@ fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table
         }
         let uid = e["unit_id"].as_str().unwrap().to_string();
         let a = &e["assignments"][0];
-        let p = a["bandit_period"].as_u64().expect("exposures carry bandit_period");
+        let p = a["bandit_period"]
+            .as_u64()
+            .expect("exposures carry bandit_period");
         let arm = ARMS.iter().position(|x| a["variant"] == *x).unwrap();
         let want = tables[&p].arm(hash::bucket(seed, uid.as_bytes())) as usize;
         assert_eq!(arm, want, "{uid} in period {p}");
@@ -185,7 +202,10 @@ fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table
                 moved += 1;
                 // A unit leaves only an arm that shrank since it was last seen.
                 let shrank = (p0 + 1..=p).any(|q| served(q, arm0) < served(q - 1, arm0));
-                assert!(shrank, "{uid} moved {arm0}→{arm} between periods {p0} and {p} with no shrink");
+                assert!(
+                    shrank,
+                    "{uid} moved {arm0}→{arm} between periods {p0} and {p} with no shrink"
+                );
                 assert_ne!(arm0, 2, "arm c never shrinks, so its units never move");
             }
         }

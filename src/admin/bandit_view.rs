@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering::Relaxed;
 /// a bandit).
 pub fn bandit_json(app: &App, name: &str) -> Result<serde_json::Value, String> {
     let snap = app.snapshot.load();
-    let exp = snap.find(name).ok_or_else(|| format!("no experiment `{name}`"))?;
-    let b = exp
-        .runtime
-        .bandit
-        .as_ref()
-        .ok_or_else(|| format!("experiment `{name}` is not a bandit (no [layer.experiment.bandit])"))?;
+    let exp = snap
+        .find(name)
+        .ok_or_else(|| format!("no experiment `{name}`"))?;
+    let b = exp.runtime.bandit.as_ref().ok_or_else(|| {
+        format!("experiment `{name}` is not a bandit (no [layer.experiment.bandit])")
+    })?;
     let h = b.history();
     let binomial = b.settings.kind == MetricKind::Binomial;
     let stats: Vec<Vec<_>> = h.periods.iter().map(|p| p.stats.clone()).collect();

@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn apportion_splits_exactly_by_largest_remainders() {
         assert_eq!(apportion(10, &[1.0, 1.0, 1.0], None), [4, 3, 3]);
-        assert_eq!(apportion(10_000, &[0.5, 0.25, 0.25], None), [5000, 2500, 2500]);
+        assert_eq!(
+            apportion(10_000, &[0.5, 0.25, 0.25], None),
+            [5000, 2500, 2500]
+        );
         assert_eq!(apportion(7, &[0.0, 0.0], None), [4, 3]);
         assert_eq!(apportion(3, &[1.0, 5.0], Some(&[1.0, 5.0])), [1, 2]);
     }
@@ -196,7 +199,10 @@ mod tests {
     fn the_initial_table_is_the_fixed_weights_ranges() {
         let t = Table::from_weights(&[1.0, 1.0, 2.0]);
         assert_eq!(t.counts(3), [2500, 2500, 5000]);
-        assert_eq!((t.arm(0), t.arm(2499), t.arm(2500), t.arm(5000)), (0, 0, 1, 2));
+        assert_eq!(
+            (t.arm(0), t.arm(2499), t.arm(2500), t.arm(5000)),
+            (0, 0, 1, 2)
+        );
     }
 
     /// Over random weight sequences: the share of buckets that change arm equals the
@@ -220,7 +226,11 @@ mod tests {
                 let distance: u32 = (0..arms).map(|i| old[i].saturating_sub(target[i])).sum();
                 let cap = (max_shift * BUCKETS as f64).floor() as u32;
                 let moved = (0..BUCKETS).filter(|&b| t.arm(b) != next.arm(b)).count() as u32;
-                assert_eq!(moved, distance.min(cap), "case {case}: {old:?} → {target:?}");
+                assert_eq!(
+                    moved,
+                    distance.min(cap),
+                    "case {case}: {old:?} → {target:?}"
+                );
                 let moved_tv: u32 = (0..arms).map(|i| old[i].saturating_sub(new[i])).sum();
                 assert_eq!(moved, moved_tv, "every move is a change of count");
                 if distance <= cap {
@@ -229,7 +239,11 @@ mod tests {
                 for b in 0..BUCKETS {
                     let a = t.arm(b) as usize;
                     if new[a] >= old[a] {
-                        assert_eq!(next.arm(b), t.arm(b), "an arm that does not shrink lost bucket {b}");
+                        assert_eq!(
+                            next.arm(b),
+                            t.arm(b),
+                            "an arm that does not shrink lost bucket {b}"
+                        );
                     }
                 }
                 // Capped moves go part of the way and never past the target.

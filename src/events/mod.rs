@@ -447,7 +447,7 @@ mod tests {
                 unit: None,
                 unit_id: None,
                 forced: false,
-                    bandit_period: None,
+                bandit_period: None,
             }],
             holdout: false,
             upstream: "model_b".into(),

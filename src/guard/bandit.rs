@@ -86,7 +86,9 @@ struct ArmCounters {
 }
 
 fn add_f64(a: &AtomicU64, x: f64) {
-    let _ = a.fetch_update(Relaxed, Relaxed, |b| Some((f64::from_bits(b) + x).to_bits()));
+    let _ = a.fetch_update(Relaxed, Relaxed, |b| {
+        Some((f64::from_bits(b) + x).to_bits())
+    });
 }
 
 /// Live state of one bandit experiment, shared across reloads that keep its arms and
@@ -117,7 +119,12 @@ impl BanditState {
     /// The state of bandit experiment `exp` with settings `b`: restored from
     /// `dir/bandit/<name>.json` when it holds the same arms, else a fresh period 0 of
     /// equal weights starting at `now_unix_ms`.
-    pub fn open_or_start(exp: &Experiment, b: &Bandit, dir: &Path, now_unix_ms: u64) -> BanditState {
+    pub fn open_or_start(
+        exp: &Experiment,
+        b: &Bandit,
+        dir: &Path,
+        now_unix_ms: u64,
+    ) -> BanditState {
         let arms: Vec<String> = exp.variants.iter().map(|v| v.name.to_string()).collect();
         let path = dir.join("bandit").join(format!("{}.json", exp.name));
         let restored = match std::fs::read(&path) {
@@ -132,7 +139,11 @@ impl BanditState {
                     None
                 }
                 Err(e) => {
-                    tracing::warn!("bandit {}: {} is unreadable ({e}); starting over", exp.name, path.display());
+                    tracing::warn!(
+                        "bandit {}: {} is unreadable ({e}); starting over",
+                        exp.name,
+                        path.display()
+                    );
                     None
                 }
             },
@@ -159,7 +170,9 @@ impl BanditState {
         BanditState {
             name: exp.name.clone(),
             settings: b.clone(),
-            counters: (0..history.arms.len()).map(|_| ArmCounters::default()).collect(),
+            counters: (0..history.arms.len())
+                .map(|_| ArmCounters::default())
+                .collect(),
             serving: ArcSwap::from_pointee(Serving {
                 period: history.periods.last().map_or(0, |p| p.period),
                 table,
@@ -213,7 +226,10 @@ impl BanditState {
 
     /// Each arm's P(best) at the start of the open period.
     pub fn prob_best(&self) -> Vec<f64> {
-        self.lock().periods.last().map_or_else(Vec::new, |p| p.prob_best.clone())
+        self.lock()
+            .periods
+            .last()
+            .map_or_else(Vec::new, |p| p.prob_best.clone())
     }
 
     /// Exposures per arm in the open period so far.
@@ -277,7 +293,12 @@ impl BanditState {
         } else {
             tsb::floored(&prob_best, active, b.min_weight)
         };
-        let served = self.serving.load().table.moved(&weights, b.max_shift).shares(arms);
+        let served = self
+            .serving
+            .load()
+            .table
+            .moved(&weights, b.max_shift)
+            .shares(arms);
         Period {
             period: number,
             start_unix_ms: now_unix_ms,
@@ -294,7 +315,11 @@ impl BanditState {
     /// in the history and persist the history. The table moves even if persisting fails
     /// (the error says the history will not survive a restart).
     pub fn open(&self, next: Period) -> Result<(), BanditWriteError> {
-        let table = self.serving.load().table.moved(&next.weights, next.max_shift);
+        let table = self
+            .serving
+            .load()
+            .table
+            .moved(&next.weights, next.max_shift);
         let period = next.period;
         let body = {
             let mut h = self.lock();
@@ -382,7 +407,10 @@ mod tests {
         // A rolled-back arm gets weight 0 and its P(best) is 0.
         s.close();
         let p = s.next_period(3_000, &[true, false]);
-        assert_eq!((p.weights.clone(), p.prob_best.clone()), (vec![1.0, 0.0], vec![1.0, 0.0]));
+        assert_eq!(
+            (p.weights.clone(), p.prob_best.clone()),
+            (vec![1.0, 0.0], vec![1.0, 0.0])
+        );
         assert_eq!(p.served, [0.5, 0.5]);
     }
 }

@@ -40,7 +40,8 @@ impl Snapshot {
                 .serving
                 .load()
                 .table
-                .arm(hash::bucket(exp.config.seed, unit_id.as_bytes())) as usize;
+                .arm(hash::bucket(exp.config.seed, unit_id.as_bytes()))
+                as usize;
             if !exp.state().served_by_control(arm) {
                 bandit.reward(arm, value);
             }

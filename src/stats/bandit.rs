@@ -78,7 +78,12 @@ pub struct Estimate {
 }
 
 /// Arm `arm`'s estimate from `periods` (`periods[p][arm]`), period-weighted or pooled.
-pub fn estimate(periods: &[Vec<ArmStats>], arm: usize, binomial: bool, by_period: bool) -> Estimate {
+pub fn estimate(
+    periods: &[Vec<ArmStats>],
+    arm: usize,
+    binomial: bool,
+    by_period: bool,
+) -> Estimate {
     let n: u64 = periods.iter().map(|p| p[arm].n).sum();
     if n == 0 {
         return Estimate {
@@ -206,7 +211,11 @@ fn monte_carlo(posteriors: &[Posterior], higher_is_better: bool, seed: u64) -> V
         let mut best_v = f64::NAN;
         for (i, p) in posteriors.iter().enumerate() {
             let v = p.sample(&mut rng);
-            let better = if higher_is_better { v > best_v } else { v < best_v };
+            let better = if higher_is_better {
+                v > best_v
+            } else {
+                v < best_v
+            };
             if i == 0 || better {
                 best = i;
                 best_v = v;
@@ -316,7 +325,9 @@ mod tests {
             vec![stats(900, 90.0), stats(100, 10.0)],
             vec![stats(100, 30.0), stats(900, 270.0)],
         ];
-        let pooled: Vec<f64> = (0..2).map(|a| estimate(&periods, a, true, false).mean).collect();
+        let pooled: Vec<f64> = (0..2)
+            .map(|a| estimate(&periods, a, true, false).mean)
+            .collect();
         assert_eq!(pooled, [0.12, 0.28]);
         let e0 = estimate(&periods, 0, true, true);
         let e1 = estimate(&periods, 1, true, true);
@@ -337,10 +348,7 @@ mod tests {
         let e = estimate(&p, 0, false, true);
         assert_eq!(e.mean, 2.5);
         assert!((e.var_mean - 5.0 / 3.0 / 4.0).abs() < 1e-15);
-        assert_eq!(
-            Posterior::of(&e, false),
-            Posterior::Normal(2.5, 5.0 / 12.0)
-        );
+        assert_eq!(Posterior::of(&e, false), Posterior::Normal(2.5, 5.0 / 12.0));
     }
 
     #[test]
@@ -349,14 +357,26 @@ mod tests {
         //   integrate.quad(lambda x: stats.beta.pdf(x,16,86)*stats.beta.cdf(x,11,91),0,1,
         //     epsabs=1e-13, epsrel=1e-12)
         //   -> 0.8532837899339664
-        let p = prob_best(&[Posterior::Beta(11.0, 91.0), Posterior::Beta(16.0, 86.0)], true, 0);
+        let p = prob_best(
+            &[Posterior::Beta(11.0, 91.0), Posterior::Beta(16.0, 86.0)],
+            true,
+            0,
+        );
         assert!((p[1] - 0.8532837899339664).abs() < 1e-9, "{p:?}");
         assert!((p[0] + p[1] - 1.0).abs() < 1e-12);
         // Lower is better: the roles swap.
-        let q = prob_best(&[Posterior::Beta(11.0, 91.0), Posterior::Beta(16.0, 86.0)], false, 0);
+        let q = prob_best(
+            &[Posterior::Beta(11.0, 91.0), Posterior::Beta(16.0, 86.0)],
+            false,
+            0,
+        );
         assert!((q[0] - 0.8532837899339664).abs() < 1e-9, "{q:?}");
         // stats.norm.cdf((1.2 - 1.0) / sqrt(0.01 + 0.02)) -> 0.8758934605050381
-        let n = prob_best(&[Posterior::Normal(1.0, 0.01), Posterior::Normal(1.2, 0.02)], true, 0);
+        let n = prob_best(
+            &[Posterior::Normal(1.0, 0.01), Posterior::Normal(1.2, 0.02)],
+            true,
+            0,
+        );
         assert!((n[1] - 0.8758934605050381).abs() < 1e-9, "{n:?}");
     }
 
@@ -398,6 +418,9 @@ mod tests {
         assert_eq!(w, [0.9, 0.0, 0.1]);
         let w = floored(&[0.0, 0.0], &[true, true], 0.1);
         assert_eq!(w, [0.5, 0.5]);
-        assert_eq!(equal(&[true, false, true, true]), [1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0]);
+        assert_eq!(
+            equal(&[true, false, true, true]),
+            [1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0]
+        );
     }
 }

@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn a_bandit_gets_its_reward_metric_and_defaults() {
         let cfg = parse(&experiment("reward = \"conv\"\nexplore = \"0s\"\n")).unwrap_err();
-        assert!(cfg.to_string().contains("must be longer than zero"), "{cfg}");
+        assert!(
+            cfg.to_string().contains("must be longer than zero"),
+            "{cfg}"
+        );
         let cfg = parse(&experiment("reward = \"conv\"\n")).unwrap();
         let b = cfg.layers[0].experiments[0].bandit.clone().unwrap();
         assert_eq!((&*b.reward, b.reward_index), ("conv", 0));

@@ -99,7 +99,13 @@ fn compile_experiments(
             .as_ref()
             .map(|g| compile_guardrails(d, &format!("{epath}.guardrails"), g));
         let bandit = e.bandit.as_ref().map(|b| {
-            compile_bandit(d, &format!("{epath}.bandit"), b, variants.len(), &refs.metrics)
+            compile_bandit(
+                d,
+                &format!("{epath}.bandit"),
+                b,
+                variants.len(),
+                &refs.metrics,
+            )
         });
         // When `[layer.experiment.ramp]` lands: a bandit sets its own weights, so
         // `if bandit.is_some() && e.ramp.is_some()` push at `{epath}.ramp`: "a bandit
