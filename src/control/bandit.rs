@@ -21,7 +21,7 @@ pub fn update_due(app: &App, snap: &Snapshot, now_unix_ms: u64) {
         if due && !exp.state().paused.load(Relaxed) {
             update(exp, b, now_unix_ms);
         }
-        export(app, exp, b);
+        crate::runtime::export_bandit_gauges(&app.metrics, exp);
     }
 }
 
@@ -50,24 +50,6 @@ pub fn update(exp: Live<'_>, b: &BanditState, now_unix_ms: u64) -> Period {
 
 fn rounded(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| (v * 1e4).round() / 1e4).collect()
-}
-
-/// Set the gauges of `b` from its open period.
-fn export(app: &App, exp: Live<'_>, b: &BanditState) {
-    let arms = exp.config.variants.len();
-    let shares = b.serving.load().table.shares(arms);
-    let prob_best = b.prob_best();
-    for (i, v) in exp.config.variants.iter().enumerate() {
-        let labels = [&*exp.config.name, &*v.name];
-        app.metrics
-            .bandit_weight
-            .with_label_values(&labels)
-            .set(shares[i]);
-        app.metrics
-            .bandit_prob_best
-            .with_label_values(&labels)
-            .set(prob_best.get(i).copied().unwrap_or(0.0));
-    }
 }
 
 /// Unix time now (ms).

@@ -2,8 +2,9 @@
 //! its table ([`crate::assign::Tables`]), and credits rewards to the arm that serves a
 //! unit, computed from the unit id and the current table — no per-unit state.
 
-use super::Snapshot;
+use super::{Live, Snapshot};
 use crate::assign::{self, hash, Tables};
+use crate::metrics::Metrics;
 
 impl Tables for Snapshot {
     /// Hot path: one table load and one indexed read for a bandit experiment.
@@ -46,5 +47,26 @@ impl Snapshot {
                 bandit.reward(arm, value);
             }
         }
+    }
+}
+
+/// Set `abgate_bandit_weight` and `abgate_bandit_prob_best` of bandit experiment `exp`
+/// from its open period (nothing for an experiment without a bandit).
+pub fn export_bandit_gauges(metrics: &Metrics, exp: Live<'_>) {
+    let Some(b) = &exp.runtime.bandit else {
+        return;
+    };
+    let shares = b.serving.load().table.shares(exp.config.variants.len());
+    let prob_best = b.prob_best();
+    for (i, v) in exp.config.variants.iter().enumerate() {
+        let labels = [&*exp.config.name, &*v.name];
+        metrics
+            .bandit_weight
+            .with_label_values(&labels)
+            .set(shares[i]);
+        metrics
+            .bandit_prob_best
+            .with_label_values(&labels)
+            .set(prob_best.get(i).copied().unwrap_or(0.0));
     }
 }

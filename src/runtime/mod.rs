@@ -12,6 +12,7 @@ mod reload;
 mod snapshot;
 pub mod upstream;
 
+pub use bandit::export_bandit_gauges;
 pub use snapshot::{build_snapshot, ExperimentRuntime, Live, Snapshot};
 
 use crate::config::Config;

@@ -103,6 +103,17 @@ pub fn build_snapshot(
             }
         }
     }
+    let snap_experiments: &Vec<Vec<ExperimentRuntime>> = &experiments;
+    for (li, l) in config.layers.iter().enumerate() {
+        for (ei, e) in l.experiments.iter().enumerate() {
+            let exp = Live {
+                layer: l,
+                config: e,
+                runtime: &snap_experiments[li][ei],
+            };
+            super::export_bandit_gauges(metrics, exp);
+        }
+    }
     let upstream_errors = config
         .upstreams
         .iter()
