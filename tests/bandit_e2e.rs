@@ -211,5 +211,28 @@ fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table
         }
     }
     assert_eq!(exposures, USERS * 5);
+
+    // `abgate assign` reads the history in the state directory: it agrees with the
+    // table replayed from that file (which may hold a period more than `view`).
+    let file: abgate::guard::bandit::History =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/bandit/pick.json")).unwrap())
+            .unwrap();
+    let (first, rest) = file.periods.split_first().unwrap();
+    let mut saved = Table::from_weights(&first.weights);
+    for p in rest {
+        saved = saved.moved(&p.weights, p.max_shift);
+    }
+    for u in (0..USERS).step_by(37) {
+        let uid = format!("u{u}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_abgate"))
+            .args(["assign", "--json", "--unit", &uid, "--config"])
+            .arg(dir.path().join("abgate.toml"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let want = saved.arm(hash::bucket(seed, uid.as_bytes())) as usize;
+        assert_eq!(v["layers"][0]["variant"], ARMS[want], "{uid}: {v}");
+    }
     eprintln!("{exposures} exposures; {moved} changes of variant, each out of a shrinking arm");
 }

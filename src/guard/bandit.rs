@@ -25,7 +25,8 @@
 //!   opens the period it reads back.
 
 use crate::assign::bandit::Table;
-use crate::config::{Bandit, Experiment, MetricKind};
+use crate::assign::Tables;
+use crate::config::{Bandit, Config, Experiment, MetricKind};
 use crate::stats::bandit::{self as tsb, ArmStats, Posterior};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -335,6 +336,47 @@ impl BanditState {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         super::state::write_atomic(&self.path, &body).map_err(err)
+    }
+}
+
+/// The tables a running abgate serves, as its state directory says: each bandit
+/// experiment's history replayed (period 0 when it has none), read-only. `abgate assign`
+/// answers with them, so it agrees with the proxy on bandit experiments.
+pub struct SavedTables {
+    /// `[layer][experiment]`: the serving table and period of each bandit experiment.
+    tables: Vec<Vec<Option<Serving>>>,
+}
+
+impl SavedTables {
+    /// Read the histories of every bandit experiment of `cfg` from `cfg.state_dir`.
+    pub fn read(cfg: &Config) -> SavedTables {
+        let now = super::unix_ms(std::time::SystemTime::now());
+        let tables = cfg
+            .layers
+            .iter()
+            .map(|l| {
+                l.experiments
+                    .iter()
+                    .map(|e| {
+                        let b = e.bandit.as_ref()?;
+                        let s = BanditState::open_or_start(e, b, &cfg.state_dir, now);
+                        let serving = s.serving.load();
+                        Some(Serving {
+                            period: serving.period,
+                            table: serving.table.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        SavedTables { tables }
+    }
+}
+
+impl Tables for SavedTables {
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<(u16, u32)> {
+        let s = self.tables.get(layer)?.get(experiment)?.as_ref()?;
+        Some((s.table.arm(bucket), s.period as u32))
     }
 }
 
