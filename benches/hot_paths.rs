@@ -78,6 +78,7 @@ fn exposure(c: &Compiled) -> Event {
             unit: None,
             unit_id: None,
             forced: false,
+            bandit_period: None,
         }],
         holdout: false,
         upstream: c.upstream.clone(),

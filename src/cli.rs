@@ -454,7 +454,9 @@ fn assign_cmd(
         request: Some(unit),
     };
     let mut out = assign::Assignments::new();
-    let holdout = assign::assign(&cfg, &ids, &view, &mut out);
+    // Bandit experiments: the tables the state directory's histories give, as served.
+    let tables = crate::guard::bandit::SavedTables::read(&cfg);
+    let holdout = assign::assign_with(&cfg, &tables, &ids, &view, &mut out);
     let mut rows = Vec::new();
     for (li, layer) in cfg.layers.iter().enumerate() {
         let unit_id = layer

@@ -85,6 +85,12 @@ pub struct Metrics {
     pub uptime: IntGauge,
     /// `abgate_srm_p_value{experiment}`: chi-square p of exposures per variant vs weights.
     pub srm_p_value: prometheus::GaugeVec,
+    /// `abgate_bandit_weight{experiment,variant}`: the share of a bandit experiment's
+    /// buckets each arm serves in the current period.
+    pub bandit_weight: prometheus::GaugeVec,
+    /// `abgate_bandit_prob_best{experiment,variant}`: each arm's probability of being
+    /// best at the last update.
+    pub bandit_prob_best: prometheus::GaugeVec,
     /// `abgate_upstream_healthy{upstream,addr}`: set at scrape from the pools
     /// ([`Metrics::set_upstream_health`]).
     pub upstream_healthy: IntGaugeVec,
@@ -264,6 +270,22 @@ impl Metrics {
             &["experiment"],
         ));
         must(registry.register(Box::new(srm_p_value.clone())));
+        let bandit_weight = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "abgate_bandit_weight",
+                "Bandit experiments: the share of the experiment's units each variant serves in the current period.",
+            ),
+            &["experiment", "variant"],
+        ));
+        must(registry.register(Box::new(bandit_weight.clone())));
+        let bandit_prob_best = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "abgate_bandit_prob_best",
+                "Bandit experiments: each variant's posterior probability of having the best reward, at the last update.",
+            ),
+            &["experiment", "variant"],
+        ));
+        must(registry.register(Box::new(bandit_prob_best.clone())));
         let upstream_healthy = must(IntGaugeVec::new(
             Opts::new(
                 "abgate_upstream_healthy",
@@ -372,6 +394,8 @@ impl Metrics {
             build_info,
             uptime,
             srm_p_value,
+            bandit_weight,
+            bandit_prob_best,
             upstream_healthy,
             fleet_enabled,
             fleet_connected,

@@ -38,23 +38,33 @@ fn exported(metrics: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The two-backend setup, with guardrails on `ranker_v2`.
+/// The two-backend setup, with guardrails on `ranker_v2`, and a bandit experiment
+/// `pick` in a layer of its own (so the bandit metrics are exported).
 fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
     let a = MockServer::builder().name("a").start().unwrap();
     let b = MockServer::builder().name("b").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = two_backend(dir.path(), a.addr, b.addr).guardrails(
-        "ranker_v2",
-        r#"min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }"#,
-    )
-    // A ramped experiment in a layer of its own, so the ramp metrics are exported.
-    .raw(
-        "[[layer]]\nname = \"prompt\"\n[[layer.experiment]]\nname = \"prompt_v2\"\n\
-         [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n\
-         [[layer.experiment.variant]]\nname = \"terse\"\nweight = 1\n\
-         [layer.experiment.guardrails]\nerror_rate = { max_increase = 0.02 }\n\
-         [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n",
-    );
+    let config = two_backend(dir.path(), a.addr, b.addr)
+        .guardrails(
+            "ranker_v2",
+            r#"min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }"#,
+        )
+        .layer(
+            LayerSpec::new("bandits").experiment(
+                ExperimentSpec::new("pick", 1.0)
+                    .variant("x", 1.0)
+                    .variant("y", 1.0),
+            ),
+        )
+        .raw("[layer.experiment.bandit]\nreward = \"conversion\"\n")
+        // A ramped experiment in a layer of its own, so the ramp metrics are exported.
+        .raw(
+            "[[layer]]\nname = \"prompt\"\n[[layer.experiment]]\nname = \"prompt_v2\"\n\
+             [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n\
+             [[layer.experiment.variant]]\nname = \"terse\"\nweight = 1\n\
+             [layer.experiment.guardrails]\nerror_rate = { max_increase = 0.02 }\n\
+             [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n",
+        );
     let g = start(dir.path(), &config.toml());
     (a, b, dir, g)
 }

@@ -9,6 +9,7 @@
 //! | `/admin/upstreams` | GET | no | every upstream: protocol, TLS, each address with its health |
 //! | `/admin/fleet` | GET | no | the fleet (`[fleet]`): this instance, broker connection, instances seen, state age |
 //! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
+//! | `/admin/experiments/{name}/bandit` | GET | no | a bandit's period, weights, P(best), units and rewards per arm, history |
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
 //! | `/admin/experiments/{name}/pause` | POST | yes | serve control to everyone |
@@ -20,6 +21,7 @@
 //! Mutations need `Authorization: Bearer <token>` (token from `admin.token_env`,
 //! compared in constant time): 401 without it, 405 on the wrong method.
 
+mod bandit_view;
 mod fleet_view;
 mod mutate;
 mod ramp;
@@ -213,6 +215,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
                 None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
             }
         }
+        ["admin", "experiments", name, "bandit"] if get_only(&method) => {
+            match bandit_view::bandit_json(app, name) {
+                Ok(v) => json_resp(StatusCode::OK, v),
+                Err(why) => error(StatusCode::NOT_FOUND, &why),
+            }
+        }
         ["admin", "experiments", name, action @ ("rollback" | "resume" | "pause")]
             if method == Method::POST =>
         {
@@ -242,8 +250,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["admin", "experiments"]
         | ["admin", "upstreams"]
         | ["admin", "fleet"]
-        | ["admin", "experiments", _, "report"]
-        | ["admin", "experiments", _, "ramp"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        | ["admin", "experiments", _, "report" | "bandit" | "ramp"] => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+        }
         ["admin", "experiments", _, "ramp", "advance" | "hold"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST with Authorization: Bearer <token>",

@@ -11,6 +11,7 @@
 
 /// The frozen hashing contract (its own module below config, which precomputes seeds).
 pub use crate::hash;
+pub mod bandit;
 pub mod identity;
 
 use crate::config::{Config, Experiment, Targeting, Unit};
@@ -28,6 +29,8 @@ pub struct Assignment {
     pub variant: u16,
     /// Whether this came from a QA force rather than the hash.
     pub forced: bool,
+    /// The bandit period whose table gave the variant (bandit experiments only).
+    pub bandit_period: Option<u32>,
 }
 
 /// Assignments of one request; inline for up to 8 layers.
@@ -85,37 +88,72 @@ pub fn in_holdout(cfg: &Config, user: Option<&str>) -> bool {
 /// The variant index of `unit_id` in `exp` (ignoring range and targeting).
 #[inline]
 pub fn variant_of(exp: &Experiment, unit_id: &str) -> usize {
-    let b = hash::bucket(exp.seed, unit_id.as_bytes());
+    variant_of_bucket(exp, hash::bucket(exp.seed, unit_id.as_bytes()))
+}
+
+/// The variant owning variant bucket `b` of `exp` under its fixed weights.
+#[inline]
+pub fn variant_of_bucket(exp: &Experiment, b: u32) -> usize {
     exp.thresholds
         .iter()
         .position(|&t| b < t)
         .unwrap_or(exp.thresholds.len() - 1)
 }
 
-/// Assign the request in every layer, appending to `out`. Returns whether the unit is
-/// held out (then nothing is appended). Every experiment serves its whole range (see
-/// [`assign_served`] for ramps).
+/// What the running state changes in assignment: the part of its range a ramp serves
+/// now, and the bucket-to-arm tables of bandit experiments ([`bandit::Table`]), which
+/// replace the fixed thresholds for the experiments that have one.
+pub trait LiveState {
+    /// The arm of variant bucket `bucket` of experiment `experiment` of layer `layer`
+    /// and the period of the table it was read from, or `None` when that experiment has
+    /// fixed weights.
+    ///
+    /// Hot path: called once per layer a unit is assigned in.
+    fn arm(&self, layer: usize, experiment: usize, bucket: u32) -> Option<(u16, u32)>;
+
+    /// Whether the experiment serves the unit in layer bucket `bucket` of its range now
+    /// (a ramp serves the part of its range its current step covers); a unit it does
+    /// not serve is in no experiment of that layer.
+    ///
+    /// Hot path: called once per layer a unit falls in an experiment's range.
+    fn serves(&self, _layer: usize, _experiment: usize, _bucket: u32) -> bool {
+        true
+    }
+}
+
+/// No running state: every experiment serves its whole range by its fixed weights
+/// (tests, configs without a running proxy).
+pub struct Static;
+
+impl LiveState for Static {
+    #[inline]
+    fn arm(&self, _: usize, _: usize, _: u32) -> Option<(u16, u32)> {
+        None
+    }
+}
+
+/// Assign the request in every layer by the fixed weights, each experiment serving its
+/// whole range, appending to `out`. Returns whether the unit is held out (then nothing
+/// is appended).
 pub fn assign(
     cfg: &Config,
     ids: &UnitIds<'_>,
     req: &RequestView<'_>,
     out: &mut Assignments,
 ) -> bool {
-    assign_served(cfg, ids, req, out, |_, _, _| true)
+    assign_with(cfg, &Static, ids, req, out)
 }
 
-/// [`assign`], where `serves(layer, experiment, bucket)` says whether the experiment
-/// serves the unit in layer bucket `bucket` of its range now (a ramp serves the part of
-/// its range its current step covers); a unit it does not serve is in no experiment of
-/// that layer.
+/// [`assign`], with the ramps' served parts and the bandit experiments' variants read
+/// from `live`.
 ///
 /// Hot path: called once per request. Allocation-free while at most 8 layers assign.
-pub fn assign_served(
+pub fn assign_with(
     cfg: &Config,
+    live: &impl LiveState,
     ids: &UnitIds<'_>,
     req: &RequestView<'_>,
     out: &mut Assignments,
-    serves: impl Fn(usize, usize, u32) -> bool,
 ) -> bool {
     if in_holdout(cfg, ids.user) {
         return true;
@@ -137,14 +175,20 @@ pub fn assign_served(
         else {
             continue;
         };
-        if !serves(li, ei, b) || !targeting_matches(&exp.targeting, req) {
+        if !live.serves(li, ei, b) || !targeting_matches(&exp.targeting, req) {
             continue;
         }
+        let vb = hash::bucket(exp.seed, id.as_bytes());
+        let (variant, bandit_period) = match live.arm(li, ei, vb) {
+            Some((arm, period)) => (arm, Some(period)),
+            None => (variant_of_bucket(exp, vb) as u16, None),
+        };
         out.push(Assignment {
             layer: li as u16,
             experiment: ei as u16,
-            variant: variant_of(exp, id) as u16,
+            variant,
             forced: false,
+            bandit_period,
         });
     }
     false
@@ -171,6 +215,7 @@ pub fn apply_forced(cfg: &Config, spec: &str, out: &mut Assignments) -> Result<(
             experiment: ei as u16,
             variant: vi as u16,
             forced: true,
+            bandit_period: None,
         };
         match out.iter_mut().find(|x| x.layer as usize == li) {
             Some(slot) => *slot = a,

@@ -266,6 +266,8 @@ pub struct RawExperiment {
     pub guardrails: Option<RawGuardrails>,
     /// A ramp that grows `traffic` step by step behind guardrail gates.
     pub ramp: Option<RawRamp>,
+    /// Thompson-sampling weights instead of fixed ones.
+    pub bandit: Option<RawBandit>,
 }
 
 /// `[layer.experiment.ramp]`
@@ -281,6 +283,23 @@ pub struct RawRamp {
     pub max_wait: Option<String>,
     /// `hold`, `rollback` or `advance`.
     pub on_insufficient: Option<String>,
+}
+
+/// `[layer.experiment.bandit]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBandit {
+    /// The declared metric whose outcomes are the reward.
+    pub reward: Option<String>,
+    /// Equal weights at least this long.
+    pub explore: Option<String>,
+    /// Equal weights until every arm has this many exposures.
+    pub min_units: Option<i64>,
+    /// Time between weight updates.
+    pub update_interval: Option<String>,
+    /// Floor per arm.
+    pub min_weight: Option<f64>,
+    /// Largest share of units moved at one update.
+    pub max_shift: Option<f64>,
 }
 
 /// `targeting = { … }`

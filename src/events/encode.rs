@@ -191,6 +191,10 @@ pub fn exposure(buf: &mut Vec<u8>, e: &Exposure, hash: Option<&dyn Fn(&str) -> S
         if a.forced {
             buf.extend_from_slice(b",\"forced\":true");
         }
+        if let Some(p) = a.bandit_period {
+            buf.extend_from_slice(b",\"bandit_period\":");
+            int(buf, p);
+        }
         buf.push(b'}');
     }
     buf.extend_from_slice(b"],\"holdout\":");

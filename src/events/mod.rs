@@ -170,6 +170,9 @@ pub struct ExposureAssignment {
     /// Present and true when a QA force chose the variant.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// The bandit period the request was served in (bandit experiments only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandit_period: Option<u64>,
 }
 
 /// An exposure: one per proxied request.
@@ -335,6 +338,7 @@ mod tests {
                     unit: Some("x-tenant".into()),
                     unit_id: Some("t-1".into()),
                     forced: true,
+                    bandit_period: None,
                 },
                 ExposureAssignment {
                     names: Arc::new(AssignmentNames::new(
@@ -346,6 +350,7 @@ mod tests {
                     unit: None,
                     unit_id: None,
                     forced: false,
+                    bandit_period: Some(7),
                 }
             ],
             holdout: true,
@@ -449,6 +454,7 @@ mod tests {
                 unit: None,
                 unit_id: None,
                 forced: false,
+                bandit_period: None,
             }],
             holdout: false,
             upstream: "model_b".into(),

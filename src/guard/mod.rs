@@ -10,9 +10,12 @@
 //!   `[state] dir/decisions.json` (temp file, fsync, rename) before they are announced; at
 //!   start-up they are read back, so a rollback survives a restart and a reload. A
 //!   rolled-back variant is never re-enabled automatically: only `resume` clears it.
+//! - A bandit experiment's table, period counters and weight history live here too
+//!   ([`bandit`]), shared across reloads and persisted beside the decisions.
 //! - The evaluator ([`evaluator`]) runs off the request path, on its own task; its cost per
 //!   check depends on the number of variants and histogram buckets, not on traffic.
 
+pub mod bandit;
 pub mod decision;
 pub mod evaluator;
 pub mod ramp;
@@ -20,4 +23,6 @@ mod state;
 pub mod window;
 
 pub use decision::{Action, Decision, GuardrailKind};
-pub use state::{unix_ms, ExperimentState, Guard, GuardError, GuardStatus, VariantState};
+pub use state::{
+    unix_ms, write_atomic, ExperimentState, Guard, GuardError, GuardStatus, VariantState,
+};

@@ -4,6 +4,7 @@
 //! State is keyed by experiment and variant *name*, not by position in a compiled config,
 //! so a hot reload keeps the windows and decisions of the experiments it keeps.
 
+use super::bandit::BanditState;
 use super::decision::{Action, Decision};
 use super::window::{self, Window};
 use crate::config::{Config, Experiment};
@@ -164,6 +165,7 @@ pub struct Guard {
     /// The ramps' states (`ramps.json` beside the decisions).
     pub ramps: super::ramp::RampStore,
     registry: Mutex<HashMap<String, Arc<ExperimentState>>>,
+    bandits: Mutex<HashMap<String, Arc<BanditState>>>,
     persisted: Mutex<Persisted>,
     path: PathBuf,
 }
@@ -201,6 +203,7 @@ impl Guard {
         Ok(Guard {
             ramps: super::ramp::RampStore::open(dir)?,
             registry: Mutex::new(HashMap::new()),
+            bandits: Mutex::new(HashMap::new()),
             persisted: Mutex::new(persisted),
             path,
         })
@@ -280,6 +283,8 @@ impl Guard {
         reg.retain(|name, _| cfg.experiment(name).is_some());
         drop(reg);
         self.ramps.retain(|name| cfg.experiment(name).is_some());
+        let mut bandits = self.bandits.lock().unwrap_or_else(|p| p.into_inner());
+        bandits.retain(|name, _| cfg.experiment(name).is_some());
     }
 
     fn save(&self, p: &Persisted) -> Result<(), GuardError> {
@@ -288,6 +293,28 @@ impl Guard {
             path: self.path.clone(),
             source: e,
         })
+    }
+
+    /// The live state of bandit experiment `exp`, reusing the existing one when the
+    /// experiment kept its arms and bandit settings (a reload), else restored from (or
+    /// started in) the state directory. `None` for an experiment without a bandit.
+    pub fn bandit_state(&self, exp: &Experiment) -> Option<Arc<BanditState>> {
+        let b = exp.bandit.as_ref()?;
+        let mut reg = self.bandits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = reg.get(&*exp.name) {
+            let arms = s.history().arms;
+            let same = s.settings == *b
+                && arms.len() == exp.variants.len()
+                && arms.iter().zip(&exp.variants).all(|(a, v)| **a == *v.name);
+            if same {
+                return Some(s.clone());
+            }
+        }
+        let now = unix_ms(std::time::SystemTime::now());
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        let state = Arc::new(BanditState::open_or_start(exp, b, dir, now));
+        reg.insert(exp.name.to_string(), state.clone());
+        Some(state)
     }
 
     /// Apply `decision` about variant `variant` of `exp`: persist it first (a rollback
@@ -356,7 +383,7 @@ impl Guard {
 
 /// Write `body` to `path` atomically: a temporary file beside it, fsync, rename, fsync
 /// of the directory. A crash leaves the old content or the new one.
-pub(crate) fn write_atomic(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;

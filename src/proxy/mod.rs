@@ -165,11 +165,7 @@ impl ProxyHttp for AbgateProxy {
             session: ctx.session.as_deref(),
             request: ctx.request_unit.as_deref(),
         };
-        let serves = |li: usize, ei: usize, b: u32| {
-            let e = &snap.experiments[li][ei].state;
-            e.ramp_serves(cfg.layers[li].experiments[ei].start, b)
-        };
-        ctx.holdout = assign::assign_served(cfg, &ids, &view, &mut ctx.assignments, serves);
+        ctx.holdout = assign::assign_with(cfg, &*snap, &ids, &view, &mut ctx.assignments);
         if let Err((status, body)) = Self::force(&snap, req, ctx) {
             ctx.local = true;
             let from = session

@@ -44,6 +44,7 @@ pub async fn handle(app: &App, snap: &Snapshot, session: &mut Session) -> Result
             } in items
             {
                 snap.outcome_counters[mi].inc();
+                snap.credit_reward(mi, &unit_id, value);
                 app.sink.send(Event::Outcome(Outcome {
                     ts: now,
                     unit_id,

@@ -57,6 +57,12 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
             vm.ttfb.observe(ttfb.as_secs_f64());
             rt.metrics[a.variant as usize].exposures.inc();
         }
+        // A unit served by control (rolled back, paused) is no exposure of its arm.
+        if let (Some(b), Some(_), false) = (&rt.bandit, a.bandit_period, a.forced) {
+            if served == a.variant {
+                b.expose(served as usize);
+            }
+        }
         if !a.forced {
             let judged_us = match exp.config.guardrails.as_ref().map(|g| g.latency_of) {
                 Some(LatencyOf::Ttfb) => ttfb_us,
@@ -84,6 +90,7 @@ pub fn record(app: &App, snap: &Snapshot, status: u16, ctx: &mut Ctx) {
                 unit: unit_id.as_ref().map(|_| Arc::from(exp.config.unit.label())),
                 unit_id,
                 forced: a.forced,
+                bandit_period: a.bandit_period.map(u64::from),
             });
         }
     }
@@ -126,6 +133,7 @@ fn log_events(
     for &(mi, value) in &ctx.header_outcomes {
         if let Some(u) = &ctx.user {
             snap.outcome_counters[mi].inc();
+            snap.credit_reward(mi, u, value);
             app.sink.send(Event::Outcome(Outcome {
                 ts,
                 unit_id: u.clone(),

@@ -6,12 +6,14 @@
 //! admin API and the control loops all read it; none of them depends on another.
 //! Decisions about variants go through one function, [`App::decide`].
 
+mod bandit;
 mod decide;
 mod ramp;
 mod reload;
 mod snapshot;
 pub mod upstream;
 
+pub use bandit::export_bandit_gauges;
 pub use snapshot::{build_snapshot, ExperimentRuntime, Live, Snapshot};
 
 use crate::config::Config;

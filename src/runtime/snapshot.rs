@@ -4,6 +4,7 @@
 
 use super::upstream::Pool;
 use crate::config::{Config, Experiment, Layer};
+use crate::guard::bandit::BanditState;
 use crate::guard::{ExperimentState, Guard, GuardrailKind};
 use crate::metrics::{Metrics, UpstreamErrors, VariantMetrics};
 use prometheus::IntCounter;
@@ -16,6 +17,8 @@ pub struct ExperimentRuntime {
     pub state: Arc<ExperimentState>,
     /// Metric handles per variant.
     pub metrics: Vec<VariantMetrics>,
+    /// The bandit's live state (bandit experiments only), shared across reloads.
+    pub bandit: Option<Arc<BanditState>>,
 }
 
 /// Everything derived from one config generation.
@@ -69,6 +72,7 @@ pub fn build_snapshot(
                 .iter()
                 .map(|e| ExperimentRuntime {
                     state: guard.experiment_state(e),
+                    bandit: guard.bandit_state(e),
                     metrics: e
                         .variants
                         .iter()
@@ -97,6 +101,17 @@ pub fn build_snapshot(
                     .rollbacks
                     .with_label_values(&[&e.name, &v.name, g.as_str()]);
             }
+        }
+    }
+    let snap_experiments: &Vec<Vec<ExperimentRuntime>> = &experiments;
+    for (li, l) in config.layers.iter().enumerate() {
+        for (ei, e) in l.experiments.iter().enumerate() {
+            let exp = Live {
+                layer: l,
+                config: e,
+                runtime: &snap_experiments[li][ei],
+            };
+            super::export_bandit_gauges(metrics, exp);
         }
     }
     let upstream_errors = config

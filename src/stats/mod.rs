@@ -7,6 +7,7 @@
 //! and CI are Welch's; relative lifts use the delta method; the sequential p-value and
 //! confidence sequence are the mixture SPRT in GrowthBook's asymptotic form.
 
+pub mod bandit;
 mod moments;
 
 pub use moments::{CoMoments, Moments, Running};

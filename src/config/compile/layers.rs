@@ -2,6 +2,7 @@
 //! units, metric references, and the assembly of each compiled [`Experiment`] from its
 //! bucket range, targeting, variants and guardrails.
 
+use super::bandit::compile_bandit;
 use super::buckets::bucket_range;
 use super::guardrails::compile_guardrails;
 use super::metrics::MetricLookup;
@@ -114,6 +115,21 @@ fn compile_experiments(
         let targeting = compile_targeting(d, &format!("{epath}.targeting"), e.targeting.as_ref());
         let variants =
             variants::compile_variants(d, &epath, &layer.name, &ename, &e.variant, &refs.upstreams);
+        let bandit = e.bandit.as_ref().map(|b| {
+            compile_bandit(
+                d,
+                &format!("{epath}.bandit"),
+                b,
+                variants.len(),
+                &refs.metrics,
+            )
+        });
+        if e.bandit.is_some() && e.ramp.is_some() {
+            d.push(
+                &format!("{epath}.ramp"),
+                "a bandit experiment cannot also have a ramp (the bandit sets its own weights and the ramp its traffic); remove one of them".to_string(),
+            );
+        }
         let control = variants::control(&variants);
         experiments.push(Experiment {
             seed: seed_of(e.salt.as_deref().unwrap_or(&ename)),
@@ -132,6 +148,7 @@ fn compile_experiments(
             control,
             guardrails,
             ramp,
+            bandit,
         });
     }
     experiments

@@ -72,6 +72,17 @@ impl<'a> MetricLookup<'a> {
         Self { defs, valid }
     }
 
+    /// The declared metric `name` with its index; an unknown name is recorded at `path`.
+    pub(super) fn def(
+        &self,
+        d: &mut Diagnostics,
+        path: &str,
+        name: &str,
+    ) -> Option<(usize, &'a MetricDef)> {
+        self.name(d, path, name)?;
+        self.defs.iter().enumerate().find(|(_, x)| &*x.name == name)
+    }
+
     /// The declared metric `name`; an unknown name is recorded at `path`.
     pub(super) fn name(&self, d: &mut Diagnostics, path: &str, name: &str) -> Option<Arc<str>> {
         match self.defs.iter().find(|x| &*x.name == name) {

@@ -9,6 +9,7 @@
 //! afterwards; those on one line keep the order in which the sections below find them,
 //! so that order is part of the output.
 
+mod bandit;
 mod buckets;
 mod events;
 mod fleet;

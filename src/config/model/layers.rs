@@ -103,6 +103,8 @@ pub struct Experiment {
     /// The ramp, if configured: it owns `traffic` (its last step), and the traffic served
     /// now is the ramp's current step (`start..end` is the largest range it may reach).
     pub ramp: Option<super::Ramp>,
+    /// Thompson-sampling weights, if `[layer.experiment.bandit]` is configured.
+    pub bandit: Option<super::Bandit>,
     /// Per variant, the exposure names when it is served itself and when control serves
     /// its units (rollback, pause): made once here, cloned per request.
     pub exposure_names: Vec<[Arc<AssignmentNames>; 2]>,

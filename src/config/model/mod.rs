@@ -3,11 +3,13 @@
 //! into indices, durations parsed) by `super::compile`; nothing changes after that, so
 //! the request path reads it through `arc-swap` without locks or checks.
 
+mod bandit;
 mod cookie;
 mod exposure;
 mod layers;
 mod ramp;
 
+pub use bandit::Bandit;
 pub use cookie::CookieName;
 pub use exposure::AssignmentNames;
 pub use layers::*;

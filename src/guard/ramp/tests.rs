@@ -259,7 +259,7 @@ fn the_gate_passes_only_when_the_upper_bound_is_below_max_increase() {
 
 #[test]
 fn across_a_whole_ramp_no_unit_changes_variant_or_leaves_the_experiment() {
-    use crate::assign::{assign_served, Assignments, RequestView, UnitIds};
+    use crate::assign::{assign_with, Assignments, LiveState, RequestView, UnitIds};
     use crate::config::test_support::{parse, MINIMAL};
     let cfg = parse(&format!(
         "{MINIMAL}[[layer]]\nname = \"l\"\n\
@@ -282,6 +282,17 @@ fn across_a_whole_ramp_no_unit_changes_variant_or_leaves_the_experiment() {
         query: None,
         headers: &headers,
     };
+    /// Every ramp at the step that serves this many buckets of its range.
+    struct Step<'a>(&'a crate::config::Config, u32);
+    impl LiveState for Step<'_> {
+        fn arm(&self, _: usize, _: usize, _: u32) -> Option<(u16, u32)> {
+            None
+        }
+        fn serves(&self, li: usize, ei: usize, b: u32) -> bool {
+            let e = &self.0.layers[li].experiments[ei];
+            e.ramp.is_none() || b.wrapping_sub(e.start) < self.1
+        }
+    }
     let units: Vec<String> = (0..40_000).map(|i| format!("user-{i}")).collect();
     // unit → variant in `e` once it is in.
     let mut seen: Vec<Option<u16>> = vec![None; units.len()];
@@ -294,10 +305,7 @@ fn across_a_whole_ramp_no_unit_changes_variant_or_leaves_the_experiment() {
                 user: Some(u),
                 ..Default::default()
             };
-            assign_served(&cfg, &ids, &req, &mut out, |li, ei, b| {
-                let e = &cfg.layers[li].experiments[ei];
-                e.ramp.is_none() || b.wrapping_sub(e.start) < served
-            });
+            assign_with(&cfg, &Step(&cfg, served), &ids, &req, &mut out);
             let now = out.iter().find(|a| a.experiment == 1).map(|a| a.variant);
             if let Some(before) = *slot {
                 assert_eq!(now, Some(before), "{u} moved at step {step}");
