@@ -9,6 +9,7 @@
 //! | `/admin/upstreams` | GET | no | every upstream: protocol, TLS, each address with its health |
 //! | `/admin/fleet` | GET | no | the fleet (`[fleet]`): this instance, broker connection, instances seen, state age |
 //! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
+//! | `/admin/experiments/{name}/shadow` | GET | no | live shadow comparison of each variant with a shadow |
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
 //! | `/admin/experiments/{name}/pause` | POST | yes | serve control to everyone |
@@ -20,6 +21,7 @@
 mod fleet_view;
 mod mutate;
 mod respond;
+mod shadow_view;
 mod views;
 
 use crate::runtime::App;
@@ -209,6 +211,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
                 None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
             }
         }
+        ["admin", "experiments", name, "shadow"] if get_only(&method) => {
+            match shadow_view::shadow_json(app, name) {
+                Some(v) => json_resp(StatusCode::OK, v),
+                None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
+            }
+        }
         ["admin", "experiments", name, action @ ("rollback" | "resume" | "pause")]
             if method == Method::POST =>
         {
@@ -229,7 +237,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["admin", "experiments"]
         | ["admin", "upstreams"]
         | ["admin", "fleet"]
-        | ["admin", "experiments", _, "report"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        | ["admin", "experiments", _, "report" | "shadow"] => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         ["admin", "experiments", _, "rollback" | "resume" | "pause"] | ["admin", "reload"] => {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -6,6 +6,7 @@
 
 pub mod encode;
 pub mod reader;
+pub mod shadow;
 pub mod writer;
 
 use crate::guard::Decision;
@@ -14,6 +15,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use shadow::{ShadowRecord, ShadowResult};
 pub use writer::{EventSink, EventWriter, WriterStats};
 
 /// Why a request failed, as written in `error`.
@@ -242,6 +244,8 @@ pub enum Event {
     Outcome(Outcome),
     /// A guardrail or operator decision.
     Guardrail(Decision),
+    /// A shadow copy's comparison.
+    Shadow(Box<ShadowRecord>),
 }
 
 #[derive(Serialize)]
@@ -250,6 +254,7 @@ enum Tagged<'a> {
     Exposure(&'a Exposure),
     Outcome(&'a Outcome),
     Guardrail(&'a Decision),
+    Shadow(&'a ShadowRecord),
 }
 
 impl Event {
@@ -263,6 +268,9 @@ impl Event {
                 // Serializing into a Vec cannot fail for this type.
                 let _ = serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g));
             }
+            Event::Shadow(r) => {
+                let _ = serde_json::to_writer(&mut *buf, &Tagged::Shadow(r));
+            }
         }
         buf.push(b'\n');
     }
@@ -273,6 +281,7 @@ impl Event {
             Event::Exposure(e) => serde_json::to_writer(&mut *buf, &Tagged::Exposure(e)),
             Event::Outcome(o) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
             Event::Guardrail(g) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
+            Event::Shadow(r) => serde_json::to_writer(&mut *buf, &Tagged::Shadow(r)),
         };
         buf.push(b'\n');
     }

@@ -8,6 +8,7 @@
 
 mod decide;
 mod reload;
+pub mod shadow;
 mod snapshot;
 pub mod upstream;
 
@@ -203,6 +204,8 @@ pub struct App {
     pub fleet_decisions: OnceLock<tokio::sync::mpsc::UnboundedSender<Decision>>,
     /// Unix time (ms) at start.
     pub started_unix_ms: u64,
+    /// Live shadow state per variant, kept across reloads.
+    pub shadows: shadow::ShadowStore,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -215,7 +218,8 @@ impl App {
         guard: Arc<Guard>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<App>> {
-        let snap = build_snapshot(Arc::new(config), &guard, &metrics)?;
+        let shadows = shadow::ShadowStore::default();
+        let snap = build_snapshot(Arc::new(config), &guard, &metrics, &shadows)?;
         Ok(Arc::new(App {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
@@ -231,6 +235,7 @@ impl App {
             failure_log: crate::ratelog::RateLog::new(std::time::Duration::from_secs(1)),
             fleet_decisions: OnceLock::new(),
             started_unix_ms: unix_ms(std::time::SystemTime::now()),
+            shadows,
             reload_lock: Mutex::new(()),
         }))
     }

@@ -19,6 +19,7 @@ mod layers;
 mod metrics;
 mod routing;
 mod server;
+mod shadow;
 mod targeting;
 mod tls;
 mod upstreams;

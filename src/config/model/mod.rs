@@ -6,10 +6,12 @@
 mod cookie;
 mod exposure;
 mod layers;
+mod shadow;
 
 pub use cookie::CookieName;
 pub use exposure::AssignmentNames;
 pub use layers::*;
+pub use shadow::{Shadow, ShadowCompare};
 
 use http::HeaderName;
 use std::net::SocketAddr;
