@@ -1,4 +1,4 @@
-//! Event records (exposure, outcome, guardrail), their JSON Lines encoding, and the
+//! Event records (exposure, outcome, guardrail, shadow), their JSON Lines encoding, and the
 //! reader that the analysis uses. The durable writer lives in [`writer`].
 //!
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
