@@ -558,8 +558,10 @@ impl ShadowFamilies {
     /// Handles of one variant's shadow, every series exported from the start.
     pub fn handles(&self, experiment: &str, variant: &str) -> ShadowMetrics {
         ShadowMetrics {
-            results: crate::events::ShadowResult::ALL
-                .map(|r| self.requests.with_label_values(&[experiment, variant, r.as_str()])),
+            results: crate::events::ShadowResult::ALL.map(|r| {
+                self.requests
+                    .with_label_values(&[experiment, variant, r.as_str()])
+            }),
             primary: self
                 .latency
                 .with_label_values(&[experiment, variant, "primary"]),

@@ -48,7 +48,8 @@ fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
         r#"min_requests = 300, check_interval = "1s", window = "5m", error_rate = { max_increase = 0.02 }, latency_p99 = { max_ratio = 1.5, min_increase_ms = 20 }"#,
     );
     // A shadow on the last variant (treatment), so its series are exported too.
-    let config = config.raw("[layer.experiment.variant.shadow]\nupstream = \"model_a\"\nshare = 0.01\n");
+    let config =
+        config.raw("[layer.experiment.variant.shadow]\nupstream = \"model_a\"\nshare = 0.01\n");
     let g = start(dir.path(), &config.toml());
     (a, b, dir, g)
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 /// `model_c` with them (the same shadow on both, so every request is eligible).
 fn config(primary: impl Display, candidate: impl Display, shadow: Option<&str>) -> String {
     let table = |shadow: Option<&str>| match shadow {
-        Some(lines) => format!("[layer.experiment.variant.shadow]\nupstream = \"model_c\"\n{lines}\n"),
+        Some(lines) => {
+            format!("[layer.experiment.variant.shadow]\nupstream = \"model_c\"\n{lines}\n")
+        }
         None => String::new(),
     };
     let layer = format!(
@@ -54,7 +56,12 @@ fn post(g: &Abgate, i: usize, body: &[u8]) -> (u16, String, Duration) {
 }
 
 fn admin_json(g: &Abgate, path: &str) -> serde_json::Value {
-    agent().get(&g.admin_url(path)).call().unwrap().into_json().unwrap()
+    agent()
+        .get(&g.admin_url(path))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
 }
 
 fn shadow_records(g: &Abgate) -> Vec<serde_json::Value> {
@@ -98,17 +105,27 @@ fn load(g: &Abgate, n: usize) -> (f64, f64) {
 #[test]
 fn a_candidate_changing_label_in_5_percent_mismatches_at_5_percent_naming_label() {
     let primary = MockServer::builder().name("a").labels(0.0).start().unwrap();
-    let candidate = MockServer::builder().name("c").labels(0.05).start().unwrap();
+    let candidate = MockServer::builder()
+        .name("c")
+        .labels(0.05)
+        .start()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shadow = "share = 1.0\nmax_in_flight = 1000\ncompare = { json_ignore = [\"/id\"] }";
-    let g = start(dir.path(), &config(primary.addr, candidate.addr, Some(shadow)));
+    let g = start(
+        dir.path(),
+        &config(primary.addr, candidate.addr, Some(shadow)),
+    );
     let n = 2000;
     load(&g, n);
     let records = wait_for(30, "a shadow record per request", || {
         let r = shadow_records(&g);
         (r.len() == n).then_some(r)
     });
-    let mismatches: Vec<_> = records.iter().filter(|r| r["result"] == "mismatch").collect();
+    let mismatches: Vec<_> = records
+        .iter()
+        .filter(|r| r["result"] == "mismatch")
+        .collect();
     let matches = records.iter().filter(|r| r["result"] == "match").count();
     // The candidate flips the label of the ids whose xxh3 (seed 0x5eed) is under 5% of
     // 2^64: 93 of req-0 … req-1999 (python3: xxhash.xxh3_64_intdigest(id, seed=0x5eed)).
@@ -116,7 +133,10 @@ fn a_candidate_changing_label_in_5_percent_mismatches_at_5_percent_naming_label(
     for m in &mismatches {
         assert_eq!(m["pointers"], serde_json::json!(["/label"]), "{m}");
         assert_eq!(m["compared"], "json");
-        assert_eq!((m["primary_status"].as_u64(), m["shadow_status"].as_u64()), (Some(200), Some(200)));
+        assert_eq!(
+            (m["primary_status"].as_u64(), m["shadow_status"].as_u64()),
+            (Some(200), Some(200))
+        );
     }
     assert_eq!(candidate.requests(), n as u64);
     // The live view says the same.
@@ -138,14 +158,24 @@ fn a_candidate_changing_label_in_5_percent_mismatches_at_5_percent_naming_label(
         .arg(g.dir.join("events"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let sections = report["experiments"][0]["shadow"].as_array().unwrap();
     assert_eq!(sections.len(), 2);
-    let total: u64 = sections.iter().map(|s| s["mismatches"].as_u64().unwrap()).sum();
+    let total: u64 = sections
+        .iter()
+        .map(|s| s["mismatches"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, 93);
     for s in sections {
-        let [lo, hi] = [s["mismatch_ci"][0].as_f64().unwrap(), s["mismatch_ci"][1].as_f64().unwrap()];
+        let [lo, hi] = [
+            s["mismatch_ci"][0].as_f64().unwrap(),
+            s["mismatch_ci"][1].as_f64().unwrap(),
+        ];
         let rate = s["mismatch_rate"].as_f64().unwrap();
         assert!(lo <= rate && rate <= hi && lo < 0.05 && 0.05 < hi, "{s}");
         assert_eq!(s["top_pointers"][0]["pointer"], "/label");
@@ -153,8 +183,17 @@ fn a_candidate_changing_label_in_5_percent_mismatches_at_5_percent_naming_label(
         assert!(s["latency_ms"]["ratio_p99"].as_f64().is_some(), "{s}");
     }
     let m = g.metrics();
-    let sum = |result: &str| common::metric_sum(&m, "abgate_shadow_requests_total", &[&format!("result=\"{result}\"")]);
-    assert_eq!((sum("match"), sum("mismatch"), sum("error"), sum("skipped")), ((n - 93) as f64, 93.0, 0.0, 0.0));
+    let sum = |result: &str| {
+        common::metric_sum(
+            &m,
+            "abgate_shadow_requests_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    assert_eq!(
+        (sum("match"), sum("mismatch"), sum("error"), sum("skipped")),
+        ((n - 93) as f64, 93.0, 0.0, 0.0)
+    );
     let table = Command::new(env!("CARGO_BIN_EXE_abgate"))
         .args(["analyze", "--config"])
         .arg(&g.config)
@@ -172,7 +211,11 @@ fn a_candidate_changing_label_in_5_percent_mismatches_at_5_percent_naming_label(
 #[test]
 fn a_shadow_that_sleeps_or_never_answers_costs_the_served_requests_nothing() {
     let primary = MockServer::builder().name("a").start().unwrap();
-    let sleeper = MockServer::builder().name("c").latency(Duration::from_secs(30)).start().unwrap();
+    let sleeper = MockServer::builder()
+        .name("c")
+        .latency(Duration::from_secs(30))
+        .start()
+        .unwrap();
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let n = 400;
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +223,10 @@ fn a_shadow_that_sleeps_or_never_answers_costs_the_served_requests_nothing() {
     warm_up(&off);
     let (off_p50, off_p99) = load(&off, n);
     drop(off);
-    for (name, addr) in [("sleeps 30 s", sleeper.addr), ("never answers", silent.local_addr().unwrap())] {
+    for (name, addr) in [
+        ("sleeps 30 s", sleeper.addr),
+        ("never answers", silent.local_addr().unwrap()),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let shadow = "share = 1.0\nmax_in_flight = 4\ntimeout = \"60s\"";
         let g = start(dir.path(), &config(primary.addr, addr, Some(shadow)));
@@ -193,23 +239,45 @@ fn a_shadow_that_sleeps_or_never_answers_costs_the_served_requests_nothing() {
         // later copy is skipped at once without waiting.
         let live = wait_for(10, "every copy accounted for", || {
             let v = admin_json(&g, "/admin/experiments/ranker/shadow");
-            let skipped: u64 = v["variants"].as_array().unwrap().iter().map(|x| x["report"]["skipped"].as_u64().unwrap()).sum();
-            let in_flight: u64 = v["variants"].as_array().unwrap().iter().map(|x| x["in_flight"].as_u64().unwrap()).sum();
+            let skipped: u64 = v["variants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["report"]["skipped"].as_u64().unwrap())
+                .sum();
+            let in_flight: u64 = v["variants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["in_flight"].as_u64().unwrap())
+                .sum();
             (skipped + in_flight == n as u64 + 50).then_some(v)
         });
         for v in live["variants"].as_array().unwrap() {
             assert_eq!(v["peak_in_flight"], 4, "{v}");
             assert_eq!(v["in_flight"], 4, "{v}");
-            assert_eq!(v["report"]["reasons"]["busy"], v["report"]["skipped"], "{v}");
+            assert_eq!(
+                v["report"]["reasons"]["busy"], v["report"]["skipped"],
+                "{v}"
+            );
         }
         let m = g.metrics();
         assert_eq!(common::metric_sum(&m, "abgate_shadow_in_flight", &[]), 8.0);
-        assert_eq!(common::metric_sum(&m, "abgate_shadow_requests_total", &["result=\"skipped\""]), (n + 50 - 8) as f64);
-        assert_eq!(common::metric_sum(&m, "abgate_requests_total", &["status_class=\"2xx\""]), (n + 50) as f64);
+        assert_eq!(
+            common::metric_sum(&m, "abgate_shadow_requests_total", &["result=\"skipped\""]),
+            (n + 50 - 8) as f64
+        );
+        assert_eq!(
+            common::metric_sum(&m, "abgate_requests_total", &["status_class=\"2xx\""]),
+            (n + 50) as f64
+        );
         // Copies still in flight do not hold the shutdown back.
         let t = Instant::now();
         assert!(g.stop().success());
-        eprintln!("stopped in {:.0} ms with 8 copies in flight", t.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "stopped in {:.0} ms with 8 copies in flight",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
     }
 }
 
@@ -219,12 +287,19 @@ fn a_body_over_max_body_bytes_is_served_and_its_copy_skipped_as_too_large() {
     let candidate = MockServer::builder().name("c").start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shadow = "share = 1.0\nmax_body_bytes = \"1MiB\"";
-    let g = start(dir.path(), &config(primary.addr, candidate.addr, Some(shadow)));
+    let g = start(
+        dir.path(),
+        &config(primary.addr, candidate.addr, Some(shadow)),
+    );
     let big = vec![b'x'; 2 << 20];
     let (status, body, _) = post(&g, 1, &big);
     assert_eq!(status, 200);
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(echo["body_bytes"], 2 << 20, "the served request got the whole body");
+    assert_eq!(
+        echo["body_bytes"],
+        2 << 20,
+        "the served request got the whole body"
+    );
     let (status, _, _) = post(&g, 2, br#"{"small":true}"#);
     assert_eq!(status, 200);
     let records = wait_for(10, "two shadow records", || {
@@ -232,15 +307,27 @@ fn a_body_over_max_body_bytes_is_served_and_its_copy_skipped_as_too_large() {
         (r.len() == 2).then_some(r)
     });
     let big_rec = records.iter().find(|r| r["request_id"] == "req-1").unwrap();
-    assert_eq!((&big_rec["result"], &big_rec["reason"]), (&"skipped".into(), &"too_large".into()));
+    assert_eq!(
+        (&big_rec["result"], &big_rec["reason"]),
+        (&"skipped".into(), &"too_large".into())
+    );
     let small = records.iter().find(|r| r["request_id"] == "req-2").unwrap();
     // The echo names its backend: the copy's answer differs at /backend and in the
     // headers (the copy carries x-abgate-shadow).
     assert_eq!(small["result"], "mismatch", "{small}");
-    assert!(small["pointers"].as_array().unwrap().contains(&"/headers/x-abgate-shadow".into()), "{small}");
+    assert!(
+        small["pointers"]
+            .as_array()
+            .unwrap()
+            .contains(&"/headers/x-abgate-shadow".into()),
+        "{small}"
+    );
     assert_eq!(candidate.requests(), 1, "only the small request was copied");
     let m = g.metrics();
-    assert_eq!(common::metric_sum(&m, "abgate_shadow_requests_total", &["result=\"skipped\""]), 1.0);
+    assert_eq!(
+        common::metric_sum(&m, "abgate_shadow_requests_total", &["result=\"skipped\""]),
+        1.0
+    );
 }
 
 /// What a response and an exposure look like apart from ids and times.
@@ -257,7 +344,10 @@ fn responses_exposures_and_windows_are_the_same_with_shadowing_on_and_off() {
     let candidate = MockServer::builder().name("c").labels(0.5).start().unwrap();
     let n = 300;
     let mut runs = Vec::new();
-    for shadow in [None, Some("share = 0.5\ncompare = { json_ignore = [\"/id\"] }")] {
+    for shadow in [
+        None,
+        Some("share = 0.5\ncompare = { json_ignore = [\"/id\"] }"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let g = start(dir.path(), &config(primary.addr, candidate.addr, shadow));
         let responses: Vec<(u16, String)> = (0..n)
@@ -271,11 +361,17 @@ fn responses_exposures_and_windows_are_the_same_with_shadowing_on_and_off() {
             (e.len() == n).then_some(e)
         });
         exp.sort_by_key(|e| e["request_id"].as_str().unwrap().to_string());
-        let windows: Vec<(u64, u64)> = admin_json(&g, "/admin/experiments")["experiments"][0]["variants"]
+        let windows: Vec<(u64, u64)> = admin_json(&g, "/admin/experiments")["experiments"][0]
+            ["variants"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| (v["window"]["requests"].as_u64().unwrap(), v["window"]["errors"].as_u64().unwrap()))
+            .map(|v| {
+                (
+                    v["window"]["requests"].as_u64().unwrap(),
+                    v["window"]["errors"].as_u64().unwrap(),
+                )
+            })
             .collect();
         if shadow.is_some() {
             let copies = wait_for(10, "the copies", || {
@@ -284,10 +380,22 @@ fn responses_exposures_and_windows_are_the_same_with_shadowing_on_and_off() {
             });
             eprintln!("{copies} of {n} requests copied (share 0.5)");
         }
-        runs.push((responses, exp.into_iter().map(strip).collect::<Vec<_>>(), windows, dir, g));
+        runs.push((
+            responses,
+            exp.into_iter().map(strip).collect::<Vec<_>>(),
+            windows,
+            dir,
+            g,
+        ));
     }
     let (on, off) = (&runs[1], &runs[0]);
     assert_eq!(on.0, off.0, "client responses");
-    assert_eq!(on.1, off.1, "exposures apart from times and the config version");
-    assert_eq!(on.2, off.2, "guardrail windows (requests, errors) per variant");
+    assert_eq!(
+        on.1, off.1,
+        "exposures apart from times and the config version"
+    );
+    assert_eq!(
+        on.2, off.2,
+        "guardrail windows (requests, errors) per variant"
+    );
 }

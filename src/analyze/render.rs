@@ -1,8 +1,8 @@
 //! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON
 //! described in `docs/analysis.md`, and one self-contained HTML file (inline SVG, no external assets).
 
-use super::verdict::SRM_THRESHOLD;
 use super::shadow::ShadowReport;
+use super::verdict::SRM_THRESHOLD;
 use super::{Comparison, ExperimentReport, Report};
 use std::fmt::Write;
 
@@ -162,7 +162,11 @@ fn shadow_table(s: &mut String, sh: &ShadowReport, confidence: f64) {
         let _ = writeln!(s, "    skipped/failed: {}", reasons.join(" "));
     }
     for pc in &sh.top_pointers {
-        let name = if pc.pointer.is_empty() { "(whole body)" } else { &pc.pointer };
+        let name = if pc.pointer.is_empty() {
+            "(whole body)"
+        } else {
+            &pc.pointer
+        };
         let _ = writeln!(
             s,
             "    differs at {name}: {} ({:.0}% of mismatches)",
@@ -215,12 +219,18 @@ fn shadow_html(s: &mut String, sh: &ShadowReport) {
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
-            if pc.pointer.is_empty() { "(whole body)".into() } else { esc(&pc.pointer) },
+            if pc.pointer.is_empty() {
+                "(whole body)".into()
+            } else {
+                esc(&pc.pointer)
+            },
             pc.mismatches,
             100.0 * pc.share_of_mismatches
         );
     }
-    s.push_str("</table><table><tr><th>served status</th><th>shadow status</th><th>pairs</th></tr>");
+    s.push_str(
+        "</table><table><tr><th>served status</th><th>shadow status</th><th>pairs</th></tr>",
+    );
     for c in &sh.statuses {
         let _ = write!(
             s,

@@ -298,12 +298,25 @@ mod tests {
     fn the_section_counts_rates_pointers_statuses_and_latency_ratios() {
         let mut t = ShadowTally::default();
         for i in 0..95 {
-            t.add(&pair(ShadowResult::Match, (200, 200), (10.0, 20.0 + i as f64 * 0.01)), []);
+            t.add(
+                &pair(
+                    ShadowResult::Match,
+                    (200, 200),
+                    (10.0, 20.0 + i as f64 * 0.01),
+                ),
+                [],
+            );
         }
         for _ in 0..4 {
-            t.add(&pair(ShadowResult::Mismatch, (200, 200), (10.0, 20.0)), ["/label"]);
+            t.add(
+                &pair(ShadowResult::Mismatch, (200, 200), (10.0, 20.0)),
+                ["/label"],
+            );
         }
-        t.add(&pair(ShadowResult::Mismatch, (200, 500), (10.0, 20.0)), ["/label", ""]);
+        t.add(
+            &pair(ShadowResult::Mismatch, (200, 500), (10.0, 20.0)),
+            ["/label", ""],
+        );
         let skip = Observed {
             result: ShadowResult::Skipped,
             reason: Some("busy"),
@@ -312,17 +325,30 @@ mod tests {
         };
         t.add(&skip, []);
         let r = t.report("e", "t", 0.95);
-        assert_eq!((r.copies, r.compared, r.matches, r.mismatches, r.skipped), (101, 100, 95, 5, 1));
+        assert_eq!(
+            (r.copies, r.compared, r.matches, r.mismatches, r.skipped),
+            (101, 100, 95, 5, 1)
+        );
         assert_eq!(r.reasons["busy"], 1);
         assert_eq!(r.mismatch_rate, Some(0.05));
         // scipy.stats.binomtest(5, 100).proportion_ci(0.95, method="wilson")
         let [lo, hi] = r.mismatch_ci.unwrap();
-        assert!((lo - 0.021543679).abs() < 1e-6 && (hi - 0.111750469).abs() < 1e-6, "{lo} {hi}");
+        assert!(
+            (lo - 0.021543679).abs() < 1e-6 && (hi - 0.111750469).abs() < 1e-6,
+            "{lo} {hi}"
+        );
         assert_eq!(r.top_pointers[0].pointer, "/label");
         assert_eq!(r.top_pointers[0].mismatches, 5);
         assert_eq!(r.top_pointers[1].pointer, "");
         assert_eq!(r.statuses.len(), 2);
-        assert_eq!((r.statuses[1].primary, r.statuses[1].shadow, r.statuses[1].count), (200, 500, 1));
+        assert_eq!(
+            (
+                r.statuses[1].primary,
+                r.statuses[1].shadow,
+                r.statuses[1].count
+            ),
+            (200, 500, 1)
+        );
         let ratio = r.latency_ms.ratio_p50.unwrap();
         // 10 ms and 20 ms land in buckets whose midpoints are within 12.5% of them.
         assert!((1.6..2.5).contains(&ratio), "{ratio}");
@@ -331,9 +357,14 @@ mod tests {
     #[test]
     fn pointers_beyond_the_table_are_counted_as_other() {
         let mut t = ShadowTally::default();
-        let names: Vec<String> = (0..MAX_DISTINCT_POINTERS + 5).map(|i| format!("/{i}")).collect();
+        let names: Vec<String> = (0..MAX_DISTINCT_POINTERS + 5)
+            .map(|i| format!("/{i}"))
+            .collect();
         for n in &names {
-            t.add(&pair(ShadowResult::Mismatch, (200, 200), (1.0, 1.0)), [n.as_str()]);
+            t.add(
+                &pair(ShadowResult::Mismatch, (200, 200), (1.0, 1.0)),
+                [n.as_str()],
+            );
         }
         assert_eq!(t.pointers.len(), MAX_DISTINCT_POINTERS + 1);
         assert_eq!(t.pointers[OTHER_POINTERS], 5);

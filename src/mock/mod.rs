@@ -516,7 +516,8 @@ fn classify(id: &[u8], flip: f64) -> String {
     const LABELS: [&str; 4] = ["cat", "dog", "bird", "fish"];
     let h = xxhash_rust::xxh3::xxh3_64(id);
     let mut label = (h % 4) as usize;
-    let draw = xxhash_rust::xxh3::xxh3_64_with_seed(id, 0x5eed) as f64 / 18_446_744_073_709_551_616.0;
+    let draw =
+        xxhash_rust::xxh3::xxh3_64_with_seed(id, 0x5eed) as f64 / 18_446_744_073_709_551_616.0;
     if draw < flip {
         label = (label + 1) % 4;
     }

@@ -542,17 +542,23 @@ impl ProxyHttp for AbgateProxy {
         let served = copy.as_ref().map(|_| shadow::Served {
             status: status_of(session),
             latency: ctx.start.elapsed(),
-            ttfb: ctx
-                .first_byte
-                .or(ctx.header_sent)
-                .map_or_else(|| ctx.start.elapsed(), |t| t.saturating_duration_since(ctx.start)),
+            ttfb: ctx.first_byte.or(ctx.header_sent).map_or_else(
+                || ctx.start.elapsed(),
+                |t| t.saturating_duration_since(ctx.start),
+            ),
             request_id: ctx.request_id.clone(),
         });
         if !ctx.local {
             record::record(&self.app, &snap, status_of(session), ctx);
         }
         if let (Some(copy), Some(served)) = (copy, served) {
-            shadow::dispatch(&self.app, &self.shadow_connector, snap.clone(), copy, served);
+            shadow::dispatch(
+                &self.app,
+                &self.shadow_connector,
+                snap.clone(),
+                copy,
+                served,
+            );
         } else if snap.config.admin.request_metrics {
             // abgate's own answers (outcome endpoint, refusals) count once too.
             let class = crate::metrics::status_class(status_of(session));

@@ -28,7 +28,11 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every reason, in the order of [`ShadowState::skips`].
-    pub const ALL: [SkipReason; 3] = [SkipReason::TooLarge, SkipReason::Busy, SkipReason::Incomplete];
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::TooLarge,
+        SkipReason::Busy,
+        SkipReason::Incomplete,
+    ];
 
     /// The word in records and reports.
     pub fn as_str(self) -> &'static str {
@@ -145,7 +149,11 @@ pub struct ShadowStore {
 impl ShadowStore {
     /// Per layer, experiment and variant: the state of each variant with a shadow in
     /// `cfg` (made when first configured).
-    pub fn for_config(&self, cfg: &Config, metrics: &Metrics) -> Vec<Vec<Vec<Option<Arc<ShadowState>>>>> {
+    pub fn for_config(
+        &self,
+        cfg: &Config,
+        metrics: &Metrics,
+    ) -> Vec<Vec<Vec<Option<Arc<ShadowState>>>>> {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         cfg.layers
             .iter()
@@ -187,7 +195,10 @@ mod tests {
         assert_eq!(s.in_flight(), (2, 2));
         assert_eq!(s.metrics.in_flight.get(), 2);
         drop(a);
-        assert!(s.try_acquire(1).is_none(), "a lower limit after a reload holds at once");
+        assert!(
+            s.try_acquire(1).is_none(),
+            "a lower limit after a reload holds at once"
+        );
         drop(b);
         assert_eq!(s.in_flight(), (0, 2));
         s.skipped(SkipReason::Busy);

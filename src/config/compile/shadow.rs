@@ -273,9 +273,21 @@ mod tests {
         let e = errors(&with_shadow("methods = []\nsamples = 3\n"));
         let msgs: Vec<_> = e.iter().map(|(_, p, m)| format!("{p}: {m}")).collect();
         let p = "layer[0].experiment[0].variant[1].shadow";
-        assert!(msgs.iter().any(|m| m.starts_with(&format!("{p}: missing `upstream`"))), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.starts_with(&format!("{p}: missing `share`"))), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.starts_with(&format!("{p}.methods: an empty list"))), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with(&format!("{p}: missing `upstream`"))),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with(&format!("{p}: missing `share`"))),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with(&format!("{p}.methods: an empty list"))),
+            "{msgs:?}"
+        );
         assert!(msgs.iter().any(|m| m.contains("samples")), "{msgs:?}");
     }
 
@@ -288,7 +300,12 @@ mod tests {
             .unwrap();
         let n = 100_000u64;
         let hits = (0..n)
-            .filter(|i| s.selects(xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), s.seed)))
+            .filter(|i| {
+                s.selects(xxhash_rust::xxh3::xxh3_64_with_seed(
+                    &i.to_le_bytes(),
+                    s.seed,
+                ))
+            })
             .count() as f64;
         // 10% of 100k: sd = sqrt(100000 · 0.1 · 0.9) ≈ 95; ±6 sd.
         assert!((hits - 10_000.0).abs() < 570.0, "{hits}");

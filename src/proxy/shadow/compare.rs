@@ -232,7 +232,10 @@ mod tests {
     fn flatten_names_every_leaf_by_its_escaped_pointer() {
         let v = json!({"a": {"b/c": 1, "d~e": [true, null]}, "e": [], "f": {}, "g": "x"});
         let keys: Vec<_> = flatten(&v).into_keys().collect();
-        assert_eq!(keys, ["/a/b~1c", "/a/d~0e/0", "/a/d~0e/1", "/e", "/f", "/g"]);
+        assert_eq!(
+            keys,
+            ["/a/b~1c", "/a/d~0e/0", "/a/d~0e/1", "/e", "/f", "/g"]
+        );
         let scalar = json!(3);
         assert_eq!(flatten(&scalar).into_keys().collect::<Vec<_>>(), [""]);
     }
@@ -245,8 +248,14 @@ mod tests {
             json_differences(&a, &b, &cfg(&["/id", "/meta/created"], 0.0)),
             ["/ids", "/meta/model"]
         );
-        assert_eq!(json_differences(&a, &b, &cfg(&["/id", "/ids", "/meta"], 0.0)), Vec::<String>::new());
-        assert!(json_differences(&a, &b, &cfg(&[""], 0.0)).is_empty(), "\"\" ignores everything");
+        assert_eq!(
+            json_differences(&a, &b, &cfg(&["/id", "/ids", "/meta"], 0.0)),
+            Vec::<String>::new()
+        );
+        assert!(
+            json_differences(&a, &b, &cfg(&[""], 0.0)).is_empty(),
+            "\"\" ignores everything"
+        );
     }
 
     #[test]
@@ -254,7 +263,10 @@ mod tests {
         let a = json!({"p": 0.5, "q": 1, "r": "1", "s": [1.0]});
         let b = json!({"p": 0.5000004, "q": 1.0, "r": 1, "s": [1.1]});
         assert_eq!(json_differences(&a, &b, &cfg(&[], 1e-6)), ["/r", "/s/0"]);
-        assert_eq!(json_differences(&a, &b, &cfg(&[], 0.0)), ["/p", "/r", "/s/0"]);
+        assert_eq!(
+            json_differences(&a, &b, &cfg(&[], 0.0)),
+            ["/p", "/r", "/s/0"]
+        );
     }
 
     #[test]
@@ -287,7 +299,10 @@ mod tests {
         let d = compare(&resp(200, b"hello"), &resp(200, b"hello"), &c);
         assert_eq!((d.method, d.is_match()), (Method::Hash, true));
         let d = compare(&resp(200, b"hello"), &resp(200, b"{\"a\":1}"), &c);
-        assert_eq!((d.method, d.pointers.clone()), (Method::Hash, vec![String::new()]));
+        assert_eq!(
+            (d.method, d.pointers.clone()),
+            (Method::Hash, vec![String::new()])
+        );
         assert!(compare(&resp(204, b""), &resp(204, b""), &c).is_match());
     }
 
@@ -299,7 +314,12 @@ mod tests {
         a.streamed = true;
         let d = compare(&a, &b, &c);
         assert_eq!((d.method, d.is_match()), (Method::Stream, true));
-        let big = Response { status: 200, body: None, len: 10, streamed: false };
+        let big = Response {
+            status: 200,
+            body: None,
+            len: 10,
+            streamed: false,
+        };
         let d = compare(&big, &resp(200, b"0123456789"), &c);
         assert_eq!((d.method, d.is_match()), (Method::Size, true));
         let d = compare(&big, &resp(200, b"01234"), &c);

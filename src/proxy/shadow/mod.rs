@@ -136,7 +136,9 @@ pub fn select(snap: &Snapshot, method: &http::Method, ctx: &mut Ctx) {
         ) else {
             continue;
         };
-        if !shadow.methods.contains(method) || !shadow.selects(id_hash(&ctx.request_id, shadow.seed)) {
+        if !shadow.methods.contains(method)
+            || !shadow.selects(id_hash(&ctx.request_id, shadow.seed))
+        {
             return;
         }
         let mut copy = Box::new(Copy {
@@ -245,13 +247,24 @@ pub struct Served {
 }
 
 /// After the served request (step 3): skip an incomplete copy, or spawn its task.
-pub fn dispatch(app: &Arc<App>, connector: &Arc<Connector>, snap: Arc<Snapshot>, mut copy: Box<Copy>, served: Served) {
+pub fn dispatch(
+    app: &Arc<App>,
+    connector: &Arc<Connector>,
+    snap: Arc<Snapshot>,
+    mut copy: Box<Copy>,
+    served: Served,
+) {
     if copy.live() && (!copy.body_done || served.status == 0 || copy.head.is_none()) {
         copy.skip(SkipReason::Incomplete);
     }
     if let Some(why) = copy.skip {
         if snap.config.events.enabled {
-            app.sink.send(Event::Shadow(Box::new(record(&snap, &copy, &served, why_record(why)))));
+            app.sink.send(Event::Shadow(Box::new(record(
+                &snap,
+                &copy,
+                &served,
+                why_record(why),
+            ))));
         }
         return;
     }
@@ -317,7 +330,14 @@ async fn run(app: &App, connector: &Connector, snap: &Snapshot, mut copy: Copy, 
     let start = Instant::now();
     let sent = tokio::time::timeout(
         shadow.timeout,
-        exchange(connector, &peer, head, body, shadow.max_response_bytes, start),
+        exchange(
+            connector,
+            &peer,
+            head,
+            body,
+            shadow.max_response_bytes,
+            start,
+        ),
     )
     .await;
     let latency = start.elapsed();
@@ -408,6 +428,15 @@ async fn exchange(
     head.remove_header(&http::header::TRANSFER_ENCODING);
     let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len.to_string());
     let (mut s, _reused) = connector.get_http_session(peer).await?;
+    if s.as_http1().is_some() {
+        // The client may have come over HTTP/2: say HTTP/1.1, with its authority as `Host`.
+        head.set_version(http::Version::HTTP_11);
+        if !head.headers.contains_key(http::header::HOST) {
+            if let Some(a) = head.uri.authority().map(|a| a.as_str().to_string()) {
+                let _ = head.insert_header(http::header::HOST, a);
+            }
+        }
+    }
     s.write_request_header(head).await?;
     let n = body.chunks.len();
     for (i, c) in body.chunks.into_iter().enumerate() {
