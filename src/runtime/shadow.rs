@@ -140,20 +140,22 @@ impl Drop for Slot {
     }
 }
 
+/// (experiment, variant) names.
+type VariantKey = (Arc<str>, Arc<str>);
+
+/// Per layer, experiment and variant: the shadow state of each variant with a shadow.
+pub type ShadowStates = Vec<Vec<Vec<Option<Arc<ShadowState>>>>>;
+
 /// Every variant's shadow state by (experiment, variant), kept across reloads.
 #[derive(Default)]
 pub struct ShadowStore {
-    states: Mutex<HashMap<(Arc<str>, Arc<str>), Arc<ShadowState>>>,
+    states: Mutex<HashMap<VariantKey, Arc<ShadowState>>>,
 }
 
 impl ShadowStore {
     /// Per layer, experiment and variant: the state of each variant with a shadow in
     /// `cfg` (made when first configured).
-    pub fn for_config(
-        &self,
-        cfg: &Config,
-        metrics: &Metrics,
-    ) -> Vec<Vec<Vec<Option<Arc<ShadowState>>>>> {
+    pub fn for_config(&self, cfg: &Config, metrics: &Metrics) -> ShadowStates {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         cfg.layers
             .iter()
