@@ -373,6 +373,12 @@ fn responses_exposures_and_windows_are_the_same_with_shadowing_on_and_off() {
                 )
             })
             .collect();
+        // Every request counted once, with or without a copy.
+        let m = common::wait_metric(&g, "abgate_proxied_requests_total", &[], n as f64);
+        assert_eq!(
+            common::metric_sum(&m, "abgate_requests_total", &[]),
+            n as f64
+        );
         if shadow.is_some() {
             let copies = wait_for(10, "the copies", || {
                 let r = shadow_records(&g);
@@ -398,4 +404,81 @@ fn responses_exposures_and_windows_are_the_same_with_shadowing_on_and_off() {
         on.2, off.2,
         "guardrail windows (requests, errors) per variant"
     );
+}
+
+#[test]
+fn forced_paused_and_unlisted_method_requests_are_not_copied() {
+    let primary = MockServer::builder().name("a").labels(0.0).start().unwrap();
+    let candidate = MockServer::builder().name("c").labels(0.0).start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = "share = 1.0\ncompare = { json_ignore = [\"/id\"] }";
+    let g = start(
+        dir.path(),
+        &config(primary.addr, candidate.addr, Some(shadow)),
+    );
+    // QA forces: never copied.
+    for i in 0..20 {
+        let r = agent()
+            .post(&g.url("/v1/predict"))
+            .set("x-user-id", &format!("u{i}"))
+            .set("x-abgate-force", "ranker=treatment")
+            .set("x-abgate-token", common::TOKEN)
+            .send_bytes(b"{}")
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // A GET is not in `methods` (["POST"] by default).
+    let r = agent()
+        .get(&g.url("/v1/predict"))
+        .set("x-user-id", "u1")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Paused: control serves everyone; only control's own units are copied.
+    let r = agent()
+        .post(&g.admin_url("/admin/experiments/ranker/pause"))
+        .set("authorization", &format!("Bearer {}", common::TOKEN))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(post(&g, i, b"{}").0, 200);
+    }
+    let exp = wait_for(10, "every exposure", || {
+        let e = exposures(&g);
+        (e.len() == n + 21).then_some(e)
+    });
+    let control_units = exp
+        .iter()
+        .filter(|e| {
+            e["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("req-"))
+        })
+        .filter(|e| e["assignments"][0]["variant"] == "control")
+        .count();
+    assert!(control_units > 50 && control_units < 150, "{control_units}");
+    let records = wait_for(10, "a copy per control request", || {
+        let r = shadow_records(&g);
+        (r.len() == control_units).then_some(r)
+    });
+    assert!(records
+        .iter()
+        .all(|r| r["variant"] == "control" && r["result"] == "match"));
+    // A copy holds its slot from the request's start, long before its exposure is
+    // written: with every exposure on disk, a copy of a treatment unit would show as in
+    // flight or counted. None is.
+    let live = admin_json(&g, "/admin/experiments/ranker/shadow");
+    for v in live["variants"].as_array().unwrap() {
+        assert_eq!(v["in_flight"], 0, "{v}");
+        let copies = v["report"]["copies"].as_u64().unwrap();
+        let want = if v["variant"] == "control" {
+            control_units as u64
+        } else {
+            0
+        };
+        assert_eq!(copies, want, "{v}");
+    }
+    assert_eq!(candidate.requests(), control_units as u64);
 }

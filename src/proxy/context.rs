@@ -61,7 +61,7 @@ pub struct Ctx {
     /// The watchdog fired: the failure that follows is a timeout.
     pub timed_out: bool,
     /// This request's shadow copy, when it was selected for one.
-    pub shadow: Option<Box<super::shadow::Copy>>,
+    pub shadow: Option<Box<super::shadow::ShadowCopy>>,
 }
 
 impl Ctx {

@@ -550,19 +550,14 @@ impl ProxyHttp for AbgateProxy {
         });
         if !ctx.local {
             record::record(&self.app, &snap, status_of(session), ctx);
-        }
-        if let (Some(copy), Some(served)) = (copy, served) {
-            shadow::dispatch(
-                &self.app,
-                &self.shadow_connector,
-                snap.clone(),
-                copy,
-                served,
-            );
         } else if snap.config.admin.request_metrics {
             // abgate's own answers (outcome endpoint, refusals) count once too.
             let class = crate::metrics::status_class(status_of(session));
             self.app.metrics.proxied_by_class[class].inc();
+        }
+        // After the exposure: the copy goes out only once the served request is complete.
+        if let (Some(copy), Some(served)) = (copy, served) {
+            shadow::dispatch(&self.app, &self.shadow_connector, snap, copy, served);
         }
     }
 }

@@ -82,7 +82,7 @@ impl Kept {
 }
 
 /// One request's copy while the request runs.
-pub struct Copy {
+pub struct ShadowCopy {
     layer: usize,
     experiment: usize,
     variant: usize,
@@ -97,7 +97,7 @@ pub struct Copy {
     streamed: bool,
 }
 
-impl Copy {
+impl ShadowCopy {
     fn shadow<'s>(&self, snap: &'s Snapshot) -> Option<&'s Shadow> {
         snap.config.layers[self.layer].experiments[self.experiment].variants[self.variant]
             .shadow
@@ -141,7 +141,7 @@ pub fn select(snap: &Snapshot, method: &http::Method, ctx: &mut Ctx) {
         {
             return;
         }
-        let mut copy = Box::new(Copy {
+        let mut copy = Box::new(ShadowCopy {
             layer: a.layer as usize,
             experiment: a.experiment as usize,
             variant: served as usize,
@@ -171,7 +171,7 @@ fn id_hash(id: &RequestId, seed: u64) -> u64 {
 }
 
 /// Keep a request body chunk (step 2).
-pub fn tee_request(snap: &Snapshot, copy: &mut Copy, body: Option<&Bytes>, end: bool) {
+pub fn tee_request(snap: &Snapshot, copy: &mut ShadowCopy, body: Option<&Bytes>, end: bool) {
     if !copy.live() || copy.body_done {
         return;
     }
@@ -190,7 +190,7 @@ pub fn tee_request(snap: &Snapshot, copy: &mut Copy, body: Option<&Bytes>, end: 
 
 /// Keep the backend request's head for the copy, marked `x-abgate-shadow: 1`, with the
 /// shadow upstream's `host` if it sets one (step 2; the first attempt's only).
-pub fn tee_head(snap: &Snapshot, copy: &mut Copy, req: &RequestHeader) {
+pub fn tee_head(snap: &Snapshot, copy: &mut ShadowCopy, req: &RequestHeader) {
     if !copy.live() || copy.head.is_some() {
         return;
     }
@@ -207,12 +207,12 @@ pub fn tee_head(snap: &Snapshot, copy: &mut Copy, req: &RequestHeader) {
 }
 
 /// Note whether the served response is a stream (step 2).
-pub fn tee_response_head(copy: &mut Copy, resp: &ResponseHeader) {
+pub fn tee_response_head(copy: &mut ShadowCopy, resp: &ResponseHeader) {
     copy.streamed = is_stream(resp);
 }
 
 /// Keep a served response body chunk (step 2).
-pub fn tee_response(snap: &Snapshot, copy: &mut Copy, body: Option<&Bytes>) {
+pub fn tee_response(snap: &Snapshot, copy: &mut ShadowCopy, body: Option<&Bytes>) {
     if !copy.live() {
         return;
     }
@@ -251,7 +251,7 @@ pub fn dispatch(
     app: &Arc<App>,
     connector: &Arc<Connector>,
     snap: Arc<Snapshot>,
-    mut copy: Box<Copy>,
+    mut copy: Box<ShadowCopy>,
     served: Served,
 ) {
     if copy.live() && (!copy.body_done || served.status == 0 || copy.head.is_none()) {
@@ -319,7 +319,13 @@ struct Answer {
 }
 
 /// Send the copy, compare, count and record (step 4). The slot is released at the end.
-async fn run(app: &App, connector: &Connector, snap: &Snapshot, mut copy: Copy, served: Served) {
+async fn run(
+    app: &App,
+    connector: &Connector,
+    snap: &Snapshot,
+    mut copy: ShadowCopy,
+    served: Served,
+) {
     let Some(shadow) = copy.shadow(snap) else {
         return;
     };
@@ -488,7 +494,7 @@ fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-fn record(snap: &Snapshot, copy: &Copy, served: &Served, f: Finished) -> ShadowRecord {
+fn record(snap: &Snapshot, copy: &ShadowCopy, served: &Served, f: Finished) -> ShadowRecord {
     let exp = &snap.config.layers[copy.layer].experiments[copy.experiment];
     let upstream = copy
         .shadow(snap)
