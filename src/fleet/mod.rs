@@ -16,6 +16,7 @@
 
 pub mod conn;
 pub mod decisions;
+pub mod line;
 pub mod log;
 pub mod publisher;
 pub mod shipper;
@@ -95,8 +96,7 @@ impl Fleet {
                             let mut opts =
                                 ShipperOptions::new(events_dir, &state_dir, settings.max_backlog);
                             opts.instance = settings.instance.clone();
-                            let publisher =
-                                Arc::new(JetStream::new(conn.clone(), &settings.stream));
+                            let publisher = JetStream::new(conn.clone(), &settings.stream);
                             let (s, stop) = Shipper::new(opts, publisher, app.fleet.clone());
                             (Some(stop), Some(tokio::spawn(s.run())))
                         }

@@ -26,12 +26,12 @@
 //! the last checkpoint write (at most [`CHECKPOINT_EVERY`] old). A graceful stop ships
 //! the tail for a bounded moment, then records the checkpoint.
 
+use super::line::{event_id, event_type, subject};
 use super::log::{self, Found, Log, Pos};
-use super::publisher::{AckFuture, Publisher, ShipError};
+use super::publisher::{Ack, Publisher, ShipError};
 use crate::runtime::FleetStatus;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,6 +48,10 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 
 /// How often a wait for an acknowledgement checks that the connection is still up.
 const CONNECTION_CHECK: Duration = Duration::from_millis(100);
+
+/// How long a message may wait for its acknowledgement before the shipper gives up on
+/// the round and retries from the last acknowledged line (the client's own default).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the shipper runs.
 #[derive(Debug, Clone)]
@@ -90,7 +94,7 @@ pub type StopSignal = watch::Sender<Option<Instant>>;
 /// The shipper's state.
 pub struct Shipper<P: Publisher> {
     opts: ShipperOptions,
-    publisher: Arc<P>,
+    publisher: P,
     status: Arc<FleetStatus>,
     log: Log,
     /// Every line before it is acknowledged.
@@ -101,6 +105,9 @@ pub struct Shipper<P: Publisher> {
     /// When [`Self::housekeeping`] last ran while shipping.
     housekept_at: Option<Instant>,
     stream_ready: bool,
+    /// The tag of the next message (never reused, so a late answer to a message of a
+    /// failed round is recognised and ignored).
+    next_tag: u64,
     stop: watch::Receiver<Option<Instant>>,
 }
 
@@ -130,7 +137,7 @@ impl<P: Publisher> Shipper<P> {
     /// and the signal that stops it.
     pub fn new(
         opts: ShipperOptions,
-        publisher: Arc<P>,
+        publisher: P,
         status: Arc<FleetStatus>,
     ) -> (Shipper<P>, StopSignal) {
         let log = Log::new(&opts.events_dir);
@@ -155,6 +162,7 @@ impl<P: Publisher> Shipper<P> {
             saved_at: Instant::now(),
             housekept_at: None,
             stream_ready: false,
+            next_tag: 0,
             stop,
         };
         (s, tx)
@@ -211,7 +219,7 @@ impl<P: Publisher> Shipper<P> {
             }
             self.stream_ready = true;
         }
-        let mut in_flight: VecDeque<(u64, AckFuture)> = VecDeque::new();
+        let mut in_flight = InFlight::default();
         loop {
             // A chunk boundary: nothing is in flight, `acked` is where reading resumes.
             self.checkpoint(false).await;
@@ -263,10 +271,8 @@ impl<P: Publisher> Shipper<P> {
                             return e;
                         }
                     }
-                    while !in_flight.is_empty() {
-                        if let Err(e) = self.await_ack(&mut in_flight).await {
-                            return e;
-                        }
+                    if let Err(e) = self.await_acks(&mut in_flight, 0).await {
+                        return e;
                     }
                 }
             }
@@ -278,15 +284,15 @@ impl<P: Publisher> Shipper<P> {
         &mut self,
         file: &str,
         line: Line,
-        in_flight: &mut VecDeque<(u64, AckFuture)>,
+        in_flight: &mut InFlight,
     ) -> Result<(), Ended> {
-        while in_flight.len() >= self.opts.max_in_flight {
-            self.await_ack(in_flight).await?;
+        if in_flight.lines.len() >= self.opts.max_in_flight {
+            self.await_acks(in_flight, self.opts.max_in_flight - 1)
+                .await?;
         }
         if !self.publisher.ready() {
             return Err(ShipError::NotConnected.into());
         }
-        let publisher = self.publisher.clone();
         let fallback_id;
         let msg_id = match event_id(&line.payload) {
             Some(id) => id,
@@ -297,43 +303,49 @@ impl<P: Publisher> Shipper<P> {
             }
         };
         let subject = subject(event_type(&line.payload));
-        let publish = publisher.publish(subject, msg_id, line.payload.clone());
-        let ack = match until_deadline(&mut self.stop, publish).await {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let publish = self
+            .publisher
+            .publish(tag, subject, msg_id, line.payload.clone());
+        match until_deadline(&mut self.stop, publish).await {
             Some(r) => r?,
             None => return Err(Ended::Stopped),
-        };
-        in_flight.push_back((line.end, ack));
-        // take the acks that already arrived, in order
-        while let Some((_, ack)) = in_flight.front_mut() {
-            match ack.now_or_never() {
-                Some(r) => {
-                    let (pos, _) = in_flight.pop_front().expect("front exists");
-                    self.acked_one(pos, r?);
-                }
-                None => break,
-            }
+        }
+        in_flight.sent(tag, line.end);
+        // take the answers that already arrived
+        while let Some(ack) = self.publisher.next_ack().now_or_never() {
+            self.answer(in_flight, ack?)?;
         }
         Ok(())
     }
 
-    /// Wait for the oldest message's acknowledgement.
-    async fn await_ack(&mut self, in_flight: &mut VecDeque<(u64, AckFuture)>) -> Result<(), Ended> {
-        let Some((pos, mut ack)) = in_flight.pop_front() else {
-            return Ok(());
-        };
-        // usually the answer is there already: no timer for it
-        if let Some(r) = (&mut ack).now_or_never() {
-            self.acked_one(pos, r?);
-            return Ok(());
-        }
-        loop {
-            // a lost connection fails the wait at once, not after the ack timeout
-            let wait = tokio::time::timeout(CONNECTION_CHECK, &mut ack);
+    /// Wait until at most `left` messages are in flight. The oldest waits at most
+    /// [`ACK_TIMEOUT`]; a lost connection fails the wait at once.
+    async fn await_acks(&mut self, in_flight: &mut InFlight, left: usize) -> Result<(), Ended> {
+        while in_flight.lines.len() > left {
+            // usually the answer is there already: no timer for it
+            if let Some(ack) = self.publisher.next_ack().now_or_never() {
+                self.answer(in_flight, ack?)?;
+                continue;
+            }
+            let oldest = in_flight
+                .lines
+                .front()
+                .map_or_else(Instant::now, |l| l.sent);
+            let Some(left_to_wait) = ACK_TIMEOUT.checked_sub(oldest.elapsed()) else {
+                return Err(ShipError::Ack(format!(
+                    "no answer from the broker in {} s",
+                    ACK_TIMEOUT.as_secs()
+                ))
+                .into());
+            };
+            let wait = tokio::time::timeout(
+                CONNECTION_CHECK.min(left_to_wait),
+                self.publisher.next_ack(),
+            );
             match until_deadline(&mut self.stop, wait).await {
-                Some(Ok(r)) => {
-                    self.acked_one(pos, r?);
-                    return Ok(());
-                }
+                Some(Ok(ack)) => self.answer(in_flight, ack?)?,
                 Some(Err(_)) if !self.publisher.ready() => {
                     return Err(ShipError::NotConnected.into())
                 }
@@ -341,14 +353,71 @@ impl<P: Publisher> Shipper<P> {
                 None => return Err(Ended::Stopped),
             }
         }
+        Ok(())
     }
 
-    /// The oldest message in flight is acknowledged: every line of the file being
-    /// shipped up to `offset` is. (The position is recorded at the next chunk
-    /// boundary: an fsync here would stall the pipeline.)
-    fn acked_one(&mut self, offset: u64, _ack: super::publisher::Acked) {
-        self.acked.offset = offset;
-        self.status.shipped.fetch_add(1, Relaxed);
+    /// An answer of the broker: a refusal fails the round; an ack advances the
+    /// acknowledged position over every line before the first one still waiting. (The
+    /// position is recorded at the next chunk boundary: an fsync here would stall the
+    /// pipeline.)
+    fn answer(&mut self, in_flight: &mut InFlight, (tag, verdict): Ack) -> Result<(), Ended> {
+        if !in_flight.waits_for(tag) {
+            return Ok(()); // a message of a failed round, sent again since
+        }
+        verdict?;
+        let mut acked = 0;
+        if let Some(end) = in_flight.acked(tag, &mut acked) {
+            self.acked.offset = end;
+            self.status.shipped.fetch_add(acked, Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The messages of a round awaiting their answer, oldest first: consecutive tags from
+/// `first`.
+#[derive(Default)]
+struct InFlight {
+    first: u64,
+    lines: VecDeque<Pending>,
+}
+
+struct Pending {
+    /// Where its line ends in the file being shipped.
+    end: u64,
+    sent: Instant,
+    acked: bool,
+}
+
+impl InFlight {
+    fn sent(&mut self, tag: u64, end: u64) {
+        if self.lines.is_empty() {
+            self.first = tag;
+        }
+        debug_assert_eq!(tag, self.first + self.lines.len() as u64);
+        self.lines.push_back(Pending {
+            end,
+            sent: Instant::now(),
+            acked: false,
+        });
+    }
+
+    fn waits_for(&self, tag: u64) -> bool {
+        tag >= self.first && tag - self.first < self.lines.len() as u64
+    }
+
+    /// Mark `tag` acknowledged; the end of the last line of the acknowledged prefix
+    /// when it grew (and how many lines it grew by, in `count`).
+    fn acked(&mut self, tag: u64, count: &mut u64) -> Option<u64> {
+        self.lines[(tag - self.first) as usize].acked = true;
+        let mut end = None;
+        while self.lines.front().is_some_and(|l| l.acked) {
+            let l = self.lines.pop_front().expect("front exists");
+            self.first += 1;
+            *count += 1;
+            end = Some(l.end);
+        }
+        end
     }
 }
 
@@ -366,18 +435,6 @@ fn lines<'a>(start: u64, data: &'a Bytes, ends: &'a [usize]) -> impl Iterator<It
             payload: body,
         })
     })
-}
-
-/// The subject of an event type: `abgate.events.<type>`, without an allocation for
-/// the types abgate writes.
-fn subject(ty: &str) -> Cow<'static, str> {
-    match ty {
-        "exposure" => Cow::Borrowed("abgate.events.exposure"),
-        "outcome" => Cow::Borrowed("abgate.events.outcome"),
-        "guardrail" => Cow::Borrowed("abgate.events.guardrail"),
-        "unknown" => Cow::Borrowed("abgate.events.unknown"),
-        other => Cow::Owned(format!("abgate.events.{other}")),
-    }
 }
 
 impl<P: Publisher> Shipper<P> {
@@ -495,284 +552,5 @@ fn local_io<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T, ShipError> {
     f().map_err(|e| ShipError::Io(e.to_string()))
 }
 
-/// The `event_id` of a line the writer wrote with `[fleet]`: its last field.
-pub fn event_id(line: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"\"event_id\":\"";
-    let at = memchr::memmem::rfind(line, KEY)? + KEY.len();
-    let id = line.get(at..at + 26)?;
-    (line.get(at + 26) == Some(&b'"') && id.iter().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| std::str::from_utf8(id).ok())
-        .flatten()
-}
-
-/// The `type` of a line (`exposure`, `outcome`, `guardrail`, …), for its subject. The
-/// writer puts it first; anything else is read with serde. Not a usable subject token:
-/// `unknown`.
-pub fn event_type(line: &[u8]) -> &str {
-    const KEY: &[u8] = b"{\"type\":\"";
-    let ty = if let Some(rest) = line.strip_prefix(KEY) {
-        memchr::memchr(b'"', rest).and_then(|e| std::str::from_utf8(&rest[..e]).ok())
-    } else {
-        None
-    };
-    match ty {
-        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => t,
-        _ => serde_type(line),
-    }
-}
-
-fn serde_type(line: &[u8]) -> &'static str {
-    #[derive(serde::Deserialize)]
-    struct Typed<'a> {
-        #[serde(rename = "type", borrow)]
-        ty: std::borrow::Cow<'a, str>,
-    }
-    match serde_json::from_slice::<Typed>(line).ok().map(|t| t.ty) {
-        Some(t) if t == "exposure" => "exposure",
-        Some(t) if t == "outcome" => "outcome",
-        Some(t) if t == "guardrail" => "guardrail",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fleet::publisher::Acked;
-    use futures_util::future::BoxFuture;
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
-    use std::sync::Mutex;
-
-    /// A broker in memory: records what is published; acks can be held back, failed,
-    /// or the whole broker taken down.
-    struct Fake {
-        up: AtomicBool,
-        sent: Mutex<Vec<(String, String, Bytes)>>,
-        /// Acks of publishes with index < this are answered; later ones wait.
-        allowed: watch::Sender<usize>,
-        /// The publish with this index fails its ack (once).
-        fail_at: AtomicUsize,
-    }
-
-    impl Fake {
-        fn new() -> Arc<Fake> {
-            Arc::new(Fake {
-                up: AtomicBool::new(true),
-                sent: Mutex::new(Vec::new()),
-                allowed: watch::channel(usize::MAX).0,
-                fail_at: AtomicUsize::new(usize::MAX),
-            })
-        }
-        fn ids(&self) -> Vec<String> {
-            self.sent
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|s| s.1.clone())
-                .collect()
-        }
-    }
-
-    impl Publisher for Fake {
-        fn ready(&self) -> bool {
-            self.up.load(Relaxed)
-        }
-        fn prepare(&self) -> BoxFuture<'_, Result<(), ShipError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn publish(
-            &self,
-            subject: Cow<'static, str>,
-            msg_id: &str,
-            payload: Bytes,
-        ) -> BoxFuture<'_, Result<AckFuture, ShipError>> {
-            let mut sent = self.sent.lock().unwrap();
-            let i = sent.len();
-            sent.push((subject.into_owned(), msg_id.to_string(), payload));
-            let fail = self
-                .fail_at
-                .compare_exchange(i, usize::MAX, Relaxed, Relaxed)
-                .is_ok();
-            let mut allowed = self.allowed.subscribe();
-            Box::pin(async move {
-                let ack: AckFuture = Box::pin(async move {
-                    let _ = allowed.wait_for(|&n| n > i).await;
-                    if fail {
-                        Err(ShipError::Ack("refused".into()))
-                    } else {
-                        Ok(Acked { duplicate: false })
-                    }
-                });
-                Ok(ack)
-            })
-        }
-    }
-
-    /// `n` events in files of `per_file` lines, each with an event id.
-    fn write_log(dir: &std::path::Path, n: usize, per_file: usize) -> Vec<String> {
-        let mut ids = Vec::new();
-        for f in 0..n.div_ceil(per_file) {
-            let mut file = std::fs::File::create(dir.join(format!("events-{f:04}.jsonl"))).unwrap();
-            for i in f * per_file..((f + 1) * per_file).min(n) {
-                let id = format!("{:026}", i);
-                writeln!(
-                    file,
-                    r#"{{"type":"outcome","unit_id":"u{i}","event_id":"{id}","instance":"t"}}"#
-                )
-                .unwrap();
-                ids.push(id);
-            }
-        }
-        ids
-    }
-
-    fn options(dir: &std::path::Path) -> ShipperOptions {
-        let mut o = ShipperOptions::new(dir.join("events"), &dir.join("state"), 1 << 30);
-        o.max_in_flight = 8;
-        o.poll = Duration::from_millis(5);
-        o.chunk_bytes = 1000;
-        o
-    }
-
-    async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn ships_every_line_across_rotation_in_order() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("events")).unwrap();
-        let ids = write_log(&d.path().join("events"), 100, 30);
-        let fake = Fake::new();
-        let status = Arc::new(FleetStatus::default());
-        let (s, stop) = Shipper::new(options(d.path()), fake.clone(), status.clone());
-        let task = tokio::spawn(s.run());
-        wait_until("all shipped", || status.shipped.load(Relaxed) == 100).await;
-        let _ = stop.send(Some(Instant::now() + Duration::from_secs(5)));
-        let end = task.await.unwrap();
-        assert_eq!(fake.ids(), ids);
-        assert!(fake
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|s| s.0 == "abgate.events.outcome"));
-        assert_eq!(end.file, "events-0003.jsonl");
-        assert_eq!(
-            log::load_checkpoint(&d.path().join("state/shipper.checkpoint")),
-            Some(end)
-        );
-        assert_eq!(status.backlog_bytes.load(Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn checkpoint_never_passes_an_unacknowledged_line() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("events")).unwrap();
-        write_log(&d.path().join("events"), 50, 50);
-        let fake = Fake::new();
-        fake.allowed.send_replace(5);
-        let status = Arc::new(FleetStatus::default());
-        let mut o = options(d.path());
-        o.chunk_bytes = 1 << 20; // one chunk: only the in-flight bound stops publishing
-        let (s, stop) = Shipper::new(o, fake.clone(), status.clone());
-        let task = tokio::spawn(s.run());
-        // 5 acked, then the in-flight bound (8) stops publishing
-        wait_until("the window to fill", || {
-            fake.sent.lock().unwrap().len() == 13
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(fake.sent.lock().unwrap().len(), 13);
-        assert_eq!(status.shipped.load(Relaxed), 5);
-        let _ = stop.send(Some(Instant::now()));
-        let end = task.await.unwrap();
-        let line = std::fs::read(d.path().join("events/events-0000.jsonl")).unwrap();
-        let fifth_end = memchr::memchr_iter(b'\n', &line).nth(4).unwrap() as u64 + 1;
-        assert_eq!(end.offset, fifth_end);
-        let saved = log::load_checkpoint(&d.path().join("state/shipper.checkpoint")).unwrap();
-        assert_eq!(saved.offset, fifth_end);
-
-        // a restart resumes there and ships the rest once
-        let fake2 = Fake::new();
-        let (s, stop) = Shipper::new(options(d.path()), fake2.clone(), status.clone());
-        let task = tokio::spawn(s.run());
-        wait_until("the rest", || fake2.sent.lock().unwrap().len() == 45).await;
-        let _ = stop.send(Some(Instant::now() + Duration::from_secs(5)));
-        task.await.unwrap();
-        assert_eq!(fake2.ids().first().unwrap(), &format!("{:026}", 5));
-        assert_eq!(fake2.ids().len(), 45);
-    }
-
-    #[tokio::test]
-    async fn a_failed_ack_rewinds_to_the_last_acknowledged_line() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("events")).unwrap();
-        let ids = write_log(&d.path().join("events"), 60, 25);
-        let fake = Fake::new();
-        fake.fail_at.store(20, Relaxed);
-        let status = Arc::new(FleetStatus::default());
-        let (s, stop) = Shipper::new(options(d.path()), fake.clone(), status.clone());
-        let task = tokio::spawn(s.run());
-        wait_until("everything acknowledged", || {
-            let sent = fake.ids();
-            let unique: std::collections::BTreeSet<_> = sent.iter().collect();
-            unique.len() == 60 && status.backlog_bytes.load(Relaxed) == 0
-        })
-        .await;
-        let _ = stop.send(Some(Instant::now() + Duration::from_secs(5)));
-        task.await.unwrap();
-        let sent = fake.ids();
-        // publish 20 failed: 20 and what followed it in flight were published again,
-        // starting over at 20 — nothing before it, and nothing lost
-        let again = sent.len() - 60;
-        assert!((1..=8).contains(&again), "{again} re-published");
-        assert_eq!(sent[20 + again..], ids[20..]);
-        assert_eq!(sent[..20], ids[..20]);
-    }
-
-    #[tokio::test]
-    async fn backlog_over_max_is_skipped_and_counted_while_the_broker_is_down() {
-        let d = tempfile::tempdir().unwrap();
-        let events = d.path().join("events");
-        std::fs::create_dir_all(&events).unwrap();
-        let ids = write_log(&events, 400, 100);
-        // (files 1 to 3 have the same size; the first one's unit ids are shorter)
-        let file_bytes = std::fs::metadata(events.join("events-0003.jsonl"))
-            .unwrap()
-            .len();
-        let fake = Fake::new();
-        fake.up.store(false, Relaxed);
-        let status = Arc::new(FleetStatus::default());
-        let mut o = options(d.path());
-        // room for a bit more than two files: the oldest two go
-        o.max_backlog = file_bytes * 2 + 10;
-        let (s, stop) = Shipper::new(o, fake.clone(), status.clone());
-        let task = tokio::spawn(s.run());
-        wait_until("the skip", || status.ship_dropped.load(Relaxed) > 0).await;
-        assert_eq!(status.ship_dropped.load(Relaxed), 200);
-        assert!(status.backlog_bytes.load(Relaxed) <= file_bytes * 2 + 10);
-        assert!(fake.ids().is_empty());
-        fake.up.store(true, Relaxed);
-        wait_until("the rest shipped", || status.shipped.load(Relaxed) == 200).await;
-        let _ = stop.send(Some(Instant::now() + Duration::from_secs(5)));
-        task.await.unwrap();
-        assert_eq!(fake.ids(), ids[200..]);
-    }
-
-    #[test]
-    fn ids_and_types_are_read_from_the_line() {
-        let l = br#"{"type":"exposure","unit_id":"x\"event_id\":\"","event_id":"01J0000000000000000000000A","instance":"pod-a"}"#;
-        assert_eq!(event_id(l), Some("01J0000000000000000000000A"));
-        assert_eq!(event_type(l), "exposure");
-        assert_eq!(event_id(br#"{"type":"outcome"}"#), None);
-        assert_eq!(event_type(br#"{ "type" : "guardrail"}"#), "guardrail");
-        assert_eq!(event_type(br#"{"type":"a.b"}"#), "unknown");
-        assert_eq!(event_type(b"garbage"), "unknown");
-    }
-}
+mod tests;
