@@ -70,3 +70,9 @@ def n_for(vc, vt, d, a, pw, r):
     return optimize.brentq(f, 1, 1e9, xtol=1e-12, rtol=1e-15)
 print("power bin two-tail", repr(n_for(0.1*0.9, 0.105*0.895, 0.005, 0.05, 0.8, 1.0)))
 print("statsmodels ratio 2", repr(NormalIndPower().solve_power(effect_size=0.25, alpha=0.05, power=0.8, ratio=2.0)))
+
+# Wilson score interval of a proportion (the shadow mismatch rate): tests/stats_reference.rs
+from scipy.stats import binomtest
+for k, n, c in [(50, 1000, 0.95), (0, 20, 0.95), (3, 7, 0.99), (1000, 1000, 0.95)]:
+    ci = binomtest(k, n).proportion_ci(confidence_level=c, method='wilson')
+    print('wilson', k, n, c, repr(float(ci.low)), repr(float(ci.high)))

@@ -397,6 +397,7 @@ pub fn run(cli: Cli) -> i32 {
                 header_spread: 0.0,
                 listen,
                 tls,
+                label_flip: None,
             };
             match crate::mock::MockServer::start(opts) {
                 Ok(m) => {

@@ -57,11 +57,13 @@ fn running() -> (MockServer, MockServer, tempfile::TempDir, Abgate) {
             ),
         )
         .raw("[layer.experiment.bandit]\nreward = \"conversion\"\n")
-        // A ramped experiment in a layer of its own, so the ramp metrics are exported.
+        // A ramped experiment in a layer of its own, so the ramp metrics are exported;
+        // a shadow on its treatment, so the shadow series are exported too.
         .raw(
             "[[layer]]\nname = \"prompt\"\n[[layer.experiment]]\nname = \"prompt_v2\"\n\
              [[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n\
              [[layer.experiment.variant]]\nname = \"terse\"\nweight = 1\n\
+             [layer.experiment.variant.shadow]\nupstream = \"model_a\"\nshare = 0.01\n\
              [layer.experiment.guardrails]\nerror_rate = { max_increase = 0.02 }\n\
              [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n",
         );

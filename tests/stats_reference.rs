@@ -224,3 +224,20 @@ fn constant_groups_give_the_limit_not_a_placeholder() {
     assert_eq!(msprt_p_value(0.0, 0.0, 10.0, 0.05, 5000.0), 1.0);
     assert_eq!(bayes_normal(0.0, 0.0, true).prob_better, 0.5);
 }
+
+#[test]
+fn wilson_interval_matches_scipy() {
+    // scipy.stats.binomtest(k, n).proportion_ci(confidence_level=c, method="wilson")
+    let cases = [
+        (50.0, 1000.0, 0.95, 0.03813026239274881, 0.06531382024425081),
+        (0.0, 20.0, 0.95, 0.0, 0.16112515805281935),
+        (3.0, 7.0, 0.99, 0.11637368051613817, 0.8102850959116125),
+        (1000.0, 1000.0, 0.95, 0.9961732415144449, 1.0),
+    ];
+    for (k, n, c, lo, hi) in cases {
+        let (l, h) = wilson(k, n, c);
+        assert!((l - lo).abs() <= 1e-9 + 1e-6 * lo, "{k}/{n}: {l} vs {lo}");
+        assert!((h - hi).abs() <= 1e-6 * hi, "{k}/{n}: {h} vs {hi}");
+    }
+    assert_eq!(wilson(0.0, 0.0, 0.95), (0.0, 1.0));
+}

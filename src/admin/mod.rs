@@ -10,6 +10,7 @@
 //! | `/admin/fleet` | GET | no | the fleet (`[fleet]`): this instance, broker connection, instances seen, state age |
 //! | `/admin/experiments/{name}/report` | GET | no | live request-level statistics of one experiment |
 //! | `/admin/experiments/{name}/bandit` | GET | no | a bandit's period, weights, P(best), units and rewards per arm, history |
+//! | `/admin/experiments/{name}/shadow` | GET | no | live shadow comparison of each variant with a shadow |
 //! | `/admin/experiments/{name}/rollback` | POST | yes | roll every treatment back to control |
 //! | `/admin/experiments/{name}/resume` | POST | yes | clear rollbacks and pause |
 //! | `/admin/experiments/{name}/pause` | POST | yes | serve control to everyone |
@@ -26,6 +27,7 @@ mod fleet_view;
 mod mutate;
 mod ramp;
 mod respond;
+mod shadow_view;
 mod views;
 
 use crate::runtime::App;
@@ -221,6 +223,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
                 Err(why) => error(StatusCode::NOT_FOUND, &why),
             }
         }
+        ["admin", "experiments", name, "shadow"] if get_only(&method) => {
+            match shadow_view::shadow_json(app, name) {
+                Some(v) => json_resp(StatusCode::OK, v),
+                None => error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`")),
+            }
+        }
         ["admin", "experiments", name, action @ ("rollback" | "resume" | "pause")]
             if method == Method::POST =>
         {
@@ -250,7 +258,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Resp {
         | ["admin", "experiments"]
         | ["admin", "upstreams"]
         | ["admin", "fleet"]
-        | ["admin", "experiments", _, "report" | "bandit" | "ramp"] => {
+        | ["admin", "experiments", _, "report" | "bandit" | "ramp" | "shadow"] => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
         ["admin", "experiments", _, "ramp", "advance" | "hold"] => error(

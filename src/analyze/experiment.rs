@@ -53,6 +53,7 @@ pub(super) fn report(cfg: &Config, st: &ExperimentStats, opts: &Options) -> Expe
         reason,
         comparisons: comps,
         units_over_time: units_over_time(&st.new_units, e.variants.len()),
+        shadow: Vec::new(),
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Ingested {
     pub units: UnitMap,
     /// What was read.
     pub read: ReadStats,
+    /// Shadow copies by (experiment, variant).
+    pub shadow: BTreeMap<(String, String), super::shadow::ShadowTally>,
 }
 
 /// The state of the pass while lines are read.
@@ -177,6 +179,7 @@ impl<'c> Pass<'c> {
                     files,
                     ..Default::default()
                 },
+                shadow: BTreeMap::new(),
             },
             unknown_experiments: BTreeMap::new(),
             bad_lines: Vec::new(),
@@ -206,7 +209,27 @@ impl<'c> Pass<'c> {
         match &*line.ty {
             "exposure" => self.exposure(&line),
             "outcome" => self.outcome(&line),
+            "shadow" => self.shadow(file, n, text),
             _ => {}
+        }
+    }
+
+    /// A shadow copy: read again in full (these lines are few) and tallied.
+    fn shadow(&mut self, file: &Path, n: usize, text: &[u8]) {
+        match serde_json::from_slice::<super::shadow::ShadowLine>(text) {
+            Ok(l) => {
+                let key = (l.experiment.clone(), l.variant.clone());
+                l.add_to(self.out.shadow.entry(key).or_default());
+            }
+            Err(e) => {
+                self.out.read.skipped += 1;
+                if self.bad_lines.len() < QUOTED_BAD_LINES {
+                    self.bad_lines.push(format!(
+                        "{}:{n}: not a shadow record ({e}): skipped",
+                        file.display()
+                    ));
+                }
+            }
         }
     }
 

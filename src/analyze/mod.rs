@@ -24,7 +24,8 @@
 //! logs outgrow one machine, [`sql`] writes the query that makes an engine (DuckDB,
 //! Spark) compute the same sufficient statistics, and `summary` reads its result back
 //! ([`analyze_summary`]): from there on, the same code. [`live`] is the admin API's live
-//! report, from the same comparisons.
+//! report, from the same comparisons. [`shadow`] is the shadow section (from `shadow`
+//! records here, from the copies as they finish in the admin API).
 
 mod aggregate;
 mod compare;
@@ -38,6 +39,7 @@ mod report;
 /// The event-line scanner: public for the fuzz target and its corpus replay only.
 #[doc(hidden)]
 pub mod scan;
+pub mod shadow;
 pub mod sql;
 mod sufficient;
 mod summary;
@@ -111,12 +113,19 @@ pub fn analyze(
         ));
     }
     let exps = sufficient::experiments_of(cfg);
-    let ingested = ingest::ingest(cfg, &exps, &files, progress, warn)?;
-    Ok(report(
+    let mut ingested = ingest::ingest(cfg, &exps, &files, progress, warn)?;
+    let shadows = std::mem::take(&mut ingested.shadow);
+    let mut r = report(
         cfg,
         &ingested.sufficient(cfg, opts.covariates.as_ref()),
         opts,
-    ))
+    );
+    for ((exp, variant), tally) in &shadows {
+        if let Some(e) = r.experiments.iter_mut().find(|e| &e.experiment == exp) {
+            e.shadow.push(tally.report(exp, variant, opts.confidence));
+        }
+    }
+    Ok(r)
 }
 
 /// The report of `abgate analyze --summary FILE`: the sufficient statistics an engine

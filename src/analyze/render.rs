@@ -1,6 +1,7 @@
 //! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON
 //! described in `docs/analysis.md`, and one self-contained HTML file (inline SVG, no external assets).
 
+use super::shadow::ShadowReport;
 use super::verdict::SRM_THRESHOLD;
 use super::{Comparison, ExperimentReport, Report};
 use std::fmt::Write;
@@ -113,6 +114,9 @@ pub fn table(r: &Report) -> String {
                 );
             }
         }
+        for sh in &e.shadow {
+            shadow_table(&mut s, sh, r.confidence);
+        }
         s.push('\n');
     }
     let duplicates = match r.read.duplicates {
@@ -125,6 +129,126 @@ pub fn table(r: &Report) -> String {
         r.read.lines, r.read.files, r.read.exposures, r.read.outcomes, r.read.skipped
     );
     s
+}
+
+fn opt_ms(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+fn opt_ratio(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.2}×"))
+}
+
+/// The shadow lines of one variant: what its copies found.
+fn shadow_table(s: &mut String, sh: &ShadowReport, confidence: f64) {
+    let rate = match (sh.mismatch_rate, sh.mismatch_ci) {
+        (Some(r), Some([lo, hi])) => format!(
+            "{:.2}% [{:.2}%, {:.2}%] ({:.0}% CI)",
+            100.0 * r,
+            100.0 * lo,
+            100.0 * hi,
+            100.0 * confidence
+        ),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        s,
+        "  shadow {} → {}: {} copies, {} compared, {} mismatches, {} errors, {} skipped",
+        sh.variant, sh.upstream, sh.copies, sh.compared, sh.mismatches, sh.errors, sh.skipped
+    );
+    let _ = writeln!(s, "    mismatch rate: {rate}");
+    if !sh.reasons.is_empty() {
+        let reasons: Vec<String> = sh.reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(s, "    skipped/failed: {}", reasons.join(" "));
+    }
+    for pc in &sh.top_pointers {
+        let name = if pc.pointer.is_empty() {
+            "(whole body)"
+        } else {
+            &pc.pointer
+        };
+        let _ = writeln!(
+            s,
+            "    differs at {name}: {} ({:.0}% of mismatches)",
+            pc.mismatches,
+            100.0 * pc.share_of_mismatches
+        );
+    }
+    let cells: Vec<String> = sh
+        .statuses
+        .iter()
+        .map(|c| format!("{}→{}: {}", c.primary, c.shadow, c.count))
+        .collect();
+    if !cells.is_empty() {
+        let _ = writeln!(s, "    status (served→shadow): {}", cells.join("  "));
+    }
+    let l = &sh.latency_ms;
+    let _ = writeln!(
+        s,
+        "    latency p50 {} vs {} ({}), p99 {} vs {} ({})",
+        opt_ms(l.primary_p50),
+        opt_ms(l.shadow_p50),
+        opt_ratio(l.ratio_p50),
+        opt_ms(l.primary_p99),
+        opt_ms(l.shadow_p99),
+        opt_ratio(l.ratio_p99)
+    );
+}
+
+/// The HTML shadow section of one variant.
+fn shadow_html(s: &mut String, sh: &ShadowReport) {
+    let _ = write!(
+        s,
+        "<h3>Shadow: {} → {}</h3><p>{} copies: {} compared, {} mismatches, {} errors, {} skipped. Mismatch rate {}{}.</p>",
+        esc(&sh.variant),
+        esc(&sh.upstream),
+        sh.copies,
+        sh.compared,
+        sh.mismatches,
+        sh.errors,
+        sh.skipped,
+        sh.mismatch_rate.map_or_else(|| "-".into(), |r| format!("{:.2}%", 100.0 * r)),
+        sh.mismatch_ci.map_or_else(String::new, |[lo, hi]| format!(
+            " [{:.2}%, {:.2}%]",
+            100.0 * lo,
+            100.0 * hi
+        )),
+    );
+    s.push_str("<table><tr><th>pointer</th><th>mismatches</th><th>share</th></tr>");
+    for pc in &sh.top_pointers {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+            if pc.pointer.is_empty() {
+                "(whole body)".into()
+            } else {
+                esc(&pc.pointer)
+            },
+            pc.mismatches,
+            100.0 * pc.share_of_mismatches
+        );
+    }
+    s.push_str(
+        "</table><table><tr><th>served status</th><th>shadow status</th><th>pairs</th></tr>",
+    );
+    for c in &sh.statuses {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            c.primary, c.shadow, c.count
+        );
+    }
+    let l = &sh.latency_ms;
+    let _ = write!(
+        s,
+        "</table><p>Latency p50 {} (served) vs {} (shadow), ratio {}; p99 {} vs {}, ratio {}.</p>",
+        opt_ms(l.primary_p50),
+        opt_ms(l.shadow_p50),
+        opt_ratio(l.ratio_p50),
+        opt_ms(l.primary_p99),
+        opt_ms(l.shadow_p99),
+        opt_ratio(l.ratio_p99)
+    );
 }
 
 fn esc(s: &str) -> String {
@@ -376,6 +500,9 @@ pub fn html(r: &Report) -> String {
             "<h3>Units over time (cumulative, by first exposure)</h3>{}",
             over_time(e)
         );
+        for sh in &e.shadow {
+            shadow_html(&mut s, sh);
+        }
     }
     s.push_str("</body></html>\n");
     s

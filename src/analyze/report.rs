@@ -139,6 +139,9 @@ pub struct ExperimentReport {
     pub comparisons: Vec<Comparison>,
     /// Cumulative units per variant by time of first exposure (mixed units excluded).
     pub units_over_time: Vec<TimePoint>,
+    /// Per variant with shadow copies in the logs: what they found (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<super::shadow::ShadowReport>,
 }
 
 /// The whole report.

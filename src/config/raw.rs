@@ -352,6 +352,40 @@ pub struct RawVariant {
     /// Request headers added for this variant.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `[layer.experiment.variant.shadow]`: copies of this variant's requests to a
+    /// candidate upstream, compared with the served responses.
+    pub shadow: Option<RawShadow>,
+}
+
+/// `[layer.experiment.variant.shadow]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawShadow {
+    /// The upstream that receives the copies.
+    pub upstream: Option<String>,
+    /// Share of the variant's served requests copied, by request id.
+    pub share: Option<f64>,
+    /// Methods copied.
+    pub methods: Option<Vec<String>>,
+    /// Larger request bodies are not copied (`"1MiB"`, or bytes).
+    pub max_body_bytes: Option<toml::Value>,
+    /// Response bytes kept per side for the comparison (`"1MiB"`, or bytes).
+    pub max_response_bytes: Option<toml::Value>,
+    /// Copies in flight at most; beyond it a copy is skipped.
+    pub max_in_flight: Option<i64>,
+    /// Deadline of one copy, from dispatch to the last byte of its response.
+    pub timeout: Option<String>,
+    /// How responses are compared.
+    pub compare: Option<RawShadowCompare>,
+}
+
+/// `compare = { … }` of a shadow.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawShadowCompare {
+    /// JSON pointers left out of the comparison.
+    #[serde(default)]
+    pub json_ignore: Vec<String>,
+    /// Numbers this close (absolute) are equal.
+    pub float_tolerance: Option<f64>,
 }
 
 /// `[layer.experiment.guardrails]`

@@ -1,4 +1,4 @@
-//! Event records (exposure, outcome, guardrail), their JSON Lines encoding, and the
+//! Event records (exposure, outcome, guardrail, shadow), their JSON Lines encoding, and the
 //! reader that the analysis uses. The durable writer lives in [`writer`].
 //!
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
@@ -6,6 +6,7 @@
 
 pub mod encode;
 pub mod reader;
+pub mod shadow;
 pub mod writer;
 
 use crate::guard::Decision;
@@ -14,6 +15,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use shadow::{ShadowRecord, ShadowResult};
 pub use writer::{EventSink, EventWriter, WriterStats};
 
 /// Why a request failed, as written in `error`.
@@ -247,6 +249,8 @@ pub enum Event {
     Guardrail(Decision),
     /// A ramp's transition, with the gate's numbers.
     Ramp(Box<crate::guard::ramp::Transition>),
+    /// A shadow copy's comparison.
+    Shadow(Box<ShadowRecord>),
 }
 
 #[derive(Serialize)]
@@ -256,6 +260,7 @@ enum Tagged<'a> {
     Outcome(&'a Outcome),
     Guardrail(&'a Decision),
     Ramp(&'a crate::guard::ramp::Transition),
+    Shadow(&'a ShadowRecord),
 }
 
 impl Event {
@@ -272,6 +277,9 @@ impl Event {
             Event::Ramp(r) => {
                 let _ = serde_json::to_writer(&mut *buf, &Tagged::Ramp(r));
             }
+            Event::Shadow(r) => {
+                let _ = serde_json::to_writer(&mut *buf, &Tagged::Shadow(r));
+            }
         }
         buf.push(b'\n');
     }
@@ -283,6 +291,7 @@ impl Event {
             Event::Outcome(o) => serde_json::to_writer(&mut *buf, &Tagged::Outcome(o)),
             Event::Guardrail(g) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
             Event::Ramp(r) => serde_json::to_writer(&mut *buf, &Tagged::Ramp(r)),
+            Event::Shadow(r) => serde_json::to_writer(&mut *buf, &Tagged::Shadow(r)),
         };
         buf.push(b'\n');
     }

@@ -11,6 +11,7 @@ pub fn subject(ty: &str) -> Cow<'static, str> {
         "outcome" => Cow::Borrowed("abgate.events.outcome"),
         "guardrail" => Cow::Borrowed("abgate.events.guardrail"),
         "ramp" => Cow::Borrowed("abgate.events.ramp"),
+        "shadow" => Cow::Borrowed("abgate.events.shadow"),
         "unknown" => Cow::Borrowed("abgate.events.unknown"),
         other => Cow::Owned(format!("abgate.events.{other}")),
     }
@@ -53,6 +54,7 @@ fn serde_type(line: &[u8]) -> &'static str {
         Some(t) if t == "outcome" => "outcome",
         Some(t) if t == "guardrail" => "guardrail",
         Some(t) if t == "ramp" => "ramp",
+        Some(t) if t == "shadow" => "shadow",
         _ => "unknown",
     }
 }

@@ -16,6 +16,9 @@
 //! | `stream=N&interval_ms=M` | `text/event-stream` of N events `data: {"token":i,"backend":"NAME"}\n\n`, each flushed on its own M ms after the previous one (the first M ms after the request) |
 //! | `fail_after=K` (with `stream`) | after K events (all N if K ≥ N) the body ends with an error: HTTP/1.1 closes the connection without the last chunk, HTTP/2 resets the stream |
 //!
+//! With [`MockBuilder::labels`] the JSON answer is a classifier's instead of the echo:
+//! `{"id": random, "label": from x-request-id, "score": from x-request-id}`.
+//!
 //! A bad value is answered 400. An injected error (the error rate) is a 500 with the
 //! echo JSON, whatever the query asks. A `GET` with `Upgrade: websocket` is answered
 //! 101 and echoes every text and binary message back; it never times out.
@@ -81,6 +84,9 @@ pub struct MockOptions {
     pub listen: String,
     /// Serve TLS with this certificate (ALPN `h2` and `http/1.1`); plain TCP when `None`.
     pub tls: Option<TlsFiles>,
+    /// Answer like a classifier ([`MockBuilder::labels`]): the share of labels changed,
+    /// or `None` for the plain echo.
+    pub label_flip: Option<f64>,
 }
 
 impl Default for MockOptions {
@@ -93,6 +99,7 @@ impl Default for MockOptions {
             header_spread: 0.0,
             listen: "127.0.0.1:0".into(),
             tls: None,
+            label_flip: None,
         }
     }
 }
@@ -180,6 +187,15 @@ impl MockBuilder {
     /// Serve TLS with this certificate and key.
     pub fn tls(mut self, files: TlsFiles) -> Self {
         self.opts.tls = Some(files);
+        self
+    }
+    /// Answer like a classifier: the JSON also carries `label`, a function of the
+    /// request's `x-request-id` (so two mocks agree on it), changed to another label for
+    /// the share `flip` of ids (chosen by the id's hash, so the same ids every run), and
+    /// `id`, random in every response. Two mocks with flips 0 and 0.05 disagree on
+    /// `/label` for 5% of request ids (the shadow comparison's test).
+    pub fn labels(mut self, flip: f64) -> Self {
+        self.opts.label_flip = Some(flip);
         self
     }
     /// Start (on a free loopback port unless [`MockBuilder::listen`] said otherwise).
@@ -467,6 +483,14 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx, tls: bool) -> Response<Mo
             )
         })
         .collect();
+    if let Some(flip) = opts.label_flip {
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .map_or(&b""[..], |v| v.as_bytes());
+        let status = query.status.unwrap_or(StatusCode::OK);
+        return respond(opts, status, "application/json", full(classify(id, flip)));
+    }
     let body = serde_json::json!({
         "backend": opts.name,
         "path": parts.uri.path(),
@@ -485,6 +509,24 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx, tls: bool) -> Response<Mo
         query.status.unwrap_or(StatusCode::OK)
     };
     respond(opts, status, "application/json", full(body))
+}
+
+/// The classifier answer of [`MockBuilder::labels`] for request id `id`.
+fn classify(id: &[u8], flip: f64) -> String {
+    const LABELS: [&str; 4] = ["cat", "dog", "bird", "fish"];
+    let h = xxhash_rust::xxh3::xxh3_64(id);
+    let mut label = (h % 4) as usize;
+    let draw =
+        xxhash_rust::xxh3::xxh3_64_with_seed(id, 0x5eed) as f64 / 18_446_744_073_709_551_616.0;
+    if draw < flip {
+        label = (label + 1) % 4;
+    }
+    serde_json::json!({
+        "id": format!("{:016x}", rand::random::<u64>()),
+        "label": LABELS[label],
+        "score": 0.5 + (h % 1000) as f64 / 2000.0,
+    })
+    .to_string()
 }
 
 fn full(b: impl Into<Bytes>) -> MockBody {

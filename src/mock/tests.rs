@@ -364,3 +364,21 @@ fn tls_files_that_do_not_load_fail_the_start() {
     };
     assert!(MockServer::builder().tls(mismatched).start().is_err());
 }
+
+#[test]
+fn labels_follow_the_request_id_and_flip_for_the_configured_share() {
+    let n = 20_000;
+    let mut flipped = 0;
+    for i in 0..n {
+        let id = format!("req-{i}");
+        let a: serde_json::Value = serde_json::from_str(&classify(id.as_bytes(), 0.0)).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&classify(id.as_bytes(), 0.05)).unwrap();
+        assert_eq!(a["score"], b["score"]);
+        assert_ne!(a["id"], b["id"], "ids are random");
+        if a["label"] != b["label"] {
+            flipped += 1;
+        }
+    }
+    // 5% of 20,000 = 1000, sd ≈ 31: the hash is fixed, so this count is too.
+    assert!((850..1150).contains(&flipped), "{flipped}");
+}

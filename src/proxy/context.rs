@@ -60,6 +60,8 @@ pub struct Ctx {
     pub watchdog: Option<Watchdog>,
     /// The watchdog fired: the failure that follows is a timeout.
     pub timed_out: bool,
+    /// This request's shadow copy, when it was selected for one.
+    pub shadow: Option<Box<super::shadow::ShadowCopy>>,
 }
 
 impl Ctx {
@@ -88,6 +90,7 @@ impl Ctx {
             attempts: 0,
             watchdog: None,
             timed_out: false,
+            shadow: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! | [`failure`] | whose fault a failure is, and the status it gets; `grpc-status` |
 //! | [`respond`] | responses abgate writes itself |
 //! | [`record`] | metrics, guardrail windows and the exposure after the response |
+//! | [`shadow`] | shadow copies: selection, the tee of bodies, dispatch, comparison |
 //!
 //! Per request this loads the config snapshot once, allocates the unit id, the
 //! `x-abgate-assignments` value and the exposure record, and touches only atomics shared
@@ -27,6 +28,7 @@ pub mod outcome;
 mod record;
 mod respond;
 mod route;
+pub mod shadow;
 
 pub use context::Ctx;
 
@@ -48,12 +50,17 @@ use std::time::SystemTime;
 /// The pingora service.
 pub struct AbgateProxy {
     app: Arc<App>,
+    /// pingora's HTTP connector (and its connection pool) for shadow copies.
+    shadow_connector: Arc<pingora::connectors::http::Connector>,
 }
 
 impl AbgateProxy {
     /// A service over the shared runtime state.
     pub fn new(app: Arc<App>) -> AbgateProxy {
-        AbgateProxy { app }
+        AbgateProxy {
+            app,
+            shadow_connector: Arc::new(pingora::connectors::http::Connector::new(None)),
+        }
     }
 
     /// Apply a QA force (`x-abgate-force` with the admin token). `Err` carries the
@@ -182,6 +189,7 @@ impl ProxyHttp for AbgateProxy {
             return Ok(true);
         }
         route::route(&snap, &view, ctx);
+        shadow::select(&snap, &req.method, ctx);
         Ok(false)
     }
 
@@ -230,12 +238,15 @@ impl ProxyHttp for AbgateProxy {
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if let Some(w) = &ctx.watchdog {
             w.extend();
+        }
+        if let (Some(copy), Some(snap)) = (ctx.shadow.as_deref_mut(), ctx.snap.as_ref()) {
+            shadow::tee_request(snap, copy, body.as_ref(), end_of_stream);
         }
         Ok(())
     }
@@ -260,7 +271,11 @@ impl ProxyHttp for AbgateProxy {
             &snap.pools[ctx.upstream].spec,
             forwarded,
             ctx,
-        )
+        )?;
+        if let Some(copy) = ctx.shadow.as_deref_mut() {
+            shadow::tee_head(snap, copy, req);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -282,6 +297,9 @@ impl ProxyHttp for AbgateProxy {
         let Some(snap) = ctx.snap.as_ref() else {
             return Ok(());
         };
+        if let Some(copy) = ctx.shadow.as_deref_mut() {
+            shadow::tee_response_head(copy, resp);
+        }
         // A trailers-only gRPC response carries its status in the header.
         if let Some(code) = failure::grpc_status(&resp.headers) {
             ctx.grpc_status = Some(code);
@@ -337,6 +355,9 @@ impl ProxyHttp for AbgateProxy {
     ) -> Result<Option<std::time::Duration>> {
         if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte = Some(std::time::Instant::now());
+        }
+        if let (Some(copy), Some(snap)) = (ctx.shadow.as_deref_mut(), ctx.snap.as_ref()) {
+            shadow::tee_response(snap, copy, body.as_ref());
         }
         Ok(None)
     }
@@ -517,12 +538,26 @@ impl ProxyHttp for AbgateProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         ctx.watchdog = None;
         let Some(snap) = ctx.snap.take() else { return };
+        let copy = ctx.shadow.take();
+        let served = copy.as_ref().map(|_| shadow::Served {
+            status: status_of(session),
+            latency: ctx.start.elapsed(),
+            ttfb: ctx.first_byte.or(ctx.header_sent).map_or_else(
+                || ctx.start.elapsed(),
+                |t| t.saturating_duration_since(ctx.start),
+            ),
+            request_id: ctx.request_id.clone(),
+        });
         if !ctx.local {
             record::record(&self.app, &snap, status_of(session), ctx);
         } else if snap.config.admin.request_metrics {
             // abgate's own answers (outcome endpoint, refusals) count once too.
             let class = crate::metrics::status_class(status_of(session));
             self.app.metrics.proxied_by_class[class].inc();
+        }
+        // After the exposure: the copy goes out only once the served request is complete.
+        if let (Some(copy), Some(served)) = (copy, served) {
+            shadow::dispatch(&self.app, &self.shadow_connector, snap, copy, served);
         }
     }
 }

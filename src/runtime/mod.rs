@@ -10,6 +10,7 @@ mod bandit;
 mod decide;
 mod ramp;
 mod reload;
+pub mod shadow;
 mod snapshot;
 pub mod upstream;
 
@@ -210,6 +211,8 @@ pub struct App {
         OnceLock<tokio::sync::mpsc::UnboundedSender<(String, crate::guard::ramp::RampState)>>,
     /// Unix time (ms) at start.
     pub started_unix_ms: u64,
+    /// Live shadow state per variant, kept across reloads.
+    pub shadows: shadow::ShadowStore,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -222,7 +225,8 @@ impl App {
         guard: Arc<Guard>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<App>> {
-        let snap = build_snapshot(Arc::new(config), &guard, &metrics)?;
+        let shadows = shadow::ShadowStore::default();
+        let snap = build_snapshot(Arc::new(config), &guard, &metrics, &shadows)?;
         Ok(Arc::new(App {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
@@ -239,6 +243,7 @@ impl App {
             fleet_decisions: OnceLock::new(),
             fleet_ramps: OnceLock::new(),
             started_unix_ms: unix_ms(std::time::SystemTime::now()),
+            shadows,
             reload_lock: Mutex::new(()),
         }))
     }

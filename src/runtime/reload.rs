@@ -37,7 +37,7 @@ impl App {
                 restart_only.join(", ")
             );
         }
-        let snap = match build_snapshot(Arc::new(cfg), &self.guard, &self.metrics) {
+        let snap = match build_snapshot(Arc::new(cfg), &self.guard, &self.metrics, &self.shadows) {
             Ok(s) => s,
             Err(e) => {
                 self.metrics

@@ -2,6 +2,7 @@
 //! upstream pools, experiment states and pre-resolved metric handles). A request loads
 //! one snapshot and finishes on it, so a reload never changes a request midway.
 
+use super::shadow::{ShadowState, ShadowStore};
 use super::upstream::Pool;
 use crate::config::{Config, Experiment, Layer};
 use crate::guard::bandit::BanditState;
@@ -19,6 +20,8 @@ pub struct ExperimentRuntime {
     pub metrics: Vec<VariantMetrics>,
     /// The bandit's live state (bandit experiments only), shared across reloads.
     pub bandit: Option<Arc<BanditState>>,
+    /// Shadow state per variant (`None` without a shadow).
+    pub shadows: Vec<Option<Arc<ShadowState>>>,
 }
 
 /// Everything derived from one config generation.
@@ -54,7 +57,9 @@ pub fn build_snapshot(
     config: Arc<Config>,
     guard: &Guard,
     metrics: &Metrics,
+    shadows: &ShadowStore,
 ) -> std::io::Result<Snapshot> {
+    let mut shadow_states = shadows.for_config(&config, metrics);
     let (stop_health, stop_rx) = watch::channel(false);
     let mut pools = Vec::with_capacity(config.upstreams.len());
     for spec in &config.upstreams {
@@ -67,10 +72,13 @@ pub fn build_snapshot(
     let experiments = config
         .layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(li, l)| {
             l.experiments
                 .iter()
-                .map(|e| ExperimentRuntime {
+                .enumerate()
+                .map(|(ei, e)| ExperimentRuntime {
+                    shadows: std::mem::take(&mut shadow_states[li][ei]),
                     state: guard.experiment_state(e),
                     bandit: guard.bandit_state(e),
                     metrics: e

@@ -218,6 +218,22 @@ pub fn two_proportions(c: (f64, f64), t: (f64, f64), confidence: f64) -> Differe
     }
 }
 
+/// The Wilson score interval of a proportion: `k` successes in `n` trials, at
+/// `confidence` (well behaved near 0 and 1, where the Wald interval collapses). `(0, 1)`
+/// for `n = 0`.
+pub fn wilson(k: f64, n: f64, confidence: f64) -> (f64, f64) {
+    if n <= 0.0 {
+        return (0.0, 1.0);
+    }
+    let z = norm_ppf(1.0 - (1.0 - confidence) / 2.0);
+    let p = k / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = z / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 /// Relative lift (t/c − 1) and its delta-method interval, from the means and the
 /// variances of the two means (`var_mc` = Var(mean_c), `var_mt` = Var(mean_t)).
 pub fn relative_lift(

@@ -21,6 +21,7 @@ mod metrics;
 mod ramp;
 mod routing;
 mod server;
+mod shadow;
 mod targeting;
 mod tls;
 mod upstreams;

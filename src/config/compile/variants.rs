@@ -38,12 +38,17 @@ pub(super) fn compile_variants(
             .as_deref()
             .and_then(|u| upstreams.index(d, &format!("{vpath}.upstream"), u));
         let headers = headers(d, &vpath, &v.headers);
+        let shadow = v.shadow.as_ref().map(|s| {
+            let label = format!("{lname}.{ename}={vname}");
+            super::shadow::compile_shadow(d, &format!("{vpath}.shadow"), &label, s, upstreams)
+        });
         variants.push(Variant {
             label: Arc::from(format!("{lname}.{ename}={vname}")),
             name: vname,
             weight,
             upstream,
             headers,
+            shadow: shadow.flatten(),
         });
     }
     variants

@@ -148,6 +148,8 @@ pub struct Variant {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `layer.experiment=variant`.
     pub label: Arc<str>,
+    /// Copies of its served requests to a candidate, if configured.
+    pub shadow: Option<super::Shadow>,
 }
 
 /// Guardrail action.

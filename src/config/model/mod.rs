@@ -8,12 +8,14 @@ mod cookie;
 mod exposure;
 mod layers;
 mod ramp;
+mod shadow;
 
 pub use bandit::Bandit;
 pub use cookie::CookieName;
 pub use exposure::AssignmentNames;
 pub use layers::*;
 pub use ramp::{OnInsufficient, Ramp};
+pub use shadow::{Shadow, ShadowCompare};
 
 use http::HeaderName;
 use std::net::SocketAddr;
