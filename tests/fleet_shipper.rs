@@ -422,17 +422,22 @@ fn three_sidecars_through_a_stop_a_broker_kill_and_a_restart_leave_one_exposure_
                 .then_some(())
         });
     }
-    let local: usize = dirs
-        .iter()
-        .map(|d| events(&d.path().join("events")).len())
-        .sum();
-    let msgs = wait_for(30, "every local event in the stream", || {
+    // The last exposures are written just after their responses: the local logs are
+    // read again with the stream until both hold the same ids.
+    let local_ids = || -> BTreeSet<String> {
+        dirs.iter()
+            .flat_map(|d| events(&d.path().join("events")))
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (msgs, local) = wait_for(30, "every local event in the stream", || {
         let msgs = read_stream(&nats.url());
-        let ids: BTreeSet<&str> = msgs
+        let local = local_ids();
+        let ids: BTreeSet<String> = msgs
             .iter()
-            .map(|m| m.event["event_id"].as_str().unwrap())
+            .map(|m| m.event["event_id"].as_str().unwrap().to_string())
             .collect();
-        (ids.len() >= local).then_some(msgs)
+        (ids == local).then_some((msgs, local.len()))
     });
     // Duplicates share their event_id (and their whole line).
     let mut by_id: BTreeMap<&str, Vec<&Msg>> = BTreeMap::new();
