@@ -156,4 +156,23 @@ mod tests {
         assert_eq!(e[0].1, "layer[0].experiment[0].bandit");
         assert!(e[0].2.starts_with("missing `reward`"), "{e:?}");
     }
+
+    #[test]
+    fn a_bandit_with_a_ramp_is_reported_at_the_ramp() {
+        let text = experiment("reward = \"conv\"\n").replace(
+            "[layer.experiment.bandit]",
+            "[layer.experiment.guardrails]\nerror_rate = { max_increase = 0.02 }\n\
+             [layer.experiment.ramp]\nsteps = [0.1, 0.5]\n[layer.experiment.bandit]",
+        );
+        let e = errors(&text.replace("traffic = 1.0\n", ""));
+        let got: Vec<_> = e.iter().map(|(_, p, m)| (p.as_str(), m.as_str())).collect();
+        assert_eq!(got.len(), 1, "{e:?}");
+        assert_eq!(got[0].0, "layer[0].experiment[0].ramp");
+        assert!(
+            got[0]
+                .1
+                .starts_with("a bandit experiment cannot also have a ramp"),
+            "{e:?}"
+        );
+    }
 }

@@ -12,7 +12,6 @@ use super::plan::Current;
 use crate::guard::Decision;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A local decision waiting to be published.
@@ -59,17 +58,7 @@ pub fn load(path: &Path) -> FleetFile {
 
 /// Write `body` to `path` atomically.
 pub fn save(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::guard::write_atomic(path, body)
 }
 
 #[cfg(test)]
