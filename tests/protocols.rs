@@ -637,11 +637,26 @@ fn a_websocket_survives_a_silence_shorter_than_idle_timeout() {
             .toml();
         let g = start(dir.path(), &config);
         rt.block_on(async {
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", g.proxy))
-                .await
-                .unwrap();
-            ws.send(Message::text("hello")).await.unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+            // A known pingora 0.9 race resets an upgraded connection right after the 101
+            // now and then (about 1 in 20 here: the request's empty body is finished
+            // toward the backend before the upgrade is seen; docs/protocols.md, known
+            // issues). It is not what this test is about: connect again, at most twice.
+            let mut attempts = 0;
+            let mut ws = loop {
+                attempts += 1;
+                let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", g.proxy))
+                    .await
+                    .unwrap();
+                ws.send(Message::text("hello")).await.unwrap();
+                match ws.next().await.unwrap() {
+                    Ok(m) => {
+                        assert_eq!(m, Message::text("hello"));
+                        break ws;
+                    }
+                    Err(e) if attempts < 3 => eprintln!("first echo failed ({e}); again"),
+                    Err(e) => panic!("first echo, idle_timeout = {idle:?}: {e}\n{}", g.logs()),
+                }
+            };
             // The silence under test: longer than read_timeout, shorter than idle_timeout.
             tokio::time::sleep(Duration::from_millis(1200)).await;
             let echoed = async {
