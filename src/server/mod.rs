@@ -168,6 +168,9 @@ pub async fn start(
         crate::admin::AdminHandle::new(app.clone()),
         shutdown_rx.clone(),
     ));
+    // The ramps' state is exported (and their start announced) before the first
+    // request, not at the control loop's first tick.
+    app.ramp_pending();
     tokio::spawn(crate::control::run(app.clone(), shutdown_rx.clone()));
     watch::spawn_watcher(app.clone(), shutdown_rx);
 
