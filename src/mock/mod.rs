@@ -28,6 +28,11 @@
 
 pub mod grpc;
 pub mod pki;
+mod query;
+mod stream;
+
+use query::Query;
+use stream::event_stream;
 
 pub use grpc::{MockGrpcServer, MockGrpcStats};
 pub use pki::TestPki;
@@ -36,15 +41,13 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
@@ -382,47 +385,6 @@ where
         .await;
 }
 
-/// The query parameters the mock understands.
-#[derive(Debug, Default, PartialEq)]
-struct Query {
-    status: Option<StatusCode>,
-    stall: Duration,
-    stream: Option<u64>,
-    interval: Duration,
-    fail_after: Option<u64>,
-}
-
-impl Query {
-    fn parse(q: Option<&str>) -> Result<Query, String> {
-        let mut out = Query::default();
-        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let num = || {
-                v.parse::<u64>()
-                    .map_err(|_| format!("mock: `{k}={v}` is not a whole number"))
-            };
-            match k {
-                "status" => {
-                    let code = num()?;
-                    out.status = Some(
-                        u16::try_from(code)
-                            .ok()
-                            .and_then(|c| StatusCode::from_u16(c).ok())
-                            .filter(|s| s.as_u16() >= 200)
-                            .ok_or_else(|| format!("mock: `status={v}` is not a final status"))?,
-                    );
-                }
-                "stall_ms" => out.stall = Duration::from_millis(num()?),
-                "stream" => out.stream = Some(num()?),
-                "interval_ms" => out.interval = Duration::from_millis(num()?),
-                "fail_after" => out.fail_after = Some(num()?),
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
-
 async fn answer(mut req: Request<Incoming>, ctx: &Ctx, tls: bool) -> Response<MockBody> {
     let (opts, stats, knobs) = (&*ctx.opts, &*ctx.stats, &*ctx.knobs);
     stats.requests.fetch_add(1, Relaxed);
@@ -562,68 +524,6 @@ fn lognormal_factor(sigma: f64) -> f64 {
     let (u1, u2): (f64, f64) = (rand::random(), rand::random());
     let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
     (sigma * z - sigma * sigma / 2.0).exp()
-}
-
-/// A body fed by a channel: each item becomes one DATA frame (or HTTP/1.1 chunk), an
-/// `Err` aborts the response.
-struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|r| r.map(Frame::data)))
-    }
-}
-
-/// The error a stream told to fail ends with.
-#[derive(Debug)]
-struct StreamAborted(u64);
-
-impl std::fmt::Display for StreamAborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "mock stream aborted after {} events (fail_after)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for StreamAborted {}
-
-/// `events` server-sent events, one every `interval`; with `fail_after = Some(k)` the
-/// body errors after `min(k, events)` of them.
-fn event_stream(ctx: &Ctx, events: u64, interval: Duration, fail_after: Option<u64>) -> MockBody {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let name = serde_json::Value::from(ctx.opts.name.as_str()).to_string();
-    let stats = ctx.stats.clone();
-    tokio::spawn(async move {
-        let sent = events.min(fail_after.unwrap_or(u64::MAX));
-        for i in 0..sent {
-            tokio::time::sleep(interval).await;
-            // Written by hand to keep the documented key order.
-            let event = format!("data: {{\"token\":{i},\"backend\":{name}}}\n\n");
-            if tx.send(Ok(Bytes::from(event))).await.is_err() {
-                return; // the client went away
-            }
-        }
-        if fail_after.is_some() {
-            stats.aborted.fetch_add(1, Relaxed);
-            let _ = tx
-                .send(Err(Box::new(StreamAborted(sent)) as BoxError))
-                .await;
-        }
-    });
-    ChannelBody { rx }.boxed()
 }
 
 fn is_websocket(req: &Request<Incoming>) -> bool {
