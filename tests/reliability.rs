@@ -89,6 +89,29 @@ fn a_502_says_connection_close_because_the_connection_is_not_reused() {
     assert_eq!(connection_header(&resp).as_deref(), Some("close"), "{resp}");
 }
 
+/// A 504 (the backend did not answer within `read_timeout`) says `Connection: close`
+/// too: the backend connection is not reused, so the client's is not promised either.
+#[test]
+fn a_504_says_connection_close_too() {
+    let slow = MockServer::builder()
+        .name("slow")
+        .latency(Duration::from_secs(3))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config::TestConfig::new(dir.path())
+        .upstream_with("m", &[slow.addr], &["read_timeout = \"200ms\""])
+        .toml();
+    let g = start(dir.path(), &config);
+    let mut s = TcpStream::connect(&g.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v1/chat HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut s).expect("a complete 504");
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+    assert_eq!(connection_header(&resp).as_deref(), Some("close"), "{resp}");
+}
+
 #[test]
 fn sigterm_answers_every_in_flight_request_on_keep_alive_connections_with_close() {
     let slow = MockServer::builder()
@@ -355,7 +378,8 @@ fn refused_tokens_and_forces_are_counted_and_logged_without_flooding() {
 
 /// A backend whose responses pingora cannot parse (300 headers of 1 KB each) fails
 /// every request; the log says so in at most one truncated line per second instead of
-/// one line with the raw buffer (hundreds of KB) per request.
+/// one line with the raw buffer (hundreds of KB) per request; each is counted as the
+/// backend's `protocol` error, not a `reset`.
 #[test]
 fn a_backend_that_fails_every_request_does_not_flood_the_log() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -389,6 +413,22 @@ fn a_backend_that_fails_every_request_does_not_flood_the_log() {
         assert!(matches!(r, Err(ureq::Error::Status(502, _))), "{r:?}");
     }
     wait_metric(&g, "abgate_proxied_requests_total", &["5xx"], 30.0);
+    // An invalid response is the backend's protocol fault, not a broken connection.
+    wait_metric(
+        &g,
+        "abgate_upstream_errors_total",
+        &["kind=\"protocol\""],
+        30.0,
+    );
+    let exposures = common::wait_for(10, "30 exposures", || {
+        let e = common::events(&dir.path().join("events"));
+        (e.len() >= 30).then_some(e)
+    });
+    assert!(
+        exposures.iter().all(|e| e["error"] == "protocol"),
+        "{:?}",
+        exposures.iter().map(|e| &e["error"]).collect::<Vec<_>>()
+    );
     let logs = g.logs();
     let failed: Vec<&str> = logs
         .lines()

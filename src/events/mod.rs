@@ -28,6 +28,10 @@ pub enum ErrorKind {
     Timeout,
     /// The backend connection broke.
     Reset,
+    /// The backend's response was not valid HTTP (a malformed header, too many header
+    /// lines, bad framing or HTTP/2 frames): a fault of the backend, not a broken
+    /// connection.
+    Protocol,
     /// The backend answered 5xx.
     #[serde(rename = "upstream_5xx")]
     Upstream5xx,
@@ -40,10 +44,11 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kinds that are the upstream's failures (every kind but `proxy`), in the order
     /// of their metric handles.
-    pub const UPSTREAM: [ErrorKind; 5] = [
+    pub const UPSTREAM: [ErrorKind; 6] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Reset,
+        ErrorKind::Protocol,
         ErrorKind::Upstream5xx,
         ErrorKind::Grpc,
     ];
@@ -55,6 +60,7 @@ impl ErrorKind {
             ErrorKind::Connect => Some("connect"),
             ErrorKind::Timeout => Some("timeout"),
             ErrorKind::Reset => Some("reset"),
+            ErrorKind::Protocol => Some("protocol"),
             ErrorKind::Upstream5xx => Some("5xx"),
             ErrorKind::Grpc => Some("grpc"),
             ErrorKind::Proxy => None,
@@ -67,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
             ErrorKind::Upstream5xx => "upstream_5xx",
             ErrorKind::Grpc => "grpc",
             ErrorKind::Proxy => "proxy",

@@ -17,14 +17,28 @@ pub fn client_went_away(e: &Error) -> bool {
 
 /// The error kind of a backend failure.
 pub fn classify(e: &Error) -> ErrorKind {
-    match e.etype() {
+    kind_of(e.etype())
+}
+
+/// The error kind of a backend failure of type `t`: one rule for served requests and
+/// shadow copies.
+pub fn kind_of(t: &ErrorType) -> ErrorKind {
+    match t {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             ErrorKind::Timeout
         }
-        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
-            ErrorKind::Connect
-        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::SocketError => ErrorKind::Connect,
         ErrorType::HTTPStatus(c) if *c >= 500 => ErrorKind::Upstream5xx,
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::InvalidH2 => {
+            ErrorKind::Protocol
+        }
         _ => ErrorKind::Reset,
     }
 }

@@ -38,7 +38,6 @@ use http::HeaderValue;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -355,7 +354,7 @@ async fn run(
         },
         Ok(Err(e)) => Finished {
             result: ShadowResult::Error,
-            reason: Some(error_reason(e.etype())),
+            reason: Some(super::failure::kind_of(e.etype()).as_str()),
             ..Finished::default()
         },
         Ok(Ok(answer)) => {
@@ -471,23 +470,6 @@ async fn exchange(
         streamed,
         ttfb,
     })
-}
-
-/// A failed copy's `reason`.
-fn error_reason(e: &ErrorType) -> &'static str {
-    match e {
-        ErrorType::ConnectTimedout
-        | ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::TLSHandshakeFailure
-        | ErrorType::TLSHandshakeTimedout
-        | ErrorType::InvalidCert
-        | ErrorType::HandshakeError
-        | ErrorType::ConnectError
-        | ErrorType::SocketError => "connect",
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-        _ => "reset",
-    }
 }
 
 fn ms(d: Duration) -> f64 {
