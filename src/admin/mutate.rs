@@ -112,3 +112,41 @@ fn mutate(app: &App, name: &str, action: &str) -> Resp {
         json!({"experiment": name, "state": exp.state().state_word()}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::serialized;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    /// What keeps a burst of mutations from starving the proxy: each runs off the
+    /// thread that received it (a blocking thread, never an async worker), and never two
+    /// at once. Inline on the caller's thread, or unserialized, this fails.
+    #[test]
+    fn mutations_run_off_the_async_threads_one_at_a_time() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let caller = std::thread::current().id();
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = rt.block_on(async {
+            let calls = (0..16).map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                serialized(move || {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    running.fetch_sub(1, SeqCst);
+                    std::thread::current().id()
+                })
+            });
+            futures_util::future::join_all(calls).await
+        });
+        assert_eq!(threads.len(), 16);
+        for t in threads {
+            assert_ne!(t.expect("answered"), caller, "ran on the async thread");
+        }
+        assert_eq!(most.load(SeqCst), 1, "two mutations ran at once");
+    }
+}
