@@ -147,9 +147,10 @@ fn cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
-/// A unit id as documented: 1 to 256 bytes, no control characters.
+/// A unit id as documented, from any source (header, cookie, outcome): the one rule of
+/// [`printable_id`].
 fn is_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= identity::MAX_ID_LEN && !v.chars().any(|c| c.is_ascii_control())
+    printable_id(v)
 }
 
 /// The identity cookie the slow, obvious way: split every `Cookie` header at `;`; the
@@ -265,7 +266,8 @@ pub fn outcome(body: &[u8]) {
     }
 }
 
-/// What the outcome endpoint documents for a unit id.
+/// What the docs say a unit id is: 1 to 256 bytes of printable UTF-8 (no C0 or C1
+/// control, DEL, U+2028 or U+2029).
 fn printable_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= identity::MAX_ID_LEN
