@@ -199,6 +199,37 @@ fn table_and_html_outputs_are_complete() {
         !h.contains("<script src") && !h.contains("<link"),
         "self-contained"
     );
+    // The forest plot reads at a glance: a labelled zero tick, and every row names its
+    // metric and variant and prints its lift and interval beside the bar.
+    assert!(h.contains(">0</text>"), "no zero tick label");
+    let (_, json, _) = analyze(dir.path(), &["--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pct = |x: &serde_json::Value| format!("{:+.2}%", 100.0 * x.as_f64().unwrap());
+    let mut rows = 0;
+    for e in report["experiments"].as_array().unwrap() {
+        for c in e["comparisons"].as_array().unwrap() {
+            if !c["rel_lift"].is_number() || !c["rel_ci"][0].is_number() {
+                continue;
+            }
+            let name = format!(
+                "{} · {}",
+                c["metric"].as_str().unwrap(),
+                c["variant"].as_str().unwrap()
+            );
+            let text = format!(
+                "{} [{}, {}]",
+                pct(&c["rel_lift"]),
+                pct(&c["rel_ci"][0]),
+                pct(&c["rel_ci"][1])
+            );
+            assert!(
+                h.contains(&name) && h.contains(&text),
+                "forest row {name}: {text}"
+            );
+            rows += 1;
+        }
+    }
+    assert!(rows >= 4, "{rows} forest rows");
 }
 
 #[test]
