@@ -60,10 +60,12 @@ fn an_advance_on_one_sidecar_is_served_by_the_other_within_2s_and_a_hold_comes_b
     });
     println!("advance on s1 served by s2 after {took} ms");
     assert!(took <= 2_000, "{took} ms");
-    let m = s[1].g.metrics();
-    assert!(
-        m.contains("abgate_ramp_step{experiment=\"ranker_v2\"} 2"),
-        "{m}"
+    // The gauge follows at the control loop's next tick.
+    common::wait_metric(
+        &s[1].g,
+        "abgate_ramp_step",
+        &["experiment=\"ranker_v2\""],
+        2.0,
     );
 
     let t1 = Instant::now();
