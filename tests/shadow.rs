@@ -482,3 +482,73 @@ fn forced_paused_and_unlisted_method_requests_are_not_copied() {
     }
     assert_eq!(candidate.requests(), control_units as u64);
 }
+
+/// A shadow upstream speaks whatever its `[upstream]` says, as a served one does: copies
+/// to a candidate over TLS with HTTP/2 by ALPN (its certificate verified against the
+/// test CA) and to one over h2c all arrive over HTTP/2 and are compared, with no error.
+#[test]
+fn copies_reach_candidates_over_tls_h2_and_h2c() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = abgate::mock::pki::TestPki::generate(pki_dir.path()).unwrap();
+    let ca = format!("ca = \"{}\"", pki.ca.display());
+    let primary = MockServer::builder().name("a").labels(0.0).start().unwrap();
+    let over_tls = MockServer::builder()
+        .name("c")
+        .labels(0.0)
+        .tls(pki.tls_files())
+        .start()
+        .unwrap();
+    let over_h2c = MockServer::builder().name("c").labels(0.0).start().unwrap();
+    let shadow = "share = 1.0\nmax_in_flight = 100\ncompare = { json_ignore = [\"/id\"] }";
+    let cases: [(&MockServer, Vec<&str>); 2] = [
+        (
+            &over_tls,
+            vec![
+                "tls = true",
+                "protocol = \"h2\"",
+                "sni = \"localhost\"",
+                &ca,
+            ],
+        ),
+        (&over_h2c, vec!["protocol = \"h2c\""]),
+    ];
+    for (candidate, lines) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = "[[layer]]\nname = \"model\"\n[[layer.experiment]]\nname = \"ranker\"\n\
+             traffic = 1.0\n[[layer.experiment.variant]]\nname = \"control\"\nweight = 1\n\
+             upstream = \"model_a\"\n[layer.experiment.variant.shadow]\nupstream = \"model_c\"\n"
+            .to_string()
+            + shadow
+            + "\n[[layer.experiment.variant]]\nname = \"treatment\"\nweight = 1\n\
+             upstream = \"model_a\"\n[layer.experiment.variant.shadow]\nupstream = \"model_c\"\n"
+            + shadow
+            + "\n";
+        let text = TestConfig::new(DIR_PLACEHOLDER)
+            .identity("header = \"x-user-id\"")
+            .upstream("model_a", &[primary.addr])
+            .upstream_with("model_c", &[candidate.addr], &lines)
+            .raw(&layer)
+            .toml();
+        let g = start(dir.path(), &text);
+        let n = 40;
+        for i in 0..n {
+            let (status, _, _) = post(&g, i, b"{\"text\":\"hello\"}");
+            assert_eq!(status, 200);
+        }
+        let records = wait_for(10, "a shadow record per request", || {
+            let r = shadow_records(&g);
+            (r.len() == n).then_some(r)
+        });
+        for r in &records {
+            assert_eq!(r["result"], "match", "{lines:?}: {r}");
+            assert_eq!(r["shadow_status"], 200, "{r}");
+        }
+        let http2 = candidate
+            .stats
+            .http2
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(candidate.requests(), n as u64, "{lines:?}");
+        assert_eq!(http2, n as u64, "{lines:?}: copies over HTTP/2");
+        g.stop();
+    }
+}
