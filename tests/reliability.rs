@@ -112,6 +112,79 @@ fn a_504_says_connection_close_too() {
     assert_eq!(connection_header(&resp).as_deref(), Some("close"), "{resp}");
 }
 
+/// An idle keep-alive connection is closed after `server.keepalive_timeout` (pingora
+/// alone would keep it open forever once the client speaks HTTP/1.1: idle clients
+/// would then hold every slot of `max_connections`); within it, the connection serves
+/// the next request.
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
+    let (_mock, _dir, _config, g) = one_backend("keepalive_timeout = \"1s\"");
+    let mut s = TcpStream::connect(&g.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /v1/chat HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let resp = read_response(&mut s).expect("a response on the kept connection");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert_eq!(
+            connection_header(&resp).as_deref(),
+            Some("keep-alive"),
+            "{resp}"
+        );
+    }
+    let idle = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = s.read(&mut buf);
+    assert!(
+        closed(&read),
+        "the idle connection is closed by abgate, not by the test's 20 s: {read:?}"
+    );
+    eprintln!("idle connection closed after {:?}", idle.elapsed());
+
+    // A new connection that stays silent, or sends less than the 24 bytes pingora reads
+    // to tell h2c from HTTP/1.1, is closed after the same time and counted.
+    for sent in [&b""[..], b"GET /x HTTP/1.1\r\nHo"] {
+        let mut s = TcpStream::connect(&g.proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(sent).unwrap();
+        let read = s.read(&mut buf);
+        assert!(closed(&read), "{sent:?}: {read:?}");
+    }
+    wait_metric(
+        &g,
+        "abgate_downstream_rejected_total",
+        &["reason=\"silent\""],
+        2.0,
+    );
+
+    // An HTTP/2 connection with no stream open ends after the same idle time.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&g.proxy).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/v1/chat", g.proxy))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        drop(resp);
+        tokio::time::timeout(Duration::from_secs(20), conn)
+            .await
+            .expect("the idle HTTP/2 connection is ended by abgate")
+            .unwrap()
+            .ok();
+    });
+}
+
 #[test]
 fn sigterm_answers_every_in_flight_request_on_keep_alive_connections_with_close() {
     let slow = MockServer::builder()

@@ -82,6 +82,8 @@ pub struct RawServer {
     pub max_header_bytes: Option<toml::Value>,
     /// Client connections open at most (default: from the descriptor limit).
     pub max_connections: Option<i64>,
+    /// How long an idle HTTP/1.1 client connection waits for its next request (`"75s"`).
+    pub keepalive_timeout: Option<String>,
     /// `[server.tls]`: TLS listeners.
     pub tls: Option<RawServerTls>,
 }

@@ -11,6 +11,12 @@
 //! and requests everywhere at descriptor exhaustion.
 //!
 //! The open count is `abgate_downstream_connections` itself (one atomic for both).
+//!
+//! A plaintext connection must send its first 24 bytes within `server.keepalive_timeout`:
+//! pingora reads that many (the length of the HTTP/2 preface) to tell h2c from
+//! HTTP/1.1, with no deadline of its own, so a client that connected and went silent
+//! (or a slowloris) held its slot for ever. It is closed instead, counted in
+//! `abgate_downstream_rejected_total{reason="silent"}`.
 
 use crate::runtime::App;
 use async_trait::async_trait;
@@ -110,6 +116,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
             return None; // dropped: closed before anything is read
         }
         let _open = OpenConnection::new(open);
+        let mut stream = stream;
+        if stream.get_ssl_digest().is_none() {
+            let wait =
+                Duration::from_secs(self.app.snapshot.load().config.server.keepalive_timeout);
+            let mut preface = [0u8; 24];
+            match tokio::time::timeout(wait, stream.try_peek(&mut preface)).await {
+                Ok(Ok(_)) => {}            // the bytes are put back for pingora to read again
+                Ok(Err(_)) => return None, // closed before 24 bytes: nothing to answer
+                Err(_) => {
+                    self.app
+                        .metrics
+                        .downstream_rejected
+                        .with_label_values(&["silent"])
+                        .inc();
+                    return None;
+                }
+            }
+        }
         let mut reused = self.inner.process_new(stream, shutdown).await;
         while let Some(stream) = reused {
             reused = self.inner.process_new(stream, shutdown).await;

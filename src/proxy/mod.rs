@@ -113,15 +113,19 @@ impl ProxyHttp for AbgateProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         self.app.inflight.fetch_add(1, Relaxed);
         ctx.inflight = Some(InflightGuard(self.app.clone()));
+        let snap = self.app.snapshot.load_full();
         if self.app.draining.load(Relaxed) {
             session.set_keepalive(None);
         } else {
+            // An idle HTTP/1.1 connection waits `keepalive_timeout` for its next request
+            // (pingora would wait forever once the client speaks HTTP/1.1); a client's
+            // `Connection: close` still closes it. A no-op on HTTP/2.
+            session.set_keepalive(Some(snap.config.server.keepalive_timeout));
             // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous
             // response arrived is answered after it, in order, instead of being dropped
             // with the connection. A no-op on HTTP/2.
             session.set_pipelining_enabled(true);
         }
-        let snap = self.app.snapshot.load_full();
         ctx.snap = Some(snap.clone());
         ctx.request_id = backend::client_request_id(&session.req_header().headers)
             .unwrap_or_else(|| RequestId::new(SystemTime::now()));

@@ -240,6 +240,11 @@ fn start_proxy(
     let mut proxy = pingora::proxy::http_proxy(&conf, AbgateProxy::new(app.clone()));
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
+    // An HTTP/2 connection with no stream open is closed after the same idle time as an
+    // HTTP/1.1 keep-alive connection (the value at start: pingora reads it once).
+    options.h2_idle_timeout = Some(Duration::from_secs(
+        app.snapshot.load().config.server.keepalive_timeout,
+    ));
     proxy.server_options = Some(options);
     let mut service = pingora::services::listening::Service::new(
         "abgate proxy".into(),

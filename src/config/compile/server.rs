@@ -58,9 +58,22 @@ pub(super) fn compile_server(d: &mut Diagnostics, raw: &RawServer, base: &Path) 
                 None
             }
         },
+        keepalive_timeout: dur(
+            d,
+            "server.keepalive_timeout",
+            &raw.keepalive_timeout,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        )
+        .as_secs_f64()
+        .ceil() as u64,
         tls: raw.tls.as_ref().and_then(|t| compile_tls(d, t, base)),
     }
 }
+
+/// How long an idle client connection is kept: nginx's 75 s, longer than the 60 s idle
+/// timeout of the usual load balancers in front (a proxy that closes first races the
+/// balancer's next request on that connection: a 502 at the balancer).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: &str = "75s";
 
 /// The request-head limit: default 32 KiB (nginx's 1 KiB plus 4 × 8 KiB), at least
 /// 1 KiB, at most pingora's own 1 MiB (beyond it pingora answers 400 first).
@@ -175,6 +188,7 @@ mod tests {
         assert_eq!(s.listen, ["127.0.0.1:8080"]);
         assert_eq!(s.threads, 2);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.keepalive_timeout, 75);
         assert!(!s.debug_header && !s.preserve_header_case);
         assert_eq!(s.outcome_path, "/_abgate/outcome");
         assert_eq!(cfg.admin.listen, "127.0.0.1:9100");
@@ -186,7 +200,7 @@ mod tests {
     fn server_and_admin_keep_valid_values_as_written() {
         let cfg = parse(&format!(
             "{MINIMAL}[server]\nlisten = [\"0.0.0.0:80\", \"[::1]:81\"]\nthreads = 8\n\
-             shutdown_timeout = \"5s\"\ndebug_header = true\noutcome_path = \"/o\"\n\
+             shutdown_timeout = \"5s\"\nkeepalive_timeout = \"1500ms\"\ndebug_header = true\noutcome_path = \"/o\"\n\
              preserve_header_case = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              token_env = \"T\"\nrequest_metrics = false\n"
         ))
@@ -194,6 +208,10 @@ mod tests {
         assert_eq!(cfg.server.listen, ["0.0.0.0:80", "[::1]:81"]);
         assert_eq!(cfg.server.threads, 8);
         assert_eq!(cfg.server.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(
+            cfg.server.keepalive_timeout, 2,
+            "rounded up to whole seconds"
+        );
         assert!(cfg.server.debug_header && cfg.server.preserve_header_case);
         assert_eq!(cfg.server.outcome_path, "/o");
         assert_eq!(cfg.admin.listen, "127.0.0.1:0");

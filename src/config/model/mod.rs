@@ -113,6 +113,9 @@ pub struct ServerSettings {
     /// Client connections open at most; `None`: derived at start from the descriptor
     /// limit (see `proxy::connections`).
     pub max_connections: Option<usize>,
+    /// How long an idle HTTP/1.1 client connection is kept for its next request, in
+    /// whole seconds (at least 1); then it is closed.
+    pub keepalive_timeout: u64,
     /// TLS listeners, if any.
     pub tls: Option<ServerTls>,
 }
