@@ -65,6 +65,9 @@ struct Cursor {
     confirmed: u64,
     /// The counters last published.
     published: Option<OpenCounters>,
+    /// The fleet's periods do not fit this state (said once): it is left alone until a
+    /// reload makes a new one.
+    refused: bool,
 }
 
 /// One bandit experiment as a look sees it.
@@ -105,6 +108,9 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, mut shutdown: watch::Receiver<
                         state: id,
                         ..Cursor::default()
                     };
+                }
+                if cursor.refused {
+                    continue;
                 }
                 if sync(&app, &store, &instance, &look, cursor).await.is_err() {
                     // the broker did not answer: the next look tries again
@@ -207,6 +213,7 @@ async fn sync(
                 }
                 let n = entries.len() as u64;
                 if !adopt(app, look, k, entries, false).await {
+                    cursor.refused = true;
                     return Ok(());
                 }
                 cursor.confirmed = k + n;
@@ -331,6 +338,8 @@ async fn adopt(
     let rounded = |x: &[f64]| -> Vec<f64> { x.iter().map(|v| (v * 1e4).round() / 1e4).collect() };
     match done {
         Ok(Ok(true)) => {
+            // (a `bandit` event of the period belongs here when `won`: the writer
+            // announces it, the others adopt it silently, as for ramps)
             let how = if won {
                 "computed here from the fleet's counters and written to the fleet".to_string()
             } else {
@@ -348,7 +357,7 @@ async fn adopt(
         }
         Ok(Ok(false)) => {
             tracing::warn!(
-                "fleet: bandit {}: the fleet's periods from {first} do not fit this config; serving the local ones",
+                "fleet: bandit {}: the fleet's periods from {first} do not fit this config (other arms, or not in sequence); serving the local ones without updates until a reload",
                 look.name
             );
             false
