@@ -46,14 +46,17 @@ const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// several looks).
 const MAX_STEPS: usize = 64;
 
+/// The prefix of every bandit key (the decision store's full read skips them).
+pub const BANDIT_PREFIX: &str = "bandit.";
+
 /// The bucket key of period `period` of bandit `experiment` (history `fingerprint`).
 pub fn period_key(experiment: &str, fingerprint: &str, period: u64) -> String {
-    format!("bandit.{experiment}.{fingerprint}.{period}")
+    format!("{BANDIT_PREFIX}{experiment}.{fingerprint}.{period}")
 }
 
 /// The bucket key of the open-period counters of `instance`.
 pub fn open_key(experiment: &str, fingerprint: &str, instance: &str) -> String {
-    format!("bandit.{experiment}.{fingerprint}.open.{instance}")
+    format!("{BANDIT_PREFIX}{experiment}.{fingerprint}.open.{instance}")
 }
 
 /// What this task knows of one bandit.
