@@ -13,6 +13,7 @@
 use super::{replay, BanditState, BanditWriteError, Period, Serving};
 use crate::stats::bandit::ArmStats;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// One period as the fleet bucket holds it: written once, by the sidecar that computed
@@ -115,13 +116,29 @@ impl BanditState {
             .is_some_and(|p| same_period(p, theirs))
     }
 
-    /// This sidecar's counters of the open period so far.
+    /// This sidecar's counters of the open period so far (without copying the history:
+    /// the fleet reads them at every look).
     pub fn open_counters(&self) -> OpenCounters {
-        let h = self.history();
-        let last = h.periods.last();
+        let h = self.lock();
+        let Some(last) = h.periods.last() else {
+            return OpenCounters {
+                period: 0,
+                stats: Vec::new(),
+            };
+        };
+        let stats = last
+            .stats
+            .iter()
+            .zip(&self.counters)
+            .map(|(s, c)| ArmStats {
+                n: s.n + c.n.load(Relaxed),
+                sum: s.sum + f64::from_bits(c.sum.load(Relaxed)),
+                sum_sq: s.sum_sq + f64::from_bits(c.sum_sq.load(Relaxed)),
+            })
+            .collect();
         OpenCounters {
-            period: last.map_or(0, |p| p.period),
-            stats: last.map_or_else(Vec::new, |p| p.stats.clone()),
+            period: last.period,
+            stats,
         }
     }
 
@@ -278,6 +295,15 @@ mod tests {
         assert_eq!(s2.serving.load().table, s1.serving.load().table);
         assert_eq!(s2.history().periods, s1.history().periods);
         assert_eq!(s2.open_exposures(), [0, 0], "the open counters start again");
+        s2.expose(1);
+        s2.reward(1, 1.0);
+        assert_eq!(
+            s2.open_counters(),
+            OpenCounters {
+                period: 2,
+                stats: vec![ArmStats::default(), stats(1, 1.0)]
+            }
+        );
         // A restart of s2 reads the spliced history back.
         let again = state(d2.path(), AB);
         assert_eq!(again.serving.load().table, s1.serving.load().table);
