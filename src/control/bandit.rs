@@ -18,7 +18,9 @@ pub fn update_due(app: &App, snap: &Snapshot, now_unix_ms: u64) {
         };
         let due = now_unix_ms.saturating_sub(b.period_start_unix_ms())
             >= b.settings.update_interval.as_millis() as u64;
-        if due && !exp.state().paused.load(Relaxed) {
+        // With the fleet, its bandit task opens every period (the fleet's).
+        let shared = app.fleet.bandits.load(Relaxed);
+        if due && !shared && !exp.state().paused.load(Relaxed) {
             update(exp, b, now_unix_ms);
         }
         crate::runtime::export_bandit_gauges(&app.metrics, exp);

@@ -452,6 +452,9 @@ impl Store {
         let mut news = false;
         let now = unix_ms(SystemTime::now());
         for key in keys {
+            if key.starts_with(crate::fleet::bandits::BANDIT_PREFIX) {
+                continue; // the bandit task reads its own keys (one per period: many)
+            }
             let entry = match bounded(kv.entry(key.as_str())).await {
                 Ok(Ok(Some(e))) => e,
                 Ok(Ok(None)) => continue,

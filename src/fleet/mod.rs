@@ -7,6 +7,7 @@
 //! | [`log`] | the event files as the shipper reads them: positions, the checkpoint file, the `max_backlog` skip |
 //! | [`publisher`] | the broker the shipper publishes to (a trait; JetStream implements it) |
 //! | [`windows`] | shared guardrail windows (`share_windows`): each sidecar's windows published to the bucket, the others' kept for the guardrail checks |
+//! | [`bandits`] | bandit periods shared (`bandit.<experiment>.…`): each period written once, opened by every sidecar, computed from every sidecar's counters |
 //! | [`decisions`] | the decision store: rollbacks, pauses and resumes shared through the key-value bucket, applied by every sidecar |
 //!
 //! Everything here runs beside the request path: the proxy never waits on the broker.
@@ -14,6 +15,7 @@
 //! lives in [`crate::runtime::FleetStatus`], which this module writes and the admin API
 //! reads (the admin API does not depend on this module).
 
+pub mod bandits;
 pub mod conn;
 pub mod decisions;
 pub mod line;
@@ -104,6 +106,7 @@ impl Fleet {
                         false => (None, None),
                     };
                     ramps::spawn(app.clone(), conn.clone(), shutdown.clone());
+                    bandits::spawn(app.clone(), conn.clone(), shutdown.clone());
                     decisions::spawn(app, conn.clone(), shutdown.clone());
                     let _ = started_tx.send(Ok((conn, stop)));
                     match ship {

@@ -20,9 +20,10 @@
 //! - **Guardrails win.** The caller passes which arms are active: a rolled-back arm gets
 //!   weight 0, its buckets go to the others by the same minimal-move rule, and nothing
 //!   more is credited to it (its posterior is frozen).
-//! - **Fleet seam.** [`BanditState::next_period`] and [`BanditState::open`] are separate
-//!   so that a fleet can publish the next period once (create-once key) and every sidecar
-//!   opens the period it reads back.
+//! - **Fleet.** With `[fleet]` the periods are the fleet's: [`fleet`] gives the fleet's
+//!   side (a period as the bucket holds it, the merged counters of every sidecar, the
+//!   history replaced from the fleet's periods); `crate::fleet::bandits` writes and reads
+//!   the bucket.
 
 use crate::assign::bandit::Table;
 use crate::assign::LiveState;
@@ -33,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+pub mod fleet;
 
 /// One period of a bandit: the weights it served and, once closed, what was seen in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,10 +267,24 @@ impl BanditState {
     /// passed since period 0 or while an active arm has fewer than `min_units`
     /// exposures), else each active arm's P(best) floored at `min_weight`.
     pub fn next_period(&self, now_unix_ms: u64, active: &[bool]) -> Period {
+        self.next_period_with(now_unix_ms, active, None)
+    }
+
+    /// [`Self::next_period`], with the open period's statistics `open` when given (the
+    /// fleet's, summed over its sidecars) instead of those recorded by [`Self::close`].
+    pub fn next_period_with(
+        &self,
+        now_unix_ms: u64,
+        active: &[bool],
+        open: Option<&[ArmStats]>,
+    ) -> Period {
         let h = self.lock();
         let b = &self.settings;
         let binomial = b.kind == MetricKind::Binomial;
-        let stats: Vec<Vec<ArmStats>> = h.periods.iter().map(|p| p.stats.clone()).collect();
+        let mut stats: Vec<Vec<ArmStats>> = h.periods.iter().map(|p| p.stats.clone()).collect();
+        if let (Some(open), Some(last)) = (open, stats.last_mut()) {
+            *last = open.to_vec();
+        }
         let arms = h.arms.len();
         let started = h.periods.first().map_or(now_unix_ms, |p| p.start_unix_ms);
         let number = h.periods.last().map_or(0, |p| p.period + 1);
@@ -328,6 +345,11 @@ impl BanditState {
             serde_json::to_vec(&*h).expect("bandit history serializes")
         };
         self.serving.store(Arc::new(Serving { period, table }));
+        self.save(&body)
+    }
+
+    /// Write the history `body` to its file, atomically.
+    fn save(&self, body: &[u8]) -> Result<(), BanditWriteError> {
         let err = |source| BanditWriteError {
             path: self.path.clone(),
             source,
@@ -335,7 +357,7 @@ impl BanditState {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        super::state::write_atomic(&self.path, &body).map_err(err)
+        super::state::write_atomic(&self.path, body).map_err(err)
     }
 }
 

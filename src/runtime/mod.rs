@@ -74,6 +74,9 @@ pub struct FleetStatus {
     /// Windows other sidecars published: (experiment, variant) → instance → window.
     /// Written by the fleet's store, read by the guardrail checks (off the request path).
     pub windows: Mutex<HashMap<(String, String), HashMap<String, PeerWindow>>>,
+    /// The fleet opens the bandits' periods (`crate::fleet::bandits`): the control loop
+    /// leaves them alone.
+    pub bandits: AtomicBool,
 }
 
 /// Another sidecar's window of one variant, as last received.
