@@ -455,9 +455,9 @@ fn assign_cmd(
         request: Some(unit),
     };
     let mut out = assign::Assignments::new();
-    // Bandit experiments: the tables the state directory's histories give, as served.
-    let tables = crate::guard::bandit::SavedTables::read(&cfg);
-    let holdout = assign::assign_with(&cfg, &tables, &ids, &view, &mut out);
+    // Bandit tables and ramp steps as the state directory holds them, as served.
+    let saved = crate::guard::saved::Saved::read(&cfg);
+    let holdout = assign::assign_with(&cfg, &saved, &ids, &view, &mut out);
     let mut rows = Vec::new();
     for (li, layer) in cfg.layers.iter().enumerate() {
         let unit_id = layer
@@ -480,8 +480,19 @@ fn assign_cmd(
                 let why = match (bucket, unit_id) {
                     (_, None) => "no unit id for this layer's unit".to_string(),
                     (Some(b), _) => {
-                        match layer.experiments.iter().find(|e| e.start <= b && b < e.end) {
-                            Some(e) => {
+                        let found = layer
+                            .experiments
+                            .iter()
+                            .enumerate()
+                            .find(|(_, e)| e.start <= b && b < e.end);
+                        match found {
+                            Some((ei, e)) if !assign::LiveState::serves(&saved, li, ei, b) => {
+                                format!(
+                                    "in `{}`'s range but outside the part its ramp serves now",
+                                    e.name
+                                )
+                            }
+                            Some((_, e)) => {
                                 format!("in `{}`'s range but targeting does not match", e.name)
                             }
                             None => "bucket outside every experiment".to_string(),

@@ -19,6 +19,7 @@ pub mod bandit;
 pub mod decision;
 pub mod evaluator;
 pub mod ramp;
+pub mod saved;
 mod state;
 pub mod window;
 
