@@ -28,6 +28,8 @@
 //! records here, from the copies as they finish in the admin API).
 
 mod aggregate;
+pub mod bandit;
+mod bandit_render;
 mod compare;
 mod covariates;
 mod csv;
@@ -48,6 +50,7 @@ mod verdict;
 
 pub use compare::{adjust_p_values, compare, ComparisonInput, Pair, RequestMetric};
 pub use covariates::read_covariates;
+pub use experiment::BANDIT_NEEDS_EVENTS;
 pub use report::{
     Comparison, CupedOut, ExperimentReport, Losses, ReadStats, Report, Side, TimePoint,
 };
@@ -115,11 +118,24 @@ pub fn analyze(
     let exps = sufficient::experiments_of(cfg);
     let mut ingested = ingest::ingest(cfg, &exps, &files, progress, warn)?;
     let shadows = std::mem::take(&mut ingested.shadow);
+    let bandits: Vec<(usize, bandit::BanditReport)> = ingested
+        .accs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, acc)| {
+            let (li, ei) = acc.at();
+            let records = ingested.bandit.get(&*cfg.layers[li].experiments[ei].name);
+            Some((i, bandit::section(cfg, acc, records, opts)?))
+        })
+        .collect();
     let mut r = report(
         cfg,
         &ingested.sufficient(cfg, opts.covariates.as_ref()),
         opts,
     );
+    for (i, b) in bandits {
+        bandit::apply(&mut r.experiments[i], b);
+    }
     for ((exp, variant), tally) in &shadows {
         if let Some(e) = r.experiments.iter_mut().find(|e| &e.experiment == exp) {
             e.shadow.push(tally.report(exp, variant, opts.confidence));
