@@ -661,6 +661,19 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_path_says_a_bandit_needs_the_direct_analysis() {
+        let cfg = config(&["a", "b"]);
+        let st = super::super::Sufficient {
+            experiments: vec![super::super::ExperimentStats::empty(&cfg, (0, 0))],
+            read: Default::default(),
+        };
+        let r = super::super::report(&cfg, &st, &Options::default());
+        let e = &r.experiments[0];
+        assert_eq!(e.reason, super::super::BANDIT_NEEDS_EVENTS);
+        assert!(e.comparisons.is_empty() && e.bandit.is_none() && e.srm_p_value.is_nan());
+    }
+
+    #[test]
     fn prob_best_is_what_the_proxy_computes_from_the_same_statistics() {
         // Three arms (Monte Carlo), two periods; one exposure per unit, so the proxy's
         // per-exposure statistics equal the analysis's per-unit ones.
