@@ -231,9 +231,11 @@ fn weights_chart(e: &ExperimentReport, b: &BanditReport) -> String {
         }
         let _ = write!(d, " H{:.1}", x(t1));
         let c = COLORS[a % COLORS.len()];
+        // earlier arms drawn wider, so arms with equal shares all stay visible
+        let width = 2.0 + 1.5 * (e.variants.len() - 1 - a).min(4) as f64;
         let _ = write!(
             s,
-            "<path fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" d=\"{d}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{c}\">{}</text>",
+            "<path fill=\"none\" stroke=\"{c}\" stroke-width=\"{width}\" d=\"{d}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{c}\">{}</text>",
             left + w + 8.0,
             top + 10.0 + 16.0 * a as f64,
             esc(name)
