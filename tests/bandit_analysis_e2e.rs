@@ -184,6 +184,7 @@ fn analyze_reports_the_bandit_with_its_weight_history_and_an_srm_by_period_that_
     if let Ok(keep) = std::env::var("ABGATE_KEEP_LOGS") {
         // ABGATE_KEEP_LOGS=DIR: the reports, to read them
         std::fs::write(Path::new(&keep).join("bandit.html"), &html).unwrap();
+        std::fs::write(Path::new(&keep).join("bandit.json"), report.to_string()).unwrap();
         std::fs::write(
             Path::new(&keep).join("bandit.txt"),
             analyze(dir.path(), "table"),
