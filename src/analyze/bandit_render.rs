@@ -99,8 +99,8 @@ pub(super) fn table(s: &mut String, e: &ExperimentReport, b: &BanditReport, conf
     }
     let _ = writeln!(
         s,
-        "  {:>6} {:<24} {:<8} {:<28} {}",
-        "period", "start", "explore", "shares served", "units first seen"
+        "  {:>6} {:<24} {:<8} {:<28} units first seen",
+        "period", "start", "explore", "shares served"
     );
     for per in &b.periods {
         let units: Vec<String> = per.units.iter().map(u64::to_string).collect();
