@@ -6,7 +6,8 @@
 //! Aggregation rules:
 //! - a unit enters an experiment at its first exposure to it (forced exposures and
 //!   holdout exposures never count); a unit seen in two variants of one experiment (after
-//!   a config change, say) is reported and excluded;
+//!   a config change, say) is reported and excluded — except in a bandit experiment,
+//!   where it is *moved*: kept in its first arm, its outcomes counted until the move;
 //! - an outcome counts for every experiment the unit was already exposed to when the
 //!   outcome is read — files are read in name (= time) order and lines in file order, so
 //!   an outcome logged before the unit's first exposure is ignored;
@@ -25,7 +26,9 @@
 //! Spark) compute the same sufficient statistics, and `summary` reads its result back
 //! ([`analyze_summary`]): from there on, the same code. [`live`] is the admin API's live
 //! report, from the same comparisons. [`shadow`] is the shadow section (from `shadow`
-//! records here, from the copies as they finish in the admin API).
+//! records here, from the copies as they finish in the admin API). [`bandit`] is the
+//! bandit section of an experiment with a bandit, which replaces its fixed-weight
+//! comparison (per-period estimates, P(best), weight history, SRM by period).
 
 mod aggregate;
 pub mod bandit;

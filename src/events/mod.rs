@@ -1,5 +1,5 @@
-//! Event records (exposure, outcome, guardrail, ramp, shadow, bandit), their JSON Lines encoding, and the
-//! reader that the analysis uses. The durable writer lives in [`writer`].
+//! Event records (exposure, outcome, guardrail, ramp, shadow, bandit), their JSON Lines
+//! encoding, and the reader that the analysis uses. The durable writer lives in [`writer`].
 //!
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
 //! product contract (docs/events.md).
