@@ -1,4 +1,4 @@
-"""Reference values of the bandit section of `abgate analyze` (src/analyze/bandit.rs tests),
+"""Reference values of the bandit section of `abgate analyze` (src/analyze/bandit/tests.rs),
 computed independently with numpy and scipy: period-weighted means and intervals of a
 hand-made log, P(best) of two Beta posteriors, and the SRM by period of the logs of
 `srm_counts_returning_units_once_against_each_periods_shares` and
