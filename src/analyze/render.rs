@@ -476,7 +476,7 @@ pub fn html(r: &Report) -> String {
             "<h3>Sample ratio check</h3><p>{}. Chi-square p = {}{}. Units seen in two variants (excluded): {}.</p>",
             units.join("; "),
             p(e.srm_p_value),
-            if e.srm_p_value < SRM_THRESHOLD { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
+            if e.srm_p_value.is_nan() { " — not computed (see the reason above)" } else if e.srm_p_value < SRM_THRESHOLD { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
             e.mixed_units
         );
         let _ = write!(

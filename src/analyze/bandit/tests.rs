@@ -283,6 +283,8 @@ fn the_summary_path_says_a_bandit_needs_the_direct_analysis() {
     let e = &r.experiments[0];
     assert_eq!(e.reason, super::super::BANDIT_NEEDS_EVENTS);
     assert!(e.comparisons.is_empty() && e.bandit.is_none() && e.srm_p_value.is_nan());
+    let html = super::super::render::html(&r);
+    assert!(html.contains("not computed") && html.contains("run `abgate analyze --events`"));
 }
 
 #[test]
