@@ -72,17 +72,23 @@ impl Log {
         }
     }
     fn analyze(&self, cfg: &Config) -> super::super::ExperimentReport {
+        let (e, warnings) = self.analyze_warned(cfg);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        e
+    }
+    fn analyze_warned(&self, cfg: &Config) -> (super::super::ExperimentReport, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("events-1.jsonl"), &self.0).unwrap();
+        let mut warnings = Vec::new();
         let r = super::super::analyze(
             cfg,
             &[dir.path().to_path_buf()],
             &Options::default(),
             |_| {},
-            |w| panic!("warning: {w}"),
+            |w| warnings.push(w),
         )
         .unwrap();
-        r.experiments.into_iter().next().unwrap()
+        (r.experiments.into_iter().next().unwrap(), warnings)
     }
 }
 
@@ -248,6 +254,30 @@ fn srm_flags_units_that_do_not_follow_the_shares() {
     close(s.chi_square, 56.25);
     assert!((s.p_value.unwrap() / 6.101936677605317e-13 - 1.0).abs() < 1e-6);
     assert_eq!(e.verdict, "invalid");
+}
+
+#[test]
+fn one_record_per_period_is_kept_and_sidecars_that_disagree_are_named() {
+    let arms = ["a", "b"];
+    let cfg = config(&arms);
+    let mut log = Log::default();
+    log.period(&arms, 0, &[0.5, 0.5]);
+    log.units("x", "a", 0, 10, 1);
+    log.units("y", "b", 0, 10, 1);
+    log.period(&arms, 0, &[0.5, 0.5]); // another sidecar, or the same after a restart
+    let e = log.analyze(&cfg);
+    let b = e.bandit.as_ref().unwrap();
+    assert_eq!(b.periods.len(), 1);
+    assert_eq!((b.srm.periods_tested, b.srm.df), (1, 1));
+    // a sidecar that served other shares: the first record read is used, and said so
+    log.period(&arms, 0, &[0.3, 0.7]);
+    let (e2, warnings) = log.analyze_warned(&cfg);
+    assert_eq!(e2.bandit.unwrap().periods[0].weights, Some(vec![0.5, 0.5]));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("period 0 name other shares"),
+        "{warnings:?}"
+    );
 }
 
 #[test]
