@@ -9,6 +9,11 @@
 //! passes: the mean, then the deviations), the request-level moments, new units per
 //! second or minute (`timeline`).
 //!
+//! A bandit experiment keeps, beside each record, the period of its first exposure and
+//! whether it was later exposed on another arm ([`super::bandit::BanditAcc`]): such a
+//! unit is *moved*, not mixed — it stays in its first arm, and its outcomes count until
+//! the move.
+//!
 //! The records are flat arrays (`slots` values per record), so memory grows with units ×
 //! metrics and nothing is allocated per line except a unit's first record.
 
@@ -37,7 +42,8 @@ pub(super) struct ExpAcc {
     /// ([`metric_slots`]).
     pub metric_slots: Vec<usize>,
     variant_names: Vec<Box<str>>,
-    variant: Vec<u16>,
+    /// Per record, its (first) variant.
+    pub variant: Vec<u16>,
     mixed: Vec<bool>,
     /// Per record, its first exposure's time in seconds since the epoch ([`NO_TIME`]
     /// when it had no readable `ts`).
@@ -46,6 +52,8 @@ pub(super) struct ExpAcc {
     any: Vec<bool>,
     latency: Vec<Running>,   // per variant
     errors: Vec<(u64, u64)>, // per variant: errors, requests
+    /// Bandit experiments: per record, its first period and whether it moved.
+    pub bandit: Option<super::bandit::BanditAcc>,
 }
 
 impl ExpAcc {
@@ -64,7 +72,16 @@ impl ExpAcc {
             any: Vec::new(),
             latency: vec![Running::default(); nv],
             errors: vec![(0, 0); nv],
+            bandit: e
+                .bandit
+                .as_ref()
+                .map(|_| super::bandit::BanditAcc::default()),
         }
+    }
+
+    /// (layer index, experiment index) in the config.
+    pub fn at(&self) -> (usize, usize) {
+        self.at
     }
 
     /// Units recorded (mixed ones included).
@@ -91,19 +108,33 @@ impl ExpAcc {
     }
 
     /// The unit whose experiments are `list` was exposed to variant `vi` of this
-    /// experiment (number `ei`) at `ts`: its first exposure makes a new record; an
-    /// exposure to another variant later marks the record mixed.
-    pub fn expose(&mut self, list: &mut UnitExperiments, ei: usize, vi: usize, ts: Option<&str>) {
+    /// experiment (number `ei`) at `ts`, in bandit period `period`: its first exposure
+    /// makes a new record; an exposure to another variant later marks the record mixed
+    /// (moved, for a bandit).
+    pub fn expose(
+        &mut self,
+        list: &mut UnitExperiments,
+        ei: usize,
+        vi: usize,
+        ts: Option<&str>,
+        period: Option<u64>,
+    ) {
         let vi = vi as u16;
         match list.iter().find(|(e, _)| *e as usize == ei) {
             Some(&(_, ri)) => {
                 if self.variant[ri as usize] != vi {
-                    self.mixed[ri as usize] = true;
+                    match &mut self.bandit {
+                        Some(b) => b.moved[ri as usize] = true,
+                        None => self.mixed[ri as usize] = true,
+                    }
                 }
             }
             None => {
                 let ri = self.records() as u32;
                 self.push_record(vi, ts);
+                if let Some(b) = &mut self.bandit {
+                    b.push(period);
+                }
                 list.push((ei as u16, ri));
             }
         }
@@ -122,6 +153,9 @@ impl ExpAcc {
     /// An outcome `value` of metric `mi` (index into `cfg.metrics`) for record `ri`;
     /// ignored when this experiment does not report the metric.
     pub fn add_outcome(&mut self, ri: usize, mi: usize, value: f64) {
+        if self.bandit.as_ref().is_some_and(|b| b.moved[ri]) {
+            return; // a moved unit's outcomes count until its move
+        }
         if let Some(slot) = self.metric_slots.iter().position(|&s| s == mi) {
             let k = ri * self.metric_slots.len() + slot;
             self.values[k] += value;
@@ -133,7 +167,7 @@ impl ExpAcc {
 
     /// The per-unit observation of record `ri` on metric `slot`: 1 if any value was > 0,
     /// else 0 (binomial); the sum (continuous).
-    fn y(&self, ri: usize, slot: usize, kind: MetricKind) -> f64 {
+    pub fn y(&self, ri: usize, slot: usize, kind: MetricKind) -> f64 {
         let k = ri * self.metric_slots.len() + slot;
         match kind {
             MetricKind::Binomial => self.any[k] as u8 as f64,

@@ -17,25 +17,36 @@ use super::Options;
 use crate::config::{Config, Experiment};
 use crate::stats;
 
+/// What the report of a bandit experiment says without its bandit section.
+pub const BANDIT_NEEDS_EVENTS: &str = "bandit experiment: the scale-out analysis (--summary) has no bandit section and a fixed-weight comparison would be wrong; run `abgate analyze --events` on the logs";
+
 /// The report of the experiment whose sufficient statistics are `st`.
 pub(super) fn report(cfg: &Config, st: &ExperimentStats, opts: &Options) -> ExperimentReport {
     let (li, ei) = st.at;
     let e = &cfg.layers[li].experiments[ei];
     let weights: Vec<f64> = e.variants.iter().map(|v| v.weight).collect();
-    let srm = stats::srm_p_value(&st.units, &weights);
     let mut comps = Vec::new();
-    for t in (0..e.variants.len()).filter(|&t| t != e.control) {
-        comparisons(cfg, e, st, opts, t, &mut comps);
-    }
-    adjust_p_values(&mut comps);
-    let (verdict, reason) = verdict(&Evidence {
-        experiment: e,
-        units: &st.units,
-        srm,
-        mixed: st.mixed,
-        comparisons: &comps,
-        alpha: 1.0 - opts.confidence,
-    });
+    // A bandit is not a fixed experiment: its weights move, so neither the static SRM
+    // nor pooled comparisons apply. The direct analysis adds its bandit section
+    // (`bandit::apply`); from `--summary` this note is all there is.
+    let (srm, verdict, reason) = if e.bandit.is_some() {
+        (f64::NAN, "keep_running", BANDIT_NEEDS_EVENTS.to_string())
+    } else {
+        let srm = stats::srm_p_value(&st.units, &weights);
+        for t in (0..e.variants.len()).filter(|&t| t != e.control) {
+            comparisons(cfg, e, st, opts, t, &mut comps);
+        }
+        adjust_p_values(&mut comps);
+        let (verdict, reason) = verdict(&Evidence {
+            experiment: e,
+            units: &st.units,
+            srm,
+            mixed: st.mixed,
+            comparisons: &comps,
+            alpha: 1.0 - opts.confidence,
+        });
+        (srm, verdict, reason)
+    };
     ExperimentReport {
         experiment: e.name.to_string(),
         layer: cfg.layers[li].name.to_string(),
@@ -54,6 +65,7 @@ pub(super) fn report(cfg: &Config, st: &ExperimentStats, opts: &Options) -> Expe
         comparisons: comps,
         units_over_time: units_over_time(&st.new_units, e.variants.len()),
         shadow: Vec::new(),
+        bandit: None,
     }
 }
 

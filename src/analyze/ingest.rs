@@ -32,6 +32,8 @@ pub(super) struct Ingested {
     pub read: ReadStats,
     /// Shadow copies by (experiment, variant).
     pub shadow: BTreeMap<(String, String), super::shadow::ShadowTally>,
+    /// Bandit periods by experiment, then period: the first `bandit` record read of each.
+    pub bandit: BTreeMap<String, BTreeMap<u64, crate::events::BanditRecord>>,
 }
 
 /// The state of the pass while lines are read.
@@ -43,6 +45,8 @@ struct Pass<'c> {
     out: Ingested,
     unknown_experiments: BTreeMap<String, u64>,
     bad_lines: Vec<String>,
+    /// (experiment, period) whose `bandit` records disagree on the shares served.
+    bandit_conflicts: BTreeMap<(String, u64), u64>,
     seen: SeenIds,
 }
 
@@ -180,9 +184,11 @@ impl<'c> Pass<'c> {
                     ..Default::default()
                 },
                 shadow: BTreeMap::new(),
+                bandit: BTreeMap::new(),
             },
             unknown_experiments: BTreeMap::new(),
             bad_lines: Vec::new(),
+            bandit_conflicts: BTreeMap::new(),
             seen: SeenIds::default(),
         }
     }
@@ -210,6 +216,7 @@ impl<'c> Pass<'c> {
             "exposure" => self.exposure(&line),
             "outcome" => self.outcome(&line),
             "shadow" => self.shadow(file, n, text),
+            "bandit" => self.bandit(file, n, text),
             _ => {}
         }
     }
@@ -226,6 +233,38 @@ impl<'c> Pass<'c> {
                 if self.bad_lines.len() < QUOTED_BAD_LINES {
                     self.bad_lines.push(format!(
                         "{}:{n}: not a shadow record ({e}): skipped",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A bandit period: read in full (one line per period and sidecar); the first record
+    /// of each (experiment, period) is kept, and later ones that served other shares are
+    /// counted (sidecars that did not share their periods).
+    fn bandit(&mut self, file: &Path, n: usize, text: &[u8]) {
+        match serde_json::from_slice::<crate::events::BanditRecord>(text) {
+            Ok(r) => {
+                let periods = self.out.bandit.entry(r.experiment.clone()).or_default();
+                match periods.get(&r.period) {
+                    None => {
+                        periods.insert(r.period, r);
+                    }
+                    Some(first) if first.weights != r.weights || first.variants != r.variants => {
+                        *self
+                            .bandit_conflicts
+                            .entry((r.experiment, r.period))
+                            .or_default() += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
+            Err(e) => {
+                self.out.read.skipped += 1;
+                if self.bad_lines.len() < QUOTED_BAD_LINES {
+                    self.bad_lines.push(format!(
+                        "{}:{n}: not a bandit record ({e}): skipped",
                         file.display()
                     ));
                 }
@@ -267,7 +306,7 @@ impl<'c> Pass<'c> {
             let Some((_, list)) = cur.as_mut() else {
                 continue;
             };
-            acc.expose(list, ei, vi, line.ts.as_deref());
+            acc.expose(list, ei, vi, line.ts.as_deref(), a.bandit_period);
         }
     }
 
@@ -299,6 +338,11 @@ impl<'c> Pass<'c> {
             warn(format!(
                 "… {} unreadable lines skipped in all",
                 read.skipped
+            ));
+        }
+        for ((exp, period), n) in &self.bandit_conflicts {
+            warn(format!(
+                "{n} `bandit` records of experiment `{exp}` period {period} name other shares than the first one read (sidecars that did not share their periods?): the first is used"
             ));
         }
         for (name, n) in &self.unknown_experiments {

@@ -6,7 +6,8 @@
 //! Aggregation rules:
 //! - a unit enters an experiment at its first exposure to it (forced exposures and
 //!   holdout exposures never count); a unit seen in two variants of one experiment (after
-//!   a config change, say) is reported and excluded;
+//!   a config change, say) is reported and excluded — except in a bandit experiment,
+//!   where it is *moved*: kept in its first arm, its outcomes counted until the move;
 //! - an outcome counts for every experiment the unit was already exposed to when the
 //!   outcome is read — files are read in name (= time) order and lines in file order, so
 //!   an outcome logged before the unit's first exposure is ignored;
@@ -25,9 +26,13 @@
 //! Spark) compute the same sufficient statistics, and `summary` reads its result back
 //! ([`analyze_summary`]): from there on, the same code. [`live`] is the admin API's live
 //! report, from the same comparisons. [`shadow`] is the shadow section (from `shadow`
-//! records here, from the copies as they finish in the admin API).
+//! records here, from the copies as they finish in the admin API). [`bandit`] is the
+//! bandit section of an experiment with a bandit, which replaces its fixed-weight
+//! comparison (per-period estimates, P(best), weight history, SRM by period).
 
 mod aggregate;
+pub mod bandit;
+mod bandit_render;
 mod compare;
 mod covariates;
 mod csv;
@@ -48,6 +53,7 @@ mod verdict;
 
 pub use compare::{adjust_p_values, compare, ComparisonInput, Pair, RequestMetric};
 pub use covariates::read_covariates;
+pub use experiment::BANDIT_NEEDS_EVENTS;
 pub use report::{
     Comparison, CupedOut, ExperimentReport, Losses, ReadStats, Report, Side, TimePoint,
 };
@@ -115,11 +121,24 @@ pub fn analyze(
     let exps = sufficient::experiments_of(cfg);
     let mut ingested = ingest::ingest(cfg, &exps, &files, progress, warn)?;
     let shadows = std::mem::take(&mut ingested.shadow);
+    let bandits: Vec<(usize, bandit::BanditReport)> = ingested
+        .accs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, acc)| {
+            let (li, ei) = acc.at();
+            let records = ingested.bandit.get(&*cfg.layers[li].experiments[ei].name);
+            Some((i, bandit::section(cfg, acc, records, opts)?))
+        })
+        .collect();
     let mut r = report(
         cfg,
         &ingested.sufficient(cfg, opts.covariates.as_ref()),
         opts,
     );
+    for (i, b) in bandits {
+        bandit::apply(&mut r.experiments[i], b);
+    }
     for ((exp, variant), tally) in &shadows {
         if let Some(e) = r.experiments.iter_mut().find(|e| &e.experiment == exp) {
             e.shadow.push(tally.report(exp, variant, opts.confidence));

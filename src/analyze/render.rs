@@ -1,12 +1,13 @@
 //! Output formats of `abgate analyze`: an aligned terminal table, the stable JSON
 //! described in `docs/analysis.md`, and one self-contained HTML file (inline SVG, no external assets).
+//! A bandit experiment's section is rendered by `bandit_render`.
 
 use super::shadow::ShadowReport;
 use super::verdict::SRM_THRESHOLD;
 use super::{Comparison, ExperimentReport, Report};
 use std::fmt::Write;
 
-fn num(x: f64, digits: usize) -> String {
+pub(super) fn num(x: f64, digits: usize) -> String {
     if x.is_finite() {
         format!("{x:.digits$}")
     } else {
@@ -58,6 +59,11 @@ pub fn table(r: &Report) -> String {
             .map(|v| format!("{v}={}", e.units.get(v).copied().unwrap_or(0)))
             .collect();
         let _ = writeln!(s, "experiment {} (layer {})", e.experiment, e.layer);
+        if let Some(b) = &e.bandit {
+            super::bandit_render::table(&mut s, e, b, r.confidence);
+            s.push('\n');
+            continue;
+        }
         let _ = writeln!(
             s,
             "  units: {}   SRM p={}{}   mixed (excluded): {}",
@@ -251,7 +257,7 @@ fn shadow_html(s: &mut String, sh: &ShadowReport) {
     );
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -449,6 +455,10 @@ pub fn html(r: &Report) -> String {
             e.verdict.to_uppercase(),
             esc(&e.reason)
         );
+        if let Some(b) = &e.bandit {
+            super::bandit_render::html(&mut s, e, b, r.confidence);
+            continue;
+        }
         let units: Vec<String> = e
             .variants
             .iter()
@@ -466,7 +476,7 @@ pub fn html(r: &Report) -> String {
             "<h3>Sample ratio check</h3><p>{}. Chi-square p = {}{}. Units seen in two variants (excluded): {}.</p>",
             units.join("; "),
             p(e.srm_p_value),
-            if e.srm_p_value < SRM_THRESHOLD { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
+            if e.srm_p_value.is_nan() { " — not computed (see the reason above)" } else if e.srm_p_value < SRM_THRESHOLD { " — <b class=\"invalid\">mismatch: results are not trustworthy</b>" } else { " — consistent with the weights" },
             e.mixed_units
         );
         let _ = write!(

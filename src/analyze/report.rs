@@ -142,6 +142,9 @@ pub struct ExperimentReport {
     /// Per variant with shadow copies in the logs: what they found (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<super::shadow::ShadowReport>,
+    /// A bandit experiment's section (the direct analysis only; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandit: Option<super::bandit::BanditReport>,
 }
 
 /// The whole report.

@@ -48,6 +48,9 @@ pub struct LineAssignment<'a> {
     pub unit_id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub forced: bool,
+    /// The bandit period whose table chose `variant` (bandit experiments only).
+    #[serde(default)]
+    pub bandit_period: Option<u64>,
 }
 
 impl Line<'_> {
@@ -256,6 +259,23 @@ impl<'a> Scanner<'a> {
         self.str().map(|s| Some(Cow::Borrowed(s)))
     }
 
+    /// Null, or a plain unsigned integer (digits only, no leading zero, fits in u64);
+    /// anything else is serde's to judge.
+    fn opt_u64(&mut self) -> Option<Option<u64>> {
+        if self.is_null() {
+            return Some(None);
+        }
+        let start = self.i;
+        let n = self.digits();
+        if n == 0 || (n > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        if let Some(b'.' | b'e' | b'E') = self.peek() {
+            return None;
+        }
+        self.s.get(start..self.i)?.parse().ok().map(Some)
+    }
+
     fn opt_number(&mut self) -> Option<Option<f64>> {
         if self.is_null() {
             return Some(None);
@@ -301,7 +321,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn assignment(&mut self) -> Option<LineAssignment<'a>> {
-        let (mut experiment, mut variant, mut unit_id, mut forced) = (None, None, None, None);
+        let (mut experiment, mut variant, mut unit_id, mut forced, mut period) =
+            (None, None, None, None, None);
         self.object(|s, key| match key {
             "experiment" => set_once(&mut experiment, Cow::Borrowed(s.str()?)),
             "variant" => set_once(&mut variant, Cow::Borrowed(s.str()?)),
@@ -314,6 +335,7 @@ impl<'a> Scanner<'a> {
                 };
                 set_once(&mut forced, v)
             }
+            "bandit_period" => set_once(&mut period, s.opt_u64()?),
             _ => s.skip_value(1),
         })?;
         Some(LineAssignment {
@@ -321,6 +343,7 @@ impl<'a> Scanner<'a> {
             variant: variant?,
             unit_id: unit_id.flatten(),
             forced: forced.unwrap_or(false),
+            bandit_period: period.flatten(),
         })
     }
 
@@ -404,7 +427,7 @@ mod tests {
         Some(out)
     }
 
-    const EXPOSURE: &str = r#"{"type":"exposure","ts":"2026-11-23T02:00:00.000000Z","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-0","assignments":[{"layer":"model","experiment":"ranker_v2","variant":"control","served":"control"},{"layer":"prompt","experiment":"system_prompt","variant":"concise","served":"control","forced":false,"unit_id":"tenant-9"}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":13.048,"error":null,"config_version":"0e269387a367","event_id":"01M834KJ36J9JTBGECVT6VKNS7","instance":"pod-a"}"#;
+    const EXPOSURE: &str = r#"{"type":"exposure","ts":"2026-11-23T02:00:00.000000Z","request_id":"01M834KJ36J9JTBGECVT6VKNS6","unit":"user","unit_id":"user-0","assignments":[{"layer":"model","experiment":"ranker_v2","variant":"control","served":"control","bandit_period":12},{"layer":"prompt","experiment":"system_prompt","variant":"concise","served":"control","forced":false,"unit_id":"tenant-9"}],"holdout":false,"upstream":"model_a","status":200,"latency_ms":13.048,"error":null,"config_version":"0e269387a367","event_id":"01M834KJ36J9JTBGECVT6VKNS7","instance":"pod-a"}"#;
     const OUTCOME: &str = r#"{"type":"outcome","ts":"2026-11-23T02:00:00.000000Z","unit_id":"user-1","metric":"revenue","value":12.5e-1,"source":"api","extra":{"a":[1,-2.5,true,null,"x\"y\\u"],"b":{}}}"#;
 
     #[test]
@@ -422,6 +445,7 @@ mod tests {
         let a = e.assignments.unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a[1].unit_id.as_deref(), Some("tenant-9"));
+        assert_eq!((a[0].bandit_period, a[1].bandit_period), (Some(12), None));
         assert_eq!(e.latency_ms, Some(13.048));
         assert_eq!(e.event_id.as_deref(), Some("01M834KJ36J9JTBGECVT6VKNS7"));
         assert_eq!(fast(OUTCOME).unwrap().value, Some(1.25));
@@ -441,6 +465,9 @@ mod tests {
             r#"{"type":"outcome","x":"a\qb"}"#,         // bad escape
             r#"[1]"#,
             r#"{"type":"exposure","assignments":[{"experiment":"e"}]}"#,
+            r#"{"type":"exposure","assignments":[{"experiment":"e","variant":"a","bandit_period":1.0}]}"#,
+            r#"{"type":"exposure","assignments":[{"experiment":"e","variant":"a","bandit_period":-1}]}"#,
+            r#"{"type":"exposure","assignments":[{"experiment":"e","variant":"a","bandit_period":01}]}"#,
         ] {
             assert!(fast(l).is_none(), "{l}");
         }

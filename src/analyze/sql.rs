@@ -169,6 +169,16 @@ pub fn emit(cfg: &Config, dialect: Dialect, input: &SqlInput) -> String {
         cfg.source.display(),
         cfg.version
     );
+    for e in cfg.layers.iter().flat_map(|l| &l.experiments) {
+        if e.bandit.is_some() {
+            let _ = writeln!(
+                q,
+                "-- note: `{}` is a bandit experiment: {}",
+                e.name,
+                super::experiment::BANDIT_NEEDS_EVENTS
+            );
+        }
+    }
     let _ = writeln!(
         q,
         "WITH\n-- every line: one row each, all nulls for an unreadable one\nlines AS (\n  {}\n),",

@@ -122,10 +122,16 @@ pub fn experiments_of(cfg: &Config) -> Vec<(usize, usize)> {
 }
 
 /// The metrics experiment `e` reports, as indices into `cfg.metrics`: the primary metric
-/// first, then `metrics`, each once.
+/// first, then `metrics`, then a bandit's reward, each once.
 pub fn metric_slots(cfg: &Config, e: &Experiment) -> Vec<usize> {
     let mut slots: Vec<usize> = Vec::new();
-    for m in e.primary_metric.iter().chain(e.metrics.iter()) {
+    let reward = e.bandit.as_ref().map(|b| &b.reward);
+    for m in e
+        .primary_metric
+        .iter()
+        .chain(e.metrics.iter())
+        .chain(reward)
+    {
         if let Some(i) = cfg.metrics.iter().position(|d| d.name == *m) {
             if !slots.contains(&i) {
                 slots.push(i);

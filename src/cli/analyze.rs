@@ -35,6 +35,15 @@ pub(super) fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     let cfg = config::load_file(&a.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for e in cfg.layers.iter().flat_map(|l| &l.experiments) {
+        if e.bandit.is_some() && (a.emit_sql.is_some() || a.summary.is_some()) {
+            eprintln!(
+                "abgate analyze: note: `{}`: {}",
+                e.name,
+                analyze::BANDIT_NEEDS_EVENTS
+            );
+        }
+    }
     if let Some(engine) = a.emit_sql {
         return write_out(a, &emit_sql(&cfg, a, engine)?);
     }

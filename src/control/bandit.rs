@@ -23,6 +23,7 @@ pub fn update_due(app: &App, snap: &Snapshot, now_unix_ms: u64) {
         if due && !shared && !exp.state().paused.load(Relaxed) {
             update(exp, b, now_unix_ms);
         }
+        app.announce_bandit_period(snap, exp);
         crate::runtime::export_bandit_gauges(&app.metrics, exp);
     }
 }

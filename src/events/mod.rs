@@ -1,9 +1,10 @@
-//! Event records (exposure, outcome, guardrail, shadow), their JSON Lines encoding, and the
-//! reader that the analysis uses. The durable writer lives in [`writer`].
+//! Event records (exposure, outcome, guardrail, ramp, shadow, bandit), their JSON Lines
+//! encoding, and the reader that the analysis uses. The durable writer lives in [`writer`].
 //!
 //! One JSON object per line; `ts` is RFC 3339 UTC with microseconds. Field names are the
 //! product contract (docs/events.md).
 
+pub mod bandit;
 pub mod encode;
 pub mod reader;
 pub mod shadow;
@@ -15,6 +16,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use bandit::BanditRecord;
 pub use shadow::{ShadowRecord, ShadowResult};
 pub use writer::{EventSink, EventWriter, WriterStats};
 
@@ -258,6 +260,8 @@ pub enum Event {
     Ramp(Box<crate::guard::ramp::Transition>),
     /// A shadow copy's comparison.
     Shadow(Box<ShadowRecord>),
+    /// A bandit period opened.
+    Bandit(Box<BanditRecord>),
 }
 
 #[derive(Serialize)]
@@ -268,6 +272,7 @@ enum Tagged<'a> {
     Guardrail(&'a Decision),
     Ramp(&'a crate::guard::ramp::Transition),
     Shadow(&'a ShadowRecord),
+    Bandit(&'a BanditRecord),
 }
 
 impl Event {
@@ -287,6 +292,9 @@ impl Event {
             Event::Shadow(r) => {
                 let _ = serde_json::to_writer(&mut *buf, &Tagged::Shadow(r));
             }
+            Event::Bandit(r) => {
+                let _ = serde_json::to_writer(&mut *buf, &Tagged::Bandit(r));
+            }
         }
         buf.push(b'\n');
     }
@@ -299,6 +307,7 @@ impl Event {
             Event::Guardrail(g) => serde_json::to_writer(&mut *buf, &Tagged::Guardrail(g)),
             Event::Ramp(r) => serde_json::to_writer(&mut *buf, &Tagged::Ramp(r)),
             Event::Shadow(r) => serde_json::to_writer(&mut *buf, &Tagged::Shadow(r)),
+            Event::Bandit(r) => serde_json::to_writer(&mut *buf, &Tagged::Bandit(r)),
         };
         buf.push(b'\n');
     }

@@ -298,7 +298,7 @@ impl BanditState {
             .iter()
             .map(|&a| Posterior::of(&estimates[a], binomial))
             .collect();
-        let seed = xxhash_rust::xxh3::xxh3_64(self.name.as_bytes()) ^ number;
+        let seed = tsb::seed(&self.name, number);
         let p_live = tsb::prob_best(&posteriors, b.higher_is_better, seed);
         let mut prob_best = vec![0.0; arms];
         for (&a, p) in live.iter().zip(p_live) {

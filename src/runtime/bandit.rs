@@ -1,10 +1,13 @@
 //! Bandits on the request path: a snapshot serves each bandit experiment's variants from
 //! its table ([`crate::assign::LiveState`]), and credits rewards to the arm that serves a
-//! unit, computed from the unit id and the current table — no per-unit state.
+//! unit, computed from the unit id and the current table — no per-unit state. Off the
+//! request path: the gauges, and the `bandit` event of each period opened.
 
-use super::{Live, Snapshot};
+use super::{App, Live, Snapshot};
 use crate::assign::{self, hash, LiveState};
+use crate::events::{BanditRecord, Event};
 use crate::metrics::Metrics;
+use std::sync::Arc;
 
 impl LiveState for Snapshot {
     /// Hot path: one table load and one indexed read for a bandit experiment.
@@ -77,5 +80,50 @@ pub fn export_bandit_gauges(metrics: &Metrics, exp: Live<'_>) {
             .bandit_prob_best
             .with_label_values(&labels)
             .set(prob_best.get(i).copied().unwrap_or(0.0));
+    }
+}
+
+/// The bandit periods whose `bandit` event this process has written: experiment →
+/// (period, start), so each period opened is written once per process.
+#[derive(Default)]
+pub struct AnnouncedPeriods(std::sync::Mutex<std::collections::HashMap<Arc<str>, (u64, u64)>>);
+
+impl App {
+    /// Write the `bandit` event of bandit experiment `exp`'s open period, unless this
+    /// process already wrote it: period 0 at start, every period an update (or the
+    /// fleet) opens, the open period again after a restart (the analysis keeps one per
+    /// period). Called from the control loop at every tick; cheap when nothing changed.
+    pub fn announce_bandit_period(&self, snap: &Snapshot, exp: Live<'_>) {
+        let Some(b) = &exp.runtime.bandit else {
+            return;
+        };
+        let key = (b.period(), b.period_start_unix_ms());
+        {
+            let mut done = self
+                .bandit_periods
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if done.get(&exp.config.name) == Some(&key) {
+                return;
+            }
+            done.insert(exp.config.name.clone(), key);
+        }
+        let history = b.history();
+        let Some(open) = history.periods.last() else {
+            return;
+        };
+        self.sink.send(Event::Bandit(Box::new(BanditRecord {
+            ts: std::time::SystemTime::now(),
+            experiment: exp.config.name.to_string(),
+            period: open.period,
+            start_unix_ms: open.start_unix_ms,
+            explore: open.explore,
+            variants: history.arms.clone(),
+            weights: open.served.clone(),
+            target_weights: open.weights.clone(),
+            prob_best: open.prob_best.clone(),
+            config_version: snap.config.version.to_string(),
+        })));
     }
 }

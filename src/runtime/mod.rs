@@ -14,7 +14,7 @@ pub mod shadow;
 mod snapshot;
 pub mod upstream;
 
-pub use bandit::export_bandit_gauges;
+pub use bandit::{export_bandit_gauges, AnnouncedPeriods};
 pub use snapshot::{build_snapshot, ExperimentRuntime, Live, Snapshot};
 
 use crate::config::Config;
@@ -216,6 +216,8 @@ pub struct App {
     pub started_unix_ms: u64,
     /// Live shadow state per variant, kept across reloads.
     pub shadows: shadow::ShadowStore,
+    /// The bandit periods whose `bandit` event this process has written.
+    pub bandit_periods: AnnouncedPeriods,
     pub(super) reload_lock: Mutex<()>,
 }
 
@@ -247,6 +249,7 @@ impl App {
             fleet_ramps: OnceLock::new(),
             started_unix_ms: unix_ms(std::time::SystemTime::now()),
             shadows,
+            bandit_periods: AnnouncedPeriods::default(),
             reload_lock: Mutex::new(()),
         }))
     }

@@ -175,6 +175,12 @@ impl Posterior {
     }
 }
 
+/// The seed of the Monte Carlo P(best) computed for period `number` of experiment
+/// `name`: the proxy's update and `abgate analyze` draw the same numbers.
+pub fn seed(name: &str, number: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes()) ^ number
+}
+
 /// Each arm's probability of being the best (the highest mean, or the lowest when
 /// `!higher_is_better`). Two arms in closed form; more by [`DRAWS`] Monte Carlo draws
 /// from a generator seeded with `seed`.
