@@ -330,6 +330,54 @@ fn the_fleet_serves_one_weight_history_written_once_per_period_and_a_new_sidecar
             );
         }
     }
+    // `abgate analyze` of one sidecar's log (s3, which received the conversions): its
+    // bandit records carry the fleet's weight history, so the SRM by period holds, the
+    // best arm leads, and no record disagrees with another.
+    let view = same_everywhere(&[&s[0], &s[1], &fresh]);
+    let s3 = s.remove(1);
+    let config = s3.g.config.clone();
+    s3.g.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_abgate"))
+        .args(["analyze", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--events")
+        .arg(s3.dir.path().join("events"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("warning"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = &report["experiments"][0]["bandit"];
+    let pb: Vec<f64> = (0..3)
+        .map(|a| b["arms"][a]["prob_best"].as_f64().unwrap())
+        .collect();
+    assert!(pb[2] > pb[0] && pb[2] > pb[1], "{pb:?}");
+    let srm = b["srm"]["p_value"].as_f64().expect("SRM computed");
+    assert!(
+        srm > 0.01,
+        "SRM by period of a fleet sidecar's log: p = {srm}: {b:#}"
+    );
+    for h in view["history"].as_array().unwrap() {
+        let n = h["period"].as_u64().unwrap();
+        if let Some(a) = b["periods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["period"] == n && x["weights"].is_array())
+        {
+            // (period 0's start may be the sidecar's own: it served its period 0 before
+            // it adopted the fleet's; both serve equal shares)
+            let (x, y) = (&a["weights"], &h["weights"]);
+            let close =
+                (0..3).all(|i| (x[i].as_f64().unwrap() - y[i].as_f64().unwrap()).abs() < 1e-9);
+            assert!(close, "period {n}: {x} vs {y}");
+        }
+    }
+    println!("analyze of s3's log: P(best) {pb:?}, SRM by period p = {srm:.4}");
     for x in s {
         x.g.stop();
     }
