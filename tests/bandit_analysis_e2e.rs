@@ -9,48 +9,18 @@
 
 mod common;
 
-use common::{agent, start, ExperimentSpec, LayerSpec, MockServer, TestConfig, DIR_PLACEHOLDER};
+use common::bandit::{backends, view as bandit, ARMS, RATES};
+use common::{agent, start};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
-const ARMS: [&str; 3] = ["a", "b", "c"];
-const RATES: [f64; 3] = [0.05, 0.05, 0.6];
 /// New users per round, and users of the first round coming back in each later round.
 const NEW: usize = 150;
 const RETURNING: usize = 60;
 const ROUNDS: usize = 5;
-
-fn config(backends: &[MockServer]) -> String {
-    let mut exp = ExperimentSpec::new("pick", 1.0).salt("pick-salt");
-    for arm in ARMS {
-        exp = exp.variant_with(arm, 1.0, Some(arm), &[]);
-    }
-    let mut c = TestConfig::new(DIR_PLACEHOLDER)
-        .server("debug_header = true")
-        .identity("header = \"x-user-id\"");
-    for (arm, m) in ARMS.iter().zip(backends) {
-        c = c.upstream(arm, &[m.addr]);
-    }
-    c.metric("conversion", "binomial")
-        .layer(LayerSpec::new("model").experiment(exp))
-        .raw(
-            "[layer.experiment.bandit]\nreward = \"conversion\"\nexplore = \"1ms\"\n\
-             min_units = 30\nupdate_interval = \"1s\"\nmin_weight = 0.05\nmax_shift = 0.25\n",
-        )
-        .toml()
-}
-
-fn bandit(g: &common::Abgate) -> serde_json::Value {
-    agent()
-        .get(&g.admin_url("/admin/experiments/pick/bandit"))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap()
-}
 
 fn period(g: &common::Abgate) -> u64 {
     bandit(g)["period"].as_u64().unwrap()
@@ -102,12 +72,12 @@ fn close(x: &serde_json::Value, y: &serde_json::Value) -> bool {
 
 #[test]
 fn analyze_reports_the_bandit_with_its_weight_history_and_an_srm_by_period_that_holds() {
-    let backends: Vec<MockServer> = ARMS
-        .iter()
-        .map(|n| MockServer::builder().name(n).start().unwrap())
-        .collect();
+    let backends = backends();
     let dir = tempfile::tempdir().unwrap();
-    let g = start(dir.path(), &config(&backends));
+    let g = start(
+        dir.path(),
+        &common::bandit::config(&backends, 30, "1s").toml(),
+    );
     let mut rng = StdRng::seed_from_u64(1919);
     let mut p = period(&g);
     for r in 0..ROUNDS {

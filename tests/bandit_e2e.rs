@@ -9,44 +9,13 @@ mod common;
 
 use abgate::assign::bandit::Table;
 use abgate::assign::hash;
-use common::{agent, start, ExperimentSpec, LayerSpec, MockServer, TestConfig, DIR_PLACEHOLDER};
+use common::bandit::{backends, view as bandit, ARMS, RATES};
+use common::{agent, start};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
-const ARMS: [&str; 3] = ["a", "b", "c"];
-const RATES: [f64; 3] = [0.05, 0.05, 0.6];
 const USERS: usize = 300;
-
-fn config(backends: &[MockServer]) -> String {
-    let mut exp = ExperimentSpec::new("pick", 1.0).salt("pick-salt");
-    for (arm, m) in ARMS.iter().zip(backends) {
-        let _ = m;
-        exp = exp.variant_with(arm, 1.0, Some(arm), &[]);
-    }
-    let mut c = TestConfig::new(DIR_PLACEHOLDER)
-        .server("debug_header = true")
-        .identity("header = \"x-user-id\"");
-    for (arm, m) in ARMS.iter().zip(backends) {
-        c = c.upstream(arm, &[m.addr]);
-    }
-    c.metric("conversion", "binomial")
-        .layer(LayerSpec::new("model").experiment(exp))
-        .raw(
-            "[layer.experiment.bandit]\nreward = \"conversion\"\nexplore = \"1ms\"\n\
-             min_units = 50\nupdate_interval = \"1s\"\nmin_weight = 0.05\nmax_shift = 0.25\n",
-        )
-        .toml()
-}
-
-fn bandit(g: &common::Abgate) -> serde_json::Value {
-    agent()
-        .get(&g.admin_url("/admin/experiments/pick/bandit"))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap()
-}
 
 fn period(g: &common::Abgate) -> u64 {
     bandit(g)["period"].as_u64().unwrap()
@@ -111,12 +80,9 @@ fn tables(view: &serde_json::Value) -> HashMap<u64, Table> {
 
 #[test]
 fn traffic_moves_to_the_best_arm_units_stay_sticky_and_a_restart_keeps_the_table() {
-    let backends: Vec<MockServer> = ARMS
-        .iter()
-        .map(|n| MockServer::builder().name(n).start().unwrap())
-        .collect();
+    let backends = backends();
     let dir = tempfile::tempdir().unwrap();
-    let text = config(&backends);
+    let text = common::bandit::config(&backends, 50, "1s").toml();
     let g = start(dir.path(), &text);
     let mut rng = StdRng::seed_from_u64(19);
     let mut p = period(&g);

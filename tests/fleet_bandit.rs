@@ -10,48 +10,26 @@ mod common;
 
 use abgate::assign::bandit::Table;
 use abgate::assign::hash;
+use common::bandit::{backends, ARMS, RATES};
 use common::fleet::{logs, wait_connected, Sidecar};
 use common::nats::NatsServer;
-use common::{agent, ExperimentSpec, LayerSpec, MockServer, TestConfig, DIR_PLACEHOLDER};
+use common::{agent, MockServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-const ARMS: [&str; 3] = ["a", "b", "c"];
-const RATES: [f64; 3] = [0.05, 0.05, 0.6];
 const USERS: usize = 200;
 
 /// The bandit of `tests/bandit_e2e.rs` (three arms, each on its own backend) in the
 /// fleet at `nats` as `instance`, updating every `interval`.
 fn config(backends: &[MockServer], nats: &str, instance: &str, interval: &str) -> String {
-    let mut exp = ExperimentSpec::new("pick", 1.0).salt("pick-salt");
-    for arm in ARMS {
-        exp = exp.variant_with(arm, 1.0, Some(arm), &[]);
-    }
-    let mut c = TestConfig::new(DIR_PLACEHOLDER)
-        .server("debug_header = true")
-        .identity("header = \"x-user-id\"");
-    for (arm, m) in ARMS.iter().zip(backends) {
-        c = c.upstream(arm, &[m.addr]);
-    }
-    c.metric("conversion", "binomial")
-        .layer(LayerSpec::new("model").experiment(exp))
-        .raw(&format!(
-            "[layer.experiment.bandit]\nreward = \"conversion\"\nexplore = \"1ms\"\n\
-             min_units = 50\nupdate_interval = \"{interval}\"\nmin_weight = 0.05\nmax_shift = 0.25\n"
-        ))
+    common::bandit::config(backends, 50, interval)
         .raw(&format!(
             "[fleet]\nnats_url = \"{nats}\"\ninstance = \"{instance}\"\nship_events = false\n"
         ))
         .toml()
-}
-
-fn backends() -> Vec<MockServer> {
-    ARMS.iter()
-        .map(|n| MockServer::builder().name(n).start().unwrap())
-        .collect()
 }
 
 fn bandit(s: &Sidecar) -> Value {

@@ -163,14 +163,7 @@ fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&g.proxy).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = h2c(&g.proxy).await;
         let req = http::Request::get(format!("http://{}/v1/chat", g.proxy))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -693,14 +686,7 @@ fn sigterm_ends_http2_connections_with_goaway_after_their_responses() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&g.proxy).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = h2c(&g.proxy).await;
         let req = |user: &str| {
             http::Request::get(format!("http://{}/v1/chat", g.proxy))
                 .header("cookie", format!("abgate_uid={user}"))
@@ -943,4 +929,22 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// An HTTP/2 (prior knowledge) connection to `addr`: its request sender and the task
+/// driving the connection, which ends when the connection does.
+async fn h2c(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(conn))
 }

@@ -28,7 +28,7 @@
 //!
 //! Nothing here is on the request path; every broker operation is bounded.
 
-use super::decisions::bucket::{bounded, create_bucket};
+use super::decisions::bucket::{bounded, cached as bucket};
 use super::FleetConn;
 use crate::guard::bandit::fleet::{merge, FleetPeriod, OpenCounters};
 use crate::guard::bandit::BanditState;
@@ -140,21 +140,6 @@ fn looks(app: &App) -> Vec<Look> {
             })
         })
         .collect()
-}
-
-/// The bucket, opened (or created) once connected.
-async fn bucket(conn: &FleetConn, kv: &mut Option<kv::Store>) -> Option<kv::Store> {
-    if let Some(k) = kv {
-        return Some(k.clone());
-    }
-    let js = conn.jetstream();
-    let name = conn.settings.bucket.clone();
-    let store = match bounded(js.get_key_value(name.as_str())).await {
-        Ok(Ok(s)) => Ok(s),
-        _ => create_bucket(js, &name).await,
-    };
-    *kv = store.ok();
-    kv.clone()
 }
 
 /// The value of `key` read as `T`: `Ok(None)` when there is none (or it does not read).

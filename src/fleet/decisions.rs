@@ -40,7 +40,7 @@ use crate::fleet::{windows, FleetConn};
 use crate::guard::Decision;
 use crate::runtime::{unix_ms, App};
 use async_nats::jetstream::kv;
-use bucket::{bounded, create_bucket, read};
+use bucket::{bounded, read};
 use futures_util::{StreamExt, TryStreamExt};
 use persist::{FleetFile, Pending};
 use plan::{decision_key, is_news, plan, Current, FleetDecision, Plan};
@@ -493,13 +493,7 @@ impl Store {
         if Instant::now() < self.bucket_retry_at {
             return None;
         }
-        let js = self.conn.jetstream();
-        let name = self.conn.settings.bucket.clone();
-        let store = match bounded(js.get_key_value(name.as_str())).await {
-            Ok(Ok(s)) => Ok(s),
-            _ => create_bucket(js, &name).await,
-        };
-        match store {
+        match bucket::open_or_create(&self.conn).await {
             Ok(s) => {
                 self.kv = Some(s.clone());
                 self.bucket_warned = false;
@@ -510,7 +504,8 @@ impl Store {
                 if !self.bucket_warned {
                     self.bucket_warned = true;
                     tracing::warn!(
-                        "fleet: cannot open or create bucket {name}: {e}; retrying every second"
+                        "fleet: cannot open or create bucket {}: {e}; retrying every second",
+                        self.conn.settings.bucket
                     );
                 }
                 None

@@ -16,7 +16,7 @@
 //!
 //! Nothing here is on the request path; every broker operation is bounded.
 
-use super::decisions::bucket::{bounded, create_bucket};
+use super::decisions::bucket::{bounded, cached as bucket};
 use super::FleetConn;
 use crate::guard::ramp::RampState;
 use crate::runtime::App;
@@ -71,21 +71,6 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, mut shutdown: watch::Receiver<
             }
         }
     });
-}
-
-/// The bucket, opened (or created) once connected.
-async fn bucket(conn: &FleetConn, kv: &mut Option<kv::Store>) -> Option<kv::Store> {
-    if let Some(k) = kv {
-        return Some(k.clone());
-    }
-    let js = conn.jetstream();
-    let name = conn.settings.bucket.clone();
-    let store = match bounded(js.get_key_value(name.as_str())).await {
-        Ok(Ok(s)) => Ok(s),
-        _ => create_bucket(js, &name).await,
-    };
-    *kv = store.ok();
-    kv.clone()
 }
 
 /// Bring ramp `name` and its bucket key together: adopt the bucket's state when it is

@@ -2,6 +2,7 @@
 //! bounded by [`OP_TIMEOUT`].
 
 use super::plan::Current;
+use crate::fleet::FleetConn;
 use async_nats::jetstream::kv;
 use std::time::Duration;
 
@@ -9,6 +10,25 @@ use std::time::Duration;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Values kept per key in the bucket (the last generations of each decision).
 pub const HISTORY: i64 = 10;
+
+/// The bucket of `conn`, opened, or created when it does not exist yet.
+pub async fn open_or_create(conn: &FleetConn) -> Result<kv::Store, String> {
+    let js = conn.jetstream();
+    let name = conn.settings.bucket.clone();
+    match bounded(js.get_key_value(name.as_str())).await {
+        Ok(Ok(s)) => Ok(s),
+        _ => create_bucket(js, &name).await,
+    }
+}
+
+/// The bucket kept in `kv`, opened (or created) now if it is not there yet; `None`
+/// while the broker cannot give it.
+pub async fn cached(conn: &FleetConn, kv: &mut Option<kv::Store>) -> Option<kv::Store> {
+    if kv.is_none() {
+        *kv = open_or_create(conn).await.ok();
+    }
+    kv.clone()
+}
 
 /// Create the bucket's stream as `async_nats`'s `create_key_value` would, without its
 /// account query: the account-info answer of nats-server 2.9 does not parse in the
