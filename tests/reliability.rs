@@ -132,6 +132,27 @@ fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
             "{resp}"
         );
     }
+    // What pingora closes stays closed: HTTP/1.0 without `Connection: keep-alive`, and
+    // a request with both `Transfer-Encoding` and `Content-Length` (a smuggling guard).
+    for req in [
+        &b"GET /v1/chat HTTP/1.0\r\nHost: x\r\n\r\n"[..],
+        b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+          Content-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ] {
+        let mut c = TcpStream::connect(&g.proxy).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(req).unwrap();
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all); // ends when abgate closes, not after 20 s
+        let resp = String::from_utf8_lossy(&all);
+        assert!(resp.starts_with("HTTP/1."), "{resp}");
+        assert_ne!(
+            connection_header(&resp).as_deref(),
+            Some("keep-alive"),
+            "{resp}"
+        );
+    }
+
     let idle = std::time::Instant::now();
     let mut buf = [0u8; 64];
     let read = s.read(&mut buf);

@@ -117,10 +117,14 @@ impl ProxyHttp for AbgateProxy {
         if self.app.draining.load(Relaxed) {
             session.set_keepalive(None);
         } else {
-            // An idle HTTP/1.1 connection waits `keepalive_timeout` for its next request
-            // (pingora would wait forever once the client speaks HTTP/1.1); a client's
-            // `Connection: close` still closes it. A no-op on HTTP/2.
-            session.set_keepalive(Some(snap.config.server.keepalive_timeout));
+            // A kept connection waits `keepalive_timeout` for its next request (pingora
+            // would wait for ever once the client speaks HTTP/1.1). Only where pingora
+            // keeps it: not for HTTP/1.0 without `Connection: keep-alive`, a client's
+            // `Connection: close`, or a request pingora closes after (both
+            // `Transfer-Encoding` and `Content-Length`). A no-op on HTTP/2.
+            if session.get_keepalive().is_some() {
+                session.set_keepalive(Some(snap.config.server.keepalive_timeout));
+            }
             // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous
             // response arrived is answered after it, in order, instead of being dropped
             // with the connection. A no-op on HTTP/2.
