@@ -347,8 +347,9 @@ fn the_fleet_serves_one_weight_history_written_once_per_period_and_a_new_sidecar
             .iter()
             .find(|x| x["period"] == n && x["weights"].is_array())
         {
-            // (period 0's start may be the sidecar's own: it served its period 0 before
-            // it adopted the fleet's; both serve equal shares)
+            // (s3 also wrote its own period 0 before it adopted the fleet's: the
+            // earliest started record of a period is kept)
+            assert_eq!(a["start_unix_ms"], h["start_unix_ms"], "period {n}");
             let (x, y) = (&a["weights"], &h["weights"]);
             let close =
                 (0..3).all(|i| (x[i].as_f64().unwrap() - y[i].as_f64().unwrap()).abs() < 1e-9);

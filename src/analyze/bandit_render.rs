@@ -181,11 +181,13 @@ pub(super) fn html(s: &mut String, e: &ExperimentReport, b: &BanditReport, confi
 /// that have a `bandit` record (a share holds from its period's start to the next one;
 /// the last holds for the median period length).
 fn weights_chart(e: &ExperimentReport, b: &BanditReport) -> String {
-    let pts: Vec<(u64, &Vec<f64>)> = b
+    let mut pts: Vec<(u64, &Vec<f64>)> = b
         .periods
         .iter()
         .filter_map(|p| Some((p.start_unix_ms?, p.weights.as_ref()?)))
         .collect();
+    // In time order (a sidecar's own period 0 may have started after the fleet's next).
+    pts.sort_by_key(|p| p.0);
     if pts.is_empty() {
         return "<p>No weight history in the logs (no <code>bandit</code> records): no chart.</p>"
             .into();
@@ -202,7 +204,7 @@ fn weights_chart(e: &ExperimentReport, b: &BanditReport) -> String {
         .max(1);
     let (t0, t1) = (pts[0].0, pts[pts.len() - 1].0 + last);
     let (left, w, h, top) = (50.0, 600.0, 180.0, 8.0);
-    let x = |t: u64| left + (t.saturating_sub(t0)) as f64 / (t1 - t0).max(1) as f64 * w;
+    let x = |t: u64| left + (t.saturating_sub(t0)) as f64 / t1.saturating_sub(t0).max(1) as f64 * w;
     let y = |share: f64| top + (1.0 - share.clamp(0.0, 1.0)) * h;
     let mut s = format!(
         "<svg class=\"bandit-weights\" width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">",

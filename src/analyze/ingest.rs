@@ -33,7 +33,7 @@ pub(super) struct Ingested {
     /// Shadow copies by (experiment, variant).
     pub shadow: BTreeMap<(String, String), super::shadow::ShadowTally>,
     /// Bandit periods by experiment, then period: the first `bandit` record read of each.
-    pub bandit: BTreeMap<String, BTreeMap<u64, crate::events::BanditRecord>>,
+    pub bandit: BTreeMap<String, BTreeMap<u64, Vec<crate::events::BanditRecord>>>,
 }
 
 /// The state of the pass while lines are read.
@@ -240,24 +240,31 @@ impl<'c> Pass<'c> {
         }
     }
 
-    /// A bandit period: read in full (one line per period and sidecar); the first record
-    /// of each (experiment, period) is kept, and later ones that served other shares are
-    /// counted (sidecars that did not share their periods).
+    /// A bandit period: read in full (one line per period and sidecar). Of the records of
+    /// one (experiment, period, arms) the earliest started is kept, whatever the order
+    /// the files are read in (a restart writes its open period again; a sidecar that
+    /// joined a fleet writes its own period 0 before it adopts the fleet's); one that
+    /// served other shares is counted (sidecars that did not share their periods).
+    /// Records of other arms (a history started over after the arms changed) are kept
+    /// beside, for the analysis to pick those of the config's arms.
     fn bandit(&mut self, file: &Path, n: usize, text: &[u8]) {
         match serde_json::from_slice::<crate::events::BanditRecord>(text) {
             Ok(r) => {
                 let periods = self.out.bandit.entry(r.experiment.clone()).or_default();
-                match periods.get(&r.period) {
-                    None => {
-                        periods.insert(r.period, r);
+                let same = periods.entry(r.period).or_default();
+                match same.iter_mut().find(|k| k.variants == r.variants) {
+                    None => same.push(r),
+                    Some(kept) => {
+                        if kept.weights != r.weights {
+                            *self
+                                .bandit_conflicts
+                                .entry((r.experiment.clone(), r.period))
+                                .or_default() += 1;
+                        }
+                        if r.start_unix_ms < kept.start_unix_ms {
+                            *kept = r;
+                        }
                     }
-                    Some(first) if first.weights != r.weights || first.variants != r.variants => {
-                        *self
-                            .bandit_conflicts
-                            .entry((r.experiment, r.period))
-                            .or_default() += 1;
-                    }
-                    Some(_) => {}
                 }
             }
             Err(e) => {
@@ -342,7 +349,7 @@ impl<'c> Pass<'c> {
         }
         for ((exp, period), n) in &self.bandit_conflicts {
             warn(format!(
-                "{n} `bandit` records of experiment `{exp}` period {period} name other shares than the first one read (sidecars that did not share their periods?): the first is used"
+                "{n} `bandit` records of experiment `{exp}` period {period} name other shares than another (sidecars that did not share their periods?): the earliest started is used"
             ));
         }
         for (name, n) in &self.unknown_experiments {

@@ -153,7 +153,7 @@ pub struct BanditSrm {
 pub(super) fn section(
     cfg: &Config,
     acc: &ExpAcc,
-    records: Option<&BTreeMap<u64, BanditRecord>>,
+    records: Option<&BTreeMap<u64, Vec<BanditRecord>>>,
     opts: &Options,
 ) -> Option<BanditReport> {
     let b = acc.bandit.as_ref()?;
@@ -162,8 +162,13 @@ pub(super) fn section(
     let bandit = e.bandit.as_ref()?;
     let nv = e.variants.len();
     let arms: Vec<String> = e.variants.iter().map(|v| v.name.to_string()).collect();
-    let empty = BTreeMap::new();
-    let records = records.unwrap_or(&empty);
+    // The records of the config's arms (a history of other arms is another bandit).
+    let records: BTreeMap<u64, BanditRecord> = records
+        .into_iter()
+        .flatten()
+        .filter_map(|(&p, rs)| Some((p, rs.iter().find(|r| r.variants == arms)?.clone())))
+        .collect();
+    let records = &records;
     // Units first seen per period and arm, and the metric statistics per period.
     let mut units: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut stats: BTreeMap<u64, Vec<Vec<ArmStats>>> = BTreeMap::new(); // [slot][arm]

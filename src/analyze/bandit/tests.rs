@@ -44,12 +44,15 @@ impl Log {
     }
     /// The record of `period` (through the event encoder, as abgate writes it).
     fn period(&mut self, arms: &[&str], period: u64, weights: &[f64]) {
+        self.period_at(arms, period, weights, 1_796_000_000_000 + period * 60_000);
+    }
+    fn period_at(&mut self, arms: &[&str], period: u64, weights: &[f64], start: u64) {
         let mut buf = Vec::new();
         Event::Bandit(Box::new(BanditRecord {
             ts: SystemTime::UNIX_EPOCH,
             experiment: "e".into(),
             period,
-            start_unix_ms: 1_796_000_000_000 + period * 60_000,
+            start_unix_ms: start,
             explore: period == 0,
             variants: arms.iter().map(|a| a.to_string()).collect(),
             weights: weights.to_vec(),
@@ -354,4 +357,28 @@ fn prob_best_is_what_the_proxy_computes_from_the_same_statistics() {
     let got: Vec<f64> = e.bandit.unwrap().arms.iter().map(|a| a.prob_best).collect();
     assert_eq!(got, want);
     assert!(want[2] > want[1] && want[1] > want[0], "{want:?}");
+}
+
+#[test]
+fn the_earliest_record_of_a_period_is_kept_whatever_the_order_and_other_arms_are_set_aside() {
+    let arms = ["a", "b"];
+    let cfg = config(&arms);
+    let mut log = Log::default();
+    // A sidecar that joined a fleet late: its own period 0 first in its file, then the
+    // fleet's, which started earlier (same shares).
+    log.period_at(&arms, 0, &[0.5, 0.5], 1_796_000_100_000);
+    log.period_at(&arms, 0, &[0.5, 0.5], 1_796_000_000_000);
+    // A history of other arms, from before the arms changed, numbered from 0 too.
+    log.period_at(&["a", "b", "z"], 1, &[0.2, 0.2, 0.6], 1_795_000_000_000);
+    log.period_at(&arms, 1, &[0.3, 0.7], 1_796_000_060_000);
+    log.units("x", "a", 0, 10, 1);
+    log.units("y", "b", 0, 10, 1);
+    log.units("v", "a", 1, 3, 0);
+    log.units("w", "b", 1, 7, 0);
+    let e = log.analyze(&cfg); // and no warning
+    let b = e.bandit.as_ref().unwrap();
+    assert_eq!(b.periods[0].start_unix_ms, Some(1_796_000_000_000));
+    assert_eq!(b.periods[1].weights, Some(vec![0.3, 0.7]));
+    assert_eq!(b.srm.units_without_weights, 0);
+    assert_eq!(b.srm.periods_tested, 2);
 }

@@ -79,8 +79,9 @@ impl BanditState {
     pub fn fingerprint(&self) -> String {
         let arms = self.lock().arms.join("\u{1f}");
         let what = format!(
-            "{arms}\u{1e}{}\u{1e}{:?}",
-            self.settings.reward, self.settings.kind
+            "{arms}\u{1e}{}\u{1e}{}",
+            self.settings.reward,
+            self.settings.kind.as_str()
         );
         format!("{:08x}", xxhash_rust::xxh3::xxh3_64(what.as_bytes()) as u32)
     }
