@@ -66,8 +66,8 @@ struct Cursor {
     state: usize,
     /// Local periods known to be the fleet's.
     confirmed: u64,
-    /// The counters last published, and when.
-    published: Option<(OpenCounters, std::time::Instant)>,
+    /// The counters last published.
+    published: Option<OpenCounters>,
     /// The fleet's periods do not fit this state (said once): it is left alone until a
     /// reload makes a new one.
     refused: bool,
@@ -248,9 +248,8 @@ async fn sync(
     Ok(())
 }
 
-/// Publish this sidecar's counters of the open period when they changed, at most every
-/// [`publish_every`] within a period (every sidecar's watch of the bucket receives each
-/// put); a new period's are published at once.
+/// Publish this sidecar's counters of the open period when they changed (at most once a
+/// look: every sidecar's watch of the bucket receives each put).
 async fn publish_counters(
     kv: &kv::Store,
     instance: &str,
@@ -259,27 +258,15 @@ async fn publish_counters(
     cursor: &mut Cursor,
 ) -> Result<(), String> {
     let now = look.state.open_counters();
-    if let Some((last, at)) = &cursor.published {
-        let same_period = last.period == now.period;
-        if *last == now
-            || (same_period && at.elapsed() < publish_every(look.state.settings.update_interval))
-        {
-            return Ok(());
-        }
+    if cursor.published.as_ref() == Some(&now) {
+        return Ok(());
     }
     let body = serde_json::to_vec(&now).map_err(|e| e.to_string())?;
     bounded(kv.put(open_key(&look.name, fp, instance), body.into()))
         .await?
         .map_err(|e| e.to_string())?;
-    cursor.published = Some((now, std::time::Instant::now()));
+    cursor.published = Some(now);
     Ok(())
-}
-
-/// How often a sidecar publishes the counters of an open period: a tenth of the
-/// update interval, at most once a second. The fleet's sum of a period misses at most
-/// that much of each sidecar's last counts (plus a look), under 1% of the period.
-fn publish_every(update_interval: Duration) -> Duration {
-    (update_interval / 10).min(Duration::from_secs(1))
 }
 
 /// The fleet's counters of open period `period`: this sidecar's and the latest
@@ -340,8 +327,8 @@ async fn adopt(
     let rounded = |x: &[f64]| -> Vec<f64> { x.iter().map(|v| (v * 1e4).round() / 1e4).collect() };
     match done {
         Ok(Ok(true)) => {
-            // (a `bandit` event of the period belongs here when `won`: the writer
-            // announces it, the others adopt it silently, as for ramps)
+            // (every sidecar writes the period's `bandit` record to its own log: the
+            // control loop's `App::announce_bandit_period` sees the period opened)
             let how = if won {
                 "computed here from the fleet's counters and written to the fleet".to_string()
             } else {
