@@ -184,7 +184,9 @@ async fn sync(
     let b = &look.state;
     let fp = b.fingerprint();
     let name = look.name.as_str();
-    for _ in 0..MAX_STEPS {
+    let mut steps = 0;
+    while steps < MAX_STEPS {
+        steps += 1;
         let k = cursor.confirmed;
         let local = b.periods();
         match read::<FleetPeriod>(kv, &period_key(name, &fp, k)).await? {
@@ -214,6 +216,11 @@ async fn sync(
                 };
                 if create(kv, &period_key(name, &fp, k), &mine).await? {
                     cursor.confirmed = k + 1;
+                    // A history written back goes in one look, whatever its length:
+                    // stopped halfway, a sidecar that has read the first part finds the
+                    // next period due (it started long ago) and would compute it over
+                    // the rest of this history.
+                    steps -= 1;
                 }
             }
             None => {
