@@ -9,10 +9,7 @@ use super::verdict::SRM_THRESHOLD;
 use super::ExperimentReport;
 use std::fmt::Write;
 
-/// Line colours, one per arm (the units-over-time chart's).
-const COLORS: [&str; 6] = [
-    "#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e",
-];
+use super::render::COLORS;
 
 fn interval(ci: [f64; 2]) -> String {
     format!("[{}, {}]", num(ci[0], 4), num(ci[1], 4))

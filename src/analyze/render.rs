@@ -15,6 +15,11 @@ pub(super) fn num(x: f64, digits: usize) -> String {
     }
 }
 
+/// Line colours of the report's charts, one per variant (or arm), in order.
+pub(super) const COLORS: [&str; 6] = [
+    "#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e",
+];
+
 fn pct(x: f64) -> String {
     if x.is_finite() {
         format!("{:+.2}%", 100.0 * x)
@@ -387,9 +392,7 @@ fn over_time(e: &ExperimentReport) -> String {
         .unwrap_or(1)
         .max(1) as f64;
     let (left, w, h) = (50.0, 600.0, 180.0);
-    let colors = [
-        "#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e",
-    ];
+    let colors = COLORS;
     let x = |i: usize| left + i as f64 / (pts.len() - 1) as f64 * w;
     let mut s = format!("<svg width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">", left + w + 140.0, h + 30.0);
     let _ = write!(

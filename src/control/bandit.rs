@@ -16,8 +16,7 @@ pub fn update_due(app: &App, snap: &Snapshot, now_unix_ms: u64) {
         let Some(b) = &exp.runtime.bandit else {
             continue;
         };
-        let due = now_unix_ms.saturating_sub(b.period_start_unix_ms())
-            >= b.settings.update_interval.as_millis() as u64;
+        let due = b.due(now_unix_ms);
         // With the fleet, its bandit task opens every period (the fleet's).
         let shared = app.fleet.bandits.load(Relaxed);
         if due && !shared && !exp.state().paused.load(Relaxed) {

@@ -226,9 +226,7 @@ async fn sync(
             None => {
                 publish_counters(kv, instance, look, &fp, cursor).await?;
                 let now = unix_ms(SystemTime::now());
-                let due = now.saturating_sub(b.period_start_unix_ms())
-                    >= b.settings.update_interval.as_millis() as u64;
-                if !due || look.paused {
+                if !b.due(now) || look.paused {
                     return Ok(());
                 }
                 let closed = fleet_counters(app, kv, instance, look, &fp, k - 1).await?;

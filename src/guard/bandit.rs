@@ -246,6 +246,12 @@ impl BanditState {
         self.lock().periods.last().map_or(0, |p| p.start_unix_ms)
     }
 
+    /// Whether the open period has lasted `update_interval` at `now_unix_ms`.
+    pub fn due(&self, now_unix_ms: u64) -> bool {
+        now_unix_ms.saturating_sub(self.period_start_unix_ms())
+            >= self.settings.update_interval.as_millis() as u64
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }

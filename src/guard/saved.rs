@@ -4,7 +4,7 @@
 //! step (from `ramps.json`; a ramp not started yet would start at its first step).
 
 use super::bandit::SavedTables;
-use super::ramp::store::{buckets, RampStore};
+use super::ramp::store::{in_served_part, served_buckets, RampStore};
 use crate::assign::LiveState;
 use crate::config::Config;
 
@@ -39,7 +39,7 @@ impl Saved {
                             }
                             None => ramp.steps[0],
                         };
-                        (e.start, buckets(traffic).min(e.end - e.start))
+                        (e.start, served_buckets(e, traffic))
                     })
                     .collect()
             })
@@ -61,7 +61,7 @@ impl LiveState for Saved {
         self.served
             .get(layer)
             .and_then(|l| l.get(experiment))
-            .is_none_or(|&(start, n)| bucket.wrapping_sub(start) < n)
+            .is_none_or(|&(start, n)| in_served_part(start, n, bucket))
     }
 }
 
@@ -91,7 +91,10 @@ mod tests {
         .unwrap();
         cfg.state_dir = dir.path().to_path_buf();
         // Not started yet: the first step, and nothing written.
-        assert_eq!(served(&cfg, &Saved::read(&cfg)), buckets(0.1));
+        assert_eq!(
+            served(&cfg, &Saved::read(&cfg)),
+            super::super::ramp::store::buckets(0.1)
+        );
         assert!(!dir.path().join("ramps.json").exists());
         // Advanced to 0.5 by a running proxy: the saved step.
         let exp = &cfg.layers[0].experiments[0];
@@ -105,6 +108,9 @@ mod tests {
             })
             .unwrap();
         drop(store);
-        assert_eq!(served(&cfg, &Saved::read(&cfg)), buckets(0.5));
+        assert_eq!(
+            served(&cfg, &Saved::read(&cfg)),
+            super::super::ramp::store::buckets(0.5)
+        );
     }
 }

@@ -113,7 +113,7 @@ impl ExperimentState {
     /// Hot path: one atomic load.
     #[inline]
     pub fn ramp_serves(&self, start: u32, bucket: u32) -> bool {
-        bucket.wrapping_sub(start) < self.ramp_buckets.load(Relaxed)
+        super::ramp::store::in_served_part(start, self.ramp_buckets.load(Relaxed), bucket)
     }
 
     /// `running`, `rolled_back` or `paused`.
@@ -272,7 +272,7 @@ impl Guard {
     /// reload, here), or all of them.
     fn ramp_buckets(&self, exp: &Experiment) -> u32 {
         match self.ramps.ensure(exp, std::time::SystemTime::now()) {
-            Some(r) => super::ramp::store::buckets(r.traffic).min(exp.end - exp.start),
+            Some(r) => super::ramp::store::served_buckets(exp, r.traffic),
             None => u32::MAX,
         }
     }

@@ -6,7 +6,7 @@
 
 use super::{App, Live};
 use crate::events::Event;
-use crate::guard::ramp::store::buckets;
+use crate::guard::ramp::store::served_buckets;
 use crate::guard::ramp::{RampAction, RampState, Transition};
 use crate::guard::GuardError;
 use std::sync::atomic::Ordering::Relaxed;
@@ -54,10 +54,9 @@ impl App {
 
     /// Make the request path serve `s`'s traffic and export it.
     pub fn ramp_serve(&self, exp: Live<'_>, s: &RampState) {
-        let range = exp.config.end - exp.config.start;
         exp.state()
             .ramp_buckets
-            .store(buckets(s.traffic).min(range), Relaxed);
+            .store(served_buckets(exp.config, s.traffic), Relaxed);
         self.metrics.ramps.set(&exp.config.name, s);
     }
 

@@ -142,3 +142,17 @@ impl RampStore {
 pub fn buckets(traffic: f64) -> u32 {
     (traffic * crate::hash::BUCKETS as f64).round() as u32
 }
+
+/// The buckets of its range experiment `exp` serves with its ramp at `traffic`.
+pub fn served_buckets(exp: &crate::config::Experiment, traffic: f64) -> u32 {
+    buckets(traffic).min(exp.end - exp.start)
+}
+
+/// Whether layer bucket `bucket` is in the part of a range starting at `start` that
+/// serves `served` buckets ([`served_buckets`]; `u32::MAX`: the whole range).
+///
+/// Hot path: one subtraction and one comparison.
+#[inline]
+pub fn in_served_part(start: u32, served: u32, bucket: u32) -> bool {
+    bucket.wrapping_sub(start) < served
+}
