@@ -423,19 +423,25 @@ pub fn chi_square_gof(observed: &[u64], weights: &[f64]) -> f64 {
     if total == 0.0 || observed.len() < 2 || wsum <= 0.0 {
         return 1.0;
     }
-    let stat: f64 = observed
-        .iter()
-        .zip(weights)
-        .map(|(&o, &w)| {
-            let e = total * w / wsum;
-            if e > 0.0 {
-                (o as f64 - e).powi(2) / e
-            } else {
-                0.0
-            }
-        })
-        .sum();
+    let (stat, _) = chi_square_statistic(observed, weights);
     chi2_sf(stat, (observed.len() - 1) as f64)
+}
+
+/// Pearson's statistic of observed counts against shares `weights` (normalised here),
+/// and how many cells have a positive expectation (cells expected empty add nothing).
+pub fn chi_square_statistic(observed: &[u64], weights: &[f64]) -> (f64, usize) {
+    let total: f64 = observed.iter().map(|&x| x as f64).sum();
+    let wsum: f64 = weights.iter().sum();
+    let mut cells = 0;
+    let mut stat = 0.0;
+    for (&o, &w) in observed.iter().zip(weights) {
+        let e = total * w / wsum;
+        if e > 0.0 {
+            stat += (o as f64 - e).powi(2) / e;
+            cells += 1;
+        }
+    }
+    (stat, cells)
 }
 
 /// Sample ratio mismatch check: the chi-square goodness-of-fit p-value of the observed

@@ -317,17 +317,15 @@ fn srm(
             out.units_without_weights += n;
             continue;
         };
-        let mut served = 0;
-        for (&o, &w) in observed.iter().zip(&r.weights) {
-            if w > 0.0 {
-                let expected = n as f64 * w;
-                out.chi_square += (o as f64 - expected).powi(2) / expected;
-                served += 1;
-            } else {
-                out.units_on_unserved_arms += o;
-            }
-        }
-        out.df += served.max(1) - 1;
+        let (stat, served) = crate::stats::chi_square_statistic(observed, &r.weights);
+        out.chi_square += stat;
+        out.units_on_unserved_arms += observed
+            .iter()
+            .zip(&r.weights)
+            .filter(|(_, &w)| w <= 0.0)
+            .map(|(&o, _)| o)
+            .sum::<u64>();
+        out.df += (served.max(1) - 1) as u64;
         out.periods_tested += 1;
     }
     if out.periods_tested == 0 {
