@@ -197,7 +197,7 @@ impl Metrics {
         }
         let downstream_rejected = counter_vec(
             "abgate_downstream_rejected_total",
-            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read; header_too_large: a request head over server.max_header_bytes, answered 431; max_connections: a new connection closed unread because server.max_connections were open; silent: a new plaintext connection that sent no request within server.keepalive_timeout).",
+            "Requests refused before routing, by reason (bad_framing: conflicting Content-Length/Transfer-Encoding; bad_request: a body abgate could not read; header_too_large: a request head over server.max_header_bytes, answered 431; max_connections: a new connection closed unread because server.max_connections were open; silent: a new plaintext connection that sent fewer than 24 bytes within server.keepalive_timeout).",
             &["reason"],
         );
         let exposures = counter_vec(
