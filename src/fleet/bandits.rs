@@ -62,8 +62,9 @@ pub fn open_key(experiment: &str, fingerprint: &str, instance: &str) -> String {
 /// What this task knows of one bandit.
 #[derive(Default)]
 struct Cursor {
-    /// The state it is about (a reload that changes the bandit makes a new one).
-    state: usize,
+    /// The state it is about (a reload that changes the bandit makes a new one); held,
+    /// so that a new state can never be mistaken for it.
+    state: Option<Arc<BanditState>>,
     /// Local periods known to be the fleet's.
     confirmed: u64,
     /// The counters last published.
@@ -105,10 +106,13 @@ pub fn spawn(app: Arc<App>, conn: Arc<FleetConn>, mut shutdown: watch::Receiver<
             };
             for look in looks(&app) {
                 let cursor = cursors.entry(look.name.clone()).or_default();
-                let id = Arc::as_ptr(&look.state) as usize;
-                if cursor.state != id {
+                if !cursor
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &look.state))
+                {
                     *cursor = Cursor {
-                        state: id,
+                        state: Some(look.state.clone()),
                         ..Cursor::default()
                     };
                 }
@@ -242,8 +246,13 @@ async fn sync(
                     instance: instance.to_string(),
                 };
                 if create(kv, &period_key(name, &fp, k), &mine).await? {
-                    adopt(app, look, k, vec![mine], true).await;
-                    cursor.confirmed = k + 1;
+                    // (as for the others' periods: one that does not fit this state,
+                    // replaced by a reload meanwhile, leaves it to the next state)
+                    if adopt(app, look, k, vec![mine], true).await {
+                        cursor.confirmed = k + 1;
+                    } else {
+                        cursor.refused = true;
+                    }
                     return Ok(());
                 }
                 // another sidecar computed it first: the next step reads and opens it
