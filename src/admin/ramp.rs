@@ -4,8 +4,9 @@
 
 use super::mutate::serialized;
 use super::respond::{error, json_resp, Resp};
-use crate::guard::ramp::{RampCause, RampStatus};
-use crate::runtime::App;
+use crate::config::Ramp;
+use crate::guard::ramp::{RampCause, RampState, RampStatus};
+use crate::runtime::{App, Live, Snapshot};
 use http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
@@ -14,14 +15,9 @@ use std::time::SystemTime;
 /// `GET /admin/experiments/{name}/ramp`.
 pub fn view(app: &App, name: &str) -> Resp {
     let snap = app.snapshot.load();
-    let Some(exp) = snap.find(name) else {
-        return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
-    };
-    let (Some(ramp), Some(s)) = (&exp.config.ramp, app.guard.ramps.get(name)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("experiment `{name}` has no ramp"),
-        );
+    let (_, ramp, s) = match ramped(app, &snap, name) {
+        Ok(x) => x,
+        Err(e) => return *e,
     };
     let i = s.index(ramp);
     let last_gate = s.history.iter().rev().find_map(|t| t.gate.clone());
@@ -45,6 +41,28 @@ pub fn view(app: &App, name: &str) -> Resp {
     )
 }
 
+/// Experiment `name` of `snap`, its ramp and the ramp's state, or the 404 that says
+/// which is missing.
+fn ramped<'a>(
+    app: &App,
+    snap: &'a Snapshot,
+    name: &str,
+) -> Result<(Live<'a>, &'a Ramp, RampState), Box<Resp>> {
+    let Some(exp) = snap.find(name) else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("no experiment `{name}`"),
+        )));
+    };
+    match (&exp.config.ramp, app.guard.ramps.get(name)) {
+        (Some(ramp), Some(s)) => Ok((exp, ramp, s)),
+        _ => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("experiment `{name}` has no ramp"),
+        ))),
+    }
+}
+
 /// `POST /admin/experiments/{name}/ramp/{advance|hold}` (the token is checked).
 pub async fn mutate(app: &Arc<App>, name: &str, action: &str) -> Resp {
     let (app, name, action) = (app.clone(), name.to_string(), action.to_string());
@@ -55,14 +73,9 @@ pub async fn mutate(app: &Arc<App>, name: &str, action: &str) -> Resp {
 
 fn apply(app: &App, name: &str, action: &str) -> Resp {
     let snap = app.snapshot.load();
-    let Some(exp) = snap.find(name) else {
-        return error(StatusCode::NOT_FOUND, &format!("no experiment `{name}`"));
-    };
-    let (Some(ramp), Some(s)) = (&exp.config.ramp, app.guard.ramps.get(name)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("experiment `{name}` has no ramp"),
-        );
+    let (exp, ramp, s) = match ramped(app, &snap, name) {
+        Ok(x) => x,
+        Err(e) => return *e,
     };
     let now = SystemTime::now();
     let exp_name = exp.config.name.clone();
